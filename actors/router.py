@@ -1,0 +1,133 @@
+"""Routing: ticks by symbol to the shards whose accounts hold it, fills by account.
+
+The router is the sequencer: it numbers every event in arrival order, screens
+it, cuts batches (on size), and sends each batch as one msgpack frame to the
+shards that need it — one ``put`` shared by reference, not a copy per shard.
+Ray is injected (``put`` / ``send``) so the routing logic is testable without it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from riskcore.config import RiskConfig
+from riskcore.engine import EventBatch, TickColumns
+from riskcore.events import Fill, Tick
+from riskcore.ingest import FillScreen, Refusal, TickScreen
+from riskcore.wire import encode_batch
+
+
+def place_accounts(config: RiskConfig) -> dict[str, list[str]]:
+    """Shard id -> account ids, ``accounts_per_actor`` at a time, in config order."""
+    per = config.placement.accounts_per_actor
+    ids = [spec.id for spec in config.accounts]
+    return {f"shard-{n:04d}": ids[i : i + per] for n, i in enumerate(range(0, len(ids), per))}
+
+
+class Router:
+    def __init__(
+        self,
+        config: RiskConfig,
+        placement: Mapping[str, Sequence[str]],
+        send: Callable[[str, Any], Any],
+        put: Callable[[bytes], Any] = lambda frame: frame,
+    ) -> None:
+        self.config = config
+        self.symbol_ids = config.symbol_ids()
+        self.shard_of = {account: shard for shard, accounts in placement.items() for account in accounts}
+        self.subscriptions: dict[str, set[int]] = {shard: set() for shard in placement}
+        for spec in config.accounts:
+            if spec.id in self.shard_of:
+                for pos in spec.positions:
+                    self.subscriptions[self.shard_of[spec.id]].add(self.symbol_ids[pos.symbol])
+        self.send = send
+        self.put = put
+        self.marks: dict[int, tuple[float, float]] = {}
+        self.tick_screen = TickScreen()
+        self.fill_screen = FillScreen(self.shard_of, self.symbol_ids)
+        self.refusals: list[Refusal] = []
+        self.batches = 0
+        self.position = 0  # arrival number of the next event
+        self.sent = 0  # shard calls made (each yields one report)
+
+    def route(self, events: Iterable[Tick | Fill]) -> list[Any]:
+        """Screen, batch and send events; return the handles of the shard calls made."""
+        handles: list[Any] = []
+        pending: list[Tick | Fill] = []
+        ticks_in_batch = 0
+        for event in events:
+            pending.append(event)
+            if not isinstance(event, Fill):
+                ticks_in_batch += 1
+                if ticks_in_batch >= self.config.batching.max_ticks:
+                    handles.extend(self._send_batch(pending))
+                    pending, ticks_in_batch = [], 0
+        if pending:
+            handles.extend(self._send_batch(pending))
+        return handles
+
+    def _send_batch(self, events: list[Tick | Fill]) -> list[Any]:
+        ticks: list[Tick] = []
+        fills: list[Fill] = []
+        fill_pos: list[int] = []
+        for event in events:
+            if isinstance(event, Fill):
+                problem = self.fill_screen.problem(event)
+                if problem is None:
+                    if event.fill_id:
+                        self.fill_screen.seen_ids.add(event.fill_id)
+                    fills.append(event)
+                    fill_pos.append(len(ticks))
+                else:
+                    self.fill_screen.refused[problem[0]] += 1
+                    self.refusals.append(Refusal(event.stream, event.seq, *problem))
+            elif event.symbol not in self.symbol_ids:
+                self.refusals.append(
+                    self.tick_screen.refuse(event.stream, event.seq, "unknown_symbol", f"unknown symbol {event.symbol!r}")
+                )
+            else:
+                ticks.append(event)
+        columns = TickColumns.from_ticks(ticks, self.symbol_ids) if ticks else TickColumns.empty()
+        mask, refused = self.tick_screen.screen(columns)
+        self.refusals.extend(refused)
+        if refused:
+            kept_before = np.concatenate(([0], np.cumsum(mask)))
+            fill_pos = [int(kept_before[p]) for p in fill_pos]
+            columns = TickColumns(
+                columns.symbol[mask], columns.bid[mask], columns.ask[mask], columns.ts_ns[mask], columns.seq[mask],
+                columns.stream[mask], columns.streams,
+            )
+        return self.send_columns(columns, fills, fill_pos)
+
+    def send_columns(self, ticks: TickColumns, fills: list[Fill], fill_pos: list[int]) -> list[Any]:
+        """Send screened columns and fills as one batch; the fast path for columnar producers."""
+        if len(ticks) == 0 and not fills:
+            return []
+        fill_symbols = {self.symbol_ids[f.symbol] for f in fills}
+        # The latest mark, as of the batch start, of every symbol a fill trades: an account opening it starts there.
+        marks = {s: self.marks[s] for s in fill_symbols if s in self.marks}
+        targets: set[str] = set()
+        if len(ticks):
+            present = set(np.unique(ticks.symbol).tolist())
+            targets = {shard for shard, held in self.subscriptions.items() if held & present}
+        for fill in fills:
+            shard = self.shard_of[fill.account]
+            targets.add(shard)
+            self.subscriptions[shard].add(self.symbol_ids[fill.symbol])
+        batch = EventBatch(ticks, fills, fill_pos, marks)
+        frame = encode_batch(batch, self.batches, self.position)
+        self.batches += 1
+        self.position += len(ticks) + len(fills)
+        if len(ticks):
+            order = np.argsort(ticks.symbol, kind="stable")
+            symbols = ticks.symbol[order]
+            last = order[np.append(np.flatnonzero(np.diff(symbols)), symbols.size - 1)]
+            for i in last.tolist():
+                self.marks[int(ticks.symbol[i])] = (float(ticks.bid[i]), float(ticks.ask[i]))
+        if not targets:
+            return []
+        ref = self.put(frame)
+        self.sent += len(targets)
+        return [self.send(shard, ref) for shard in sorted(targets)]

@@ -1,0 +1,180 @@
+"""An account shard: the Ray actor that hosts one or more accounts.
+
+A plain class (unit-testable without Ray); ``supervisor.deploy`` applies
+``ray.remote`` with its options. Each hosted account keeps its own state,
+limits, breaker and in-order mailbox: the shard applies batches in the order
+they arrive, and inside a batch the engine applies events in arrival order.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from riskcore.aggregate import AccountSummary, summarize
+from riskcore.config import RiskConfig
+from riskcore.engine import BatchedEngine, EventBatch, TickColumns
+from riskcore.errors import InputError
+from riskcore.events import AlertEvent, BreakerEvent
+from riskcore.ingest import FillScreen, Refusal, TickScreen
+from riskcore.wire import BatchFrame, decode
+
+KeyedEvent = tuple[int, int, int, AlertEvent | BreakerEvent]
+
+
+@dataclass(slots=True)
+class ShardReport:
+    """What a shard tells the supervisor (and its caller) after one batch."""
+
+    shard: str
+    batch: int
+    ticks_applied: int
+    fills_applied: int
+    refusals: list[Refusal]
+    events: list[KeyedEvent]  # (arrival position, config account index, order, event)
+    summaries: list[AccountSummary]
+    watermark: dict[str, Any] = field(default_factory=dict)  # last tick of the batch: pos, stream, seq, ts_ns
+    mids: dict[str, float] = field(default_factory=dict)  # latest mid of every symbol the shard has a quote for
+
+
+def _keep_ticks(ticks: TickColumns, mask: np.ndarray) -> TickColumns:
+    return TickColumns(
+        ticks.symbol[mask], ticks.bid[mask], ticks.ask[mask], ticks.ts_ns[mask], ticks.seq[mask], ticks.stream[mask],
+        ticks.streams,
+    )
+
+
+class _ArrivalPositions:
+    """Maps a position in the cleaned batch the engine saw back to the router's arrival numbering.
+
+    In a batch, fill ``j`` sits at merged position ``fill_pos[j] + j`` and tick ``t`` at
+    ``t + (fills at or before t)``; refused rows are gone from the cleaned batch.
+    """
+
+    def __init__(self, fill_pos: list[int], kept_ticks: np.ndarray, kept_pos: list[int], kept_fills: list[int],
+                 base_pos: int) -> None:
+        self.orig_fill_pos = np.asarray(fill_pos, dtype=np.int64)
+        self.kept_ticks = kept_ticks
+        self.clean_fill_at = [pos + j for j, pos in enumerate(kept_pos)]
+        self.kept_fills = kept_fills
+        self.base_pos = base_pos
+
+    def __call__(self, pos: int) -> int:
+        j = bisect.bisect_left(self.clean_fill_at, pos)
+        if j < len(self.clean_fill_at) and self.clean_fill_at[j] == pos:
+            orig = self.kept_fills[j]
+            return self.base_pos + int(self.orig_fill_pos[orig]) + orig
+        tick = int(self.kept_ticks[pos - j])
+        return self.base_pos + tick + int(np.searchsorted(self.orig_fill_pos, tick, side="right"))
+
+
+class AccountShard:
+    def __init__(self, config: RiskConfig, shard_id: str, account_ids: list[str], supervisor: Any = None) -> None:
+        self.config = config
+        self.shard_id = shard_id
+        self.engine = BatchedEngine(config, account_ids)
+        self.account_ids = [book.id for book in self.engine.books]
+        self.config_index = {spec.id: index for index, spec in enumerate(config.accounts)}
+        self.tick_screen = TickScreen()
+        self.fill_screen = FillScreen(self.account_ids, self.engine.symbol_ids)
+        self.supervisor = supervisor
+        self.batches = 0
+        self.ticks_applied = 0
+        self.fills_applied = 0
+
+    # ------------------------------------------------------------------ data path
+
+    def apply(self, frame: bytes) -> ShardReport:
+        """Decode, screen and apply one router batch; report to the supervisor (fire and forget)."""
+        try:
+            decoded = decode(frame, symbol_count=len(self.engine.symbol_names))
+            if not isinstance(decoded, BatchFrame):
+                raise InputError("bad_frame", "account shards take 'batch' frames")
+        except InputError as exc:
+            self.tick_screen.refused[exc.code] += 1
+            report = ShardReport(self.shard_id, -1, 0, 0, [Refusal("frame", -1, exc.code, exc.message)], [],
+                                 self.summaries())
+            self._send(report)
+            return report
+        report = self.apply_batch(decoded.batch, decoded.number, decoded.base_pos)
+        self._send(report)
+        return report
+
+    def apply_batch(self, batch: EventBatch, number: int, base_pos: int) -> ShardReport:
+        ticks = batch.ticks
+        mask, refusals = self.tick_screen.screen(ticks)
+        kept_ticks = np.flatnonzero(mask)
+        fill_pos = batch.fill_pos
+        if refusals:
+            kept_before = np.concatenate(([0], np.cumsum(mask)))
+            fill_pos = [int(kept_before[p]) for p in fill_pos]
+            ticks = _keep_ticks(ticks, mask)
+        # Fills for accounts hosted elsewhere travel in the shared batch frame; they are not ours to judge.
+        fills, kept_pos, kept_fills = [], [], []
+        for index, (fill, pos) in enumerate(zip(batch.fills, fill_pos)):
+            if fill.account not in self.engine.book_by_id:
+                continue
+            problem = self.fill_screen.problem(fill)
+            if problem is not None:
+                self.fill_screen.refused[problem[0]] += 1
+                refusals.append(Refusal(fill.stream, fill.seq, *problem))
+                continue
+            if fill.fill_id:
+                self.fill_screen.seen_ids.add(fill.fill_id)
+            fills.append(fill)
+            kept_pos.append(pos)
+            kept_fills.append(index)
+        keyed = self.engine.apply_keyed(EventBatch(ticks, fills, kept_pos, batch.marks))
+        arrival = _ArrivalPositions(batch.fill_pos, kept_ticks, kept_pos, kept_fills, base_pos)
+        events = [
+            (arrival(pos), self.config_index[event.account if isinstance(event, AlertEvent) else event.id], order, event)
+            for pos, _book, order, event in keyed
+        ]
+        self.batches += 1
+        self.ticks_applied += len(ticks)
+        self.fills_applied += len(fills)
+        watermark: dict[str, Any] = {"pos": base_pos + len(batch.ticks) + len(batch.fills) - 1}
+        if len(batch.ticks):
+            last = len(batch.ticks) - 1
+            watermark.update(
+                stream=batch.ticks.streams[int(batch.ticks.stream[last])], seq=int(batch.ticks.seq[last]),
+                ts_ns=int(batch.ticks.ts_ns[last]),
+            )
+        return ShardReport(self.shard_id, number, len(ticks), len(fills), refusals, events, self.summaries(), watermark,
+                           self.mids())
+
+    def _send(self, report: ShardReport) -> None:
+        if self.supervisor is not None:
+            self.supervisor.report.remote(report)
+
+    # ------------------------------------------------------------------ views and commands
+
+    def mids(self) -> dict[str, float]:
+        names = self.engine.symbol_names
+        return {names[s]: (q[0] + q[1]) / 2.0 for s, q in self.engine.marks.items()}
+
+    def summaries(self) -> list[AccountSummary]:
+        names = self.engine.symbol_names
+        return [summarize(book, self.engine.marks, names) for book in self.engine.books]
+
+    def states(self) -> dict[str, dict[str, Any]]:
+        return {account: state.to_dict() for account, state in self.engine.states().items()}
+
+    def engage(self, account: str, now_ns: int, operator: str, reason: str) -> BreakerEvent:
+        return self.engine.engage(account, now_ns, operator, reason)
+
+    def reset(self, account: str, now_ns: int, operator: str, reason: str) -> tuple[BreakerEvent | None, str | None]:
+        return self.engine.reset(account, now_ns, operator, reason)
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "shard": self.shard_id, "accounts": len(self.account_ids), "batches": self.batches,
+            "ticks_applied": self.ticks_applied, "fills_applied": self.fills_applied,
+            "refused": dict(self.tick_screen.refused + self.fill_screen.refused),
+        }
+
+    def ping(self) -> str:
+        return self.shard_id

@@ -1,0 +1,354 @@
+"""One account: positions, marks, the DESIGN §1 figures, alert level and breaker.
+
+This module is the definition of every number. ``AccountBook.on_tick`` and
+``AccountBook.on_fill`` apply one event; the batched engine computes the same
+figures for many ticks at once and must agree with these to the last bit, so
+the arithmetic order here is part of the contract (sums run over position slots
+in the order the account first opened each symbol).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, Mapping
+
+from riskcore.clock import NS_PER_SECOND, TradingCalendar, rfc3339_us
+from riskcore.config import AccountLimits, AccountSpec
+from riskcore.events import AlertEvent, BreakerEvent, Fill
+from riskcore.states import AlertLevel, Breaker, EngageCause, KillSwitchMode, Metric, Scope
+
+INF = math.inf
+CRITICAL = 2
+
+
+@dataclass(frozen=True, slots=True)
+class AccountState:
+    """An account's figures as of its last applied event (DESIGN §1, plus equity and breaker)."""
+
+    account: str
+    portfolio: str
+    timestamp: str | None
+    balance: float
+    open_pnl: float
+    closed_pnl: float
+    total_pnl: float
+    positions: int
+    total_exposure: float
+    leverage: float
+    drawdown: float
+    drawdown_pct: float
+    alert_level: str
+    equity: float
+    day_peak: float
+    sod_equity: float
+    breaker: str
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        for key, value in out.items():
+            if isinstance(value, float) and not math.isfinite(value):
+                out[key] = "inf" if value > 0 else "-inf"
+        return out
+
+
+def fill_position(qty: float, avg: float, fill_qty: float, price: float, mult: float) -> tuple[float, float, float]:
+    """Apply a fill to a position: ``(new_qty, new_avg, realised)``.
+
+    Growing moves the average to the weighted average; reducing realises
+    ``(price - avg) * closed_qty * multiplier * sign``; a flip closes the old
+    side and opens the remainder at the fill price.
+    """
+    if qty == 0.0:
+        return fill_qty, price, 0.0
+    if (qty > 0.0) == (fill_qty > 0.0):
+        new_qty = qty + fill_qty
+        return new_qty, (abs(qty) * avg + abs(fill_qty) * price) / abs(new_qty), 0.0
+    closed = min(abs(fill_qty), abs(qty))
+    sign = 1.0 if qty > 0.0 else -1.0
+    realised = (price - avg) * closed * mult * sign
+    if abs(fill_qty) < abs(qty):
+        return qty + fill_qty, avg, realised
+    if abs(fill_qty) == abs(qty):
+        return 0.0, 0.0, realised
+    return qty + fill_qty, price, realised
+
+
+def metric_rank(value: float, warning: float, hard: float) -> int:
+    """0 NORMAL, 1 WARNING (strictly above the soft limit), 2 CRITICAL (strictly above the hard limit)."""
+    return 2 if value > hard else (1 if value > warning else 0)
+
+
+def transition_metric(
+    new_rank: int,
+    dd_rank: int,
+    lev_rank: int,
+    old_dd_rank: int,
+    dd_pct: float,
+    leverage: float,
+    limits: AccountLimits,
+) -> tuple[str, float, float]:
+    """Name the metric, its value and the threshold behind a change of level.
+
+    Going up (or down to WARNING) the metric that now sits at the new level
+    explains it, drawdown first on a tie; going down to NORMAL, the metric that
+    had been elevated (drawdown first), against its warning level.
+    """
+    if new_rank > 0:
+        metric = Metric.DRAWDOWN_PCT if dd_rank == new_rank else Metric.LEVERAGE
+    else:
+        metric = Metric.DRAWDOWN_PCT if old_dd_rank > 0 else Metric.LEVERAGE
+    if metric is Metric.DRAWDOWN_PCT:
+        threshold = limits.max_daily_drawdown if new_rank == CRITICAL else limits.drawdown_warning
+        return metric.field, dd_pct, threshold
+    threshold = limits.max_account_leverage if new_rank == CRITICAL else limits.leverage_warning
+    return metric.field, leverage, threshold
+
+
+class AccountBook:
+    """The state of one account, changed one event at a time."""
+
+    def __init__(
+        self,
+        spec: AccountSpec,
+        symbol_ids: Mapping[str, int],
+        multipliers: list[float],
+        calendar: TradingCalendar,
+    ) -> None:
+        self.id = spec.id
+        self.portfolio = spec.portfolio
+        self.limits = spec.limits
+        self.calendar = calendar
+        self.multipliers = multipliers
+        # Position slots, in the order each symbol was first held; never removed, so sums keep one order.
+        self.slot_of: dict[int, int] = {}
+        self.slot_symbols: list[int] = []
+        self.qty: list[float] = []
+        self.avg: list[float] = []
+        self.mult: list[float] = []
+        for pos in spec.positions:
+            slot = self._slot(symbol_ids[pos.symbol])
+            self.qty[slot] = pos.qty
+            self.avg[slot] = pos.avg_price if pos.qty != 0.0 else 0.0
+        self.balance = spec.balance
+        self.closed_pnl = 0.0
+        # Before any tick every position is marked at its average price, so open PnL starts at zero.
+        self.open_pnl = 0.0
+        self.exposure = 0.0
+        for slot, qty in enumerate(self.qty):
+            if qty != 0.0:
+                self.exposure += abs(qty) * self.avg[slot] * self.mult[slot]
+        self.sod_equity = self.balance
+        self.day_peak = self.balance
+        self.rank = 0  # alert level as a rank; the first event evaluates it
+        self.dd_rank = 0
+        self.lev_rank = 0
+        self.breaker = Breaker(Scope.ACCOUNT, spec.id)
+        self.ts_ns: int | None = None
+        self.next_roll_ns: int | None = None
+
+    # ------------------------------------------------------------------ positions
+
+    def _slot(self, symbol_id: int) -> int:
+        slot = self.slot_of.get(symbol_id)
+        if slot is None:
+            slot = len(self.slot_symbols)
+            self.slot_of[symbol_id] = slot
+            self.slot_symbols.append(symbol_id)
+            self.qty.append(0.0)
+            self.avg.append(0.0)
+            self.mult.append(self.multipliers[symbol_id])
+        return slot
+
+    def holds(self, symbol_id: int) -> bool:
+        return symbol_id in self.slot_of
+
+    def position(self, symbol_id: int) -> float:
+        slot = self.slot_of.get(symbol_id)
+        return 0.0 if slot is None else self.qty[slot]
+
+    # ------------------------------------------------------------------ figures
+
+    @property
+    def equity(self) -> float:
+        return self.balance + self.open_pnl
+
+    @property
+    def drawdown(self) -> float:
+        return self.day_peak - self.equity
+
+    @property
+    def drawdown_pct(self) -> float:
+        return drawdown_pct(self.day_peak, self.drawdown)
+
+    @property
+    def leverage(self) -> float:
+        return leverage(self.exposure, self.equity)
+
+    def remark(self, marks: Mapping[int, tuple[float, float]]) -> None:
+        """Recompute open PnL and exposure from the latest quotes (long at bid, short at ask)."""
+        open_pnl = 0.0
+        exposure = 0.0
+        for slot, symbol_id in enumerate(self.slot_symbols):
+            qty = self.qty[slot]
+            if qty == 0.0:
+                continue
+            quote = marks.get(symbol_id)
+            mark = self.avg[slot] if quote is None else (quote[0] if qty > 0.0 else quote[1])
+            open_pnl += qty * (mark - self.avg[slot]) * self.mult[slot]
+            exposure += abs(qty) * mark * self.mult[slot]
+        self.open_pnl = open_pnl
+        self.exposure = exposure
+
+    # ------------------------------------------------------------------ events
+
+    def begin_event(self, ts_ns: int) -> bool:
+        """Roll the trading day if ``ts_ns`` is past the boundary; True when it rolled."""
+        rolled = False
+        if self.next_roll_ns is None:
+            self.next_roll_ns = self.calendar.next_roll_after(ts_ns)
+        elif ts_ns >= self.next_roll_ns:
+            self.roll_day()
+            self.next_roll_ns = self.calendar.next_roll_after(ts_ns)
+            rolled = True
+        self.ts_ns = ts_ns
+        return rolled
+
+    def roll_day(self) -> None:
+        equity = self.equity
+        self.sod_equity = equity
+        self.day_peak = equity
+        self.closed_pnl = 0.0
+
+    def on_tick(
+        self, marks: Mapping[int, tuple[float, float]], ts_ns: int, stream: str, seq: int
+    ) -> list[AlertEvent | BreakerEvent]:
+        rolled = self.begin_event(ts_ns)
+        self.remark(marks)
+        return self.evaluate(ts_ns, stream, seq, rolled)
+
+    def on_fill(
+        self, fill: Fill, symbol_id: int, marks: Mapping[int, tuple[float, float]]
+    ) -> list[AlertEvent | BreakerEvent]:
+        rolled = self.begin_event(fill.ts_ns)
+        self.apply_fill_arithmetic(fill, symbol_id)
+        self.remark(marks)
+        return self.evaluate(fill.ts_ns, fill.stream, fill.seq, rolled)
+
+    def apply_fill_arithmetic(self, fill: Fill, symbol_id: int) -> None:
+        slot = self._slot(symbol_id)
+        new_qty, new_avg, realised = fill_position(self.qty[slot], self.avg[slot], fill.qty, fill.price, self.mult[slot])
+        self.qty[slot] = new_qty
+        self.avg[slot] = new_avg
+        self.balance += realised - fill.fee
+        # Daily PnL is net of fees: closed_pnl + open_pnl then equals equity - start-of-day equity.
+        self.closed_pnl += realised - fill.fee
+
+    def evaluate(self, ts_ns: int, stream: str, seq: int, rolled: bool) -> list[AlertEvent | BreakerEvent]:
+        """Peak, levels, alert and breaker steps after the figures changed at one event."""
+        equity = self.equity
+        if equity > self.day_peak:
+            self.day_peak = equity
+        dd_pct = self.drawdown_pct
+        lev = self.leverage
+        limits = self.limits
+        dd_rank = metric_rank(dd_pct, limits.drawdown_warning, limits.max_daily_drawdown)
+        lev_rank = metric_rank(lev, limits.leverage_warning, limits.max_account_leverage)
+        return self.step_levels(dd_rank, lev_rank, dd_pct, lev, ts_ns, stream, seq, rolled)
+
+    def step_levels(
+        self, dd_rank: int, lev_rank: int, dd_pct: float, lev: float, ts_ns: int, stream: str, seq: int, rolled: bool
+    ) -> list[AlertEvent | BreakerEvent]:
+        events: list[AlertEvent | BreakerEvent] = []
+        rank = max(dd_rank, lev_rank)
+        if rank != self.rank:
+            metric, value, threshold = transition_metric(rank, dd_rank, lev_rank, self.dd_rank, dd_pct, lev, self.limits)
+            events.append(
+                AlertEvent(
+                    self.id, str(AlertLevel.from_rank(self.rank)), str(AlertLevel.from_rank(rank)),
+                    metric, value, threshold, stream, seq, ts_ns,
+                )
+            )
+        self.rank, self.dd_rank, self.lev_rank = rank, dd_rank, lev_rank
+        breaker_event = self.step_breaker(rank, dd_rank, dd_pct, lev, ts_ns, stream, seq, rolled)
+        if breaker_event is not None:
+            events.append(breaker_event)
+        return events
+
+    def step_breaker(
+        self, rank: int, dd_rank: int, dd_pct: float, lev: float, ts_ns: int, stream: str, seq: int, rolled: bool
+    ) -> BreakerEvent | None:
+        breaker = self.breaker
+        limits = self.limits
+        if breaker.engaged:
+            if rank == CRITICAL or breaker.cause is not EngageCause.LIMIT:
+                return None
+            day_release = rolled and limits.release_on_day_roll and breaker.metric == Metric.DRAWDOWN_PCT.field
+            if not (limits.auto_reset or day_release):
+                return None
+            if breaker.cooldown_left_seconds(ts_ns, limits.recovery_cooldown_seconds) > 0:
+                return None
+            cause = "day_roll" if day_release else "auto_reset"
+            breaker.reset()
+            return BreakerEvent("account", self.id, "SAFE", f"{cause}: back within limits", cause, "", stream, seq, ts_ns)
+        if rank == CRITICAL and limits.kill_switch_mode is KillSwitchMode.AUTO:
+            if dd_rank == CRITICAL:
+                metric, value, threshold = "drawdown_pct", dd_pct, limits.max_daily_drawdown
+            else:
+                metric, value, threshold = "leverage", lev, limits.max_account_leverage
+            reason = f"{metric} {value:.6g} > {threshold:g}"
+            breaker.engage(ts_ns, EngageCause.LIMIT, reason, "limit", metric)
+            return BreakerEvent("account", self.id, "ENGAGED", reason, "limit", "", stream, seq, ts_ns)
+        return None
+
+    # ------------------------------------------------------------------ operator
+
+    def reset_refusal(self, now_ns: int) -> str | None:
+        return self.breaker.reset_refusal(
+            now_ns, self.limits.recovery_cooldown_seconds, self.rank == CRITICAL, self.limits.kill_switch_mode
+        )
+
+    # ------------------------------------------------------------------ views
+
+    def state(self) -> AccountState:
+        return AccountState(
+            account=self.id,
+            portfolio=self.portfolio,
+            timestamp=None if self.ts_ns is None else rfc3339_us(self.ts_ns),
+            balance=self.balance,
+            open_pnl=self.open_pnl,
+            closed_pnl=self.closed_pnl,
+            total_pnl=self.closed_pnl + self.open_pnl,
+            positions=sum(1 for qty in self.qty if qty != 0.0),
+            total_exposure=self.exposure,
+            leverage=self.leverage,
+            drawdown=self.drawdown,
+            drawdown_pct=self.drawdown_pct,
+            alert_level=str(AlertLevel.from_rank(self.rank)),
+            equity=self.equity,
+            day_peak=self.day_peak,
+            sod_equity=self.sod_equity,
+            breaker=str(self.breaker.state),
+        )
+
+
+def drawdown_pct(day_peak: float, drawdown: float) -> float:
+    if day_peak > 0.0:
+        return drawdown / day_peak
+    return INF if drawdown > 0.0 else 0.0
+
+
+def leverage(exposure: float, equity: float) -> float:
+    return exposure / equity if equity > 0.0 else INF
+
+
+__all__ = [
+    "AccountBook",
+    "AccountState",
+    "NS_PER_SECOND",
+    "drawdown_pct",
+    "fill_position",
+    "leverage",
+    "metric_rank",
+    "transition_metric",
+]

@@ -1,0 +1,106 @@
+"""Inputs (ticks, fills) and outputs (alert and breaker events) as plain values."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from riskcore.clock import rfc3339_us
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """One top-of-book quote. ``seq`` is the record's sequence number on its ``stream``."""
+
+    symbol: str
+    bid: float
+    ask: float
+    ts_ns: int
+    stream: str = "ticks"
+    seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Fill:
+    """An execution. ``qty`` is signed: positive buys, negative sells."""
+
+    account: str
+    symbol: str
+    qty: float
+    price: float
+    ts_ns: int
+    fee: float = 0.0
+    fill_id: str = ""
+    stream: str = "fills"
+    seq: int = 0
+
+
+def _json_number(value: float) -> float | str:
+    # JSON has no inf; a risk report must still say "infinite leverage" rather than drop it.
+    return value if math.isfinite(value) else ("inf" if value > 0 else "-inf")
+
+
+@dataclass(frozen=True, slots=True)
+class AlertEvent:
+    """An account's alert level changed, at the event (``stream``, ``seq``, ``ts_ns``) that caused it."""
+
+    account: str
+    from_level: str
+    to_level: str
+    metric: str
+    value: float
+    threshold: float
+    stream: str
+    seq: int
+    ts_ns: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "type": "alert",
+            "account": self.account,
+            "from": self.from_level,
+            "to": self.to_level,
+            "metric": self.metric,
+            "value": _json_number(self.value),
+            "threshold": self.threshold,
+            "stream": self.stream,
+            "tick_seq": self.seq,
+            "tick_ts": rfc3339_us(self.ts_ns),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerEvent:
+    """A breaker changed state. ``cause`` is limit / operator / auto_reset / day_roll / reset."""
+
+    scope: str
+    id: str
+    state: str
+    reason: str
+    cause: str
+    operator: str
+    stream: str
+    seq: int | None
+    ts_ns: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "type": "breaker",
+            "scope": self.scope,
+            "id": self.id,
+            "state": self.state,
+            "reason": self.reason,
+            "cause": self.cause,
+            "operator": self.operator,
+            "stream": self.stream,
+            "tick_seq": self.seq,
+            "tick_ts": rfc3339_us(self.ts_ns),
+        }
+
+
+Event = AlertEvent | BreakerEvent
+
+
+def event_to_dict(event: Event) -> dict[str, Any]:
+    return event.to_dict()

@@ -1,0 +1,152 @@
+"""Screening of input before it can touch an account: refuse, count, explain.
+
+A refused tick or fill changes nothing; the caller gets a :class:`Refusal`
+naming the stream, the sequence number and a reason code, and the screen keeps
+a count per code for metrics and the audit trail.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass
+from typing import Iterable, Mapping
+
+import numpy as np
+
+from riskcore.engine import TickColumns
+from riskcore.events import Fill
+
+MAX_PRICE = 1e9  # no instrument we mark trades near this; beyond it a price is a broken feed
+MAX_QTY = 1e12  # an order of magnitude past any real position: a fat-fingered or corrupted fill
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    stream: str
+    seq: int
+    code: str
+    message: str
+
+    def to_dict(self) -> dict[str, object]:
+        return {"stream": self.stream, "seq": self.seq, "code": self.code, "message": self.message}
+
+
+def quote_problem(bid: float, ask: float) -> tuple[str, str] | None:
+    """Why a quote is unusable, or None."""
+    if not (math.isfinite(bid) and math.isfinite(ask)):
+        return "bad_price", f"non-finite price bid={bid} ask={ask}"
+    if bid <= 0.0 or ask <= 0.0:
+        return "bad_price", f"non-positive price bid={bid} ask={ask}"
+    if bid >= MAX_PRICE or ask >= MAX_PRICE:
+        return "bad_price", f"absurd price bid={bid} ask={ask}"
+    if bid > ask:
+        return "crossed_quote", f"bid {bid} above ask {ask}"
+    return None
+
+
+class TickScreen:
+    """Per-stream order and per-row sanity of ticks (sequence strictly rising, time not running back)."""
+
+    def __init__(self) -> None:
+        self.last_seq: dict[str, int] = {}
+        self.last_ts: dict[str, int] = {}
+        self.refused: Counter[str] = Counter()
+
+    def screen(self, ticks: TickColumns) -> tuple[np.ndarray, list[Refusal]]:
+        """A mask of the rows to apply, and the refusals of the others (in row order)."""
+        n = len(ticks)
+        if n == 0:
+            return np.ones(0, dtype=bool), []
+        bid, ask = ticks.bid, ticks.ask
+        with np.errstate(invalid="ignore"):
+            row_ok = (
+                np.isfinite(bid) & np.isfinite(ask) & (bid > 0.0) & (ask > 0.0) & (bid <= ask)
+                & (bid < MAX_PRICE) & (ask < MAX_PRICE)
+            )
+        if bool(row_ok.all()) and self._in_order(ticks):
+            for index, name in enumerate(ticks.streams):
+                rows = np.flatnonzero(ticks.stream == index)
+                if rows.size:
+                    self.last_seq[name] = int(ticks.seq[rows[-1]])
+                    self.last_ts[name] = int(ticks.ts_ns[rows[-1]])
+            return np.ones(n, dtype=bool), []
+        return self._screen_rows(ticks)
+
+    def _in_order(self, ticks: TickColumns) -> bool:
+        for index, name in enumerate(ticks.streams):
+            rows = np.flatnonzero(ticks.stream == index)
+            if not rows.size:
+                continue
+            seq, ts = ticks.seq[rows], ticks.ts_ns[rows]
+            if name in self.last_seq and (seq[0] <= self.last_seq[name] or ts[0] < self.last_ts[name]):
+                return False
+            if rows.size > 1 and (bool(np.any(np.diff(seq) <= 0)) or bool(np.any(np.diff(ts) < 0))):
+                return False
+        return True
+
+    def _screen_rows(self, ticks: TickColumns) -> tuple[np.ndarray, list[Refusal]]:
+        mask = np.zeros(len(ticks), dtype=bool)
+        refusals: list[Refusal] = []
+        for row in range(len(ticks)):
+            name = ticks.streams[int(ticks.stream[row])]
+            seq, ts = int(ticks.seq[row]), int(ticks.ts_ns[row])
+            problem = quote_problem(float(ticks.bid[row]), float(ticks.ask[row]))
+            if problem is None and name in self.last_seq:
+                if seq <= self.last_seq[name]:
+                    problem = ("duplicate_seq", f"sequence {seq} not after {self.last_seq[name]} on stream {name}")
+                elif ts < self.last_ts[name]:
+                    problem = ("stale_timestamp", f"timestamp runs back on stream {name}")
+            if problem is None:
+                mask[row] = True
+                self.last_seq[name], self.last_ts[name] = seq, ts
+            else:
+                self.refused[problem[0]] += 1
+                refusals.append(Refusal(name, seq, *problem))
+        return mask, refusals
+
+    def refuse(self, stream: str, seq: int, code: str, message: str) -> Refusal:
+        """Count a refusal found before screening (unparseable record, unknown symbol)."""
+        self.refused[code] += 1
+        return Refusal(stream, seq, code, message)
+
+
+class FillScreen:
+    """Fills: known account and symbol, sane numbers, and each fill id applied once."""
+
+    def __init__(self, accounts: Iterable[str], symbols: Mapping[str, int]) -> None:
+        self.accounts = set(accounts)
+        self.symbols = symbols
+        self.seen_ids: set[str] = set()
+        self.refused: Counter[str] = Counter()
+
+    def problem(self, fill: Fill) -> tuple[str, str] | None:
+        if fill.account not in self.accounts:
+            return "unknown_account", f"unknown account {fill.account!r}"
+        if fill.symbol not in self.symbols:
+            return "unknown_symbol", f"unknown symbol {fill.symbol!r}"
+        if not math.isfinite(fill.qty) or fill.qty == 0.0 or abs(fill.qty) > MAX_QTY:
+            return "bad_qty", f"quantity {fill.qty!r} is zero, non-finite or absurd"
+        if not math.isfinite(fill.price) or fill.price <= 0.0 or fill.price >= MAX_PRICE:
+            return "bad_price", f"fill price {fill.price!r} is not a usable price"
+        if not math.isfinite(fill.fee) or fill.fee < 0.0:
+            return "bad_fee", f"fee {fill.fee!r} must be finite and >= 0"
+        if fill.fill_id and fill.fill_id in self.seen_ids:
+            return "duplicate_fill", f"fill {fill.fill_id!r} was already applied"
+        return None
+
+    def screen(self, fills: list[Fill], fill_pos: list[int]) -> tuple[list[Fill], list[int], list[Refusal]]:
+        kept: list[Fill] = []
+        kept_pos: list[int] = []
+        refusals: list[Refusal] = []
+        for fill, pos in zip(fills, fill_pos):
+            problem = self.problem(fill)
+            if problem is None:
+                if fill.fill_id:
+                    self.seen_ids.add(fill.fill_id)
+                kept.append(fill)
+                kept_pos.append(pos)
+            else:
+                self.refused[problem[0]] += 1
+                refusals.append(Refusal(fill.stream, fill.seq, *problem))
+        return kept, kept_pos, refusals

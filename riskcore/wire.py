@@ -1,0 +1,250 @@
+"""msgpack frames: columnar tick batches, fills, and the router-to-account batch.
+
+Columns travel as little-endian raw bytes inside one msgpack map, so encoding is
+a memcpy and decoding is ``np.frombuffer`` (zero copy). Every decoder checks the
+frame's shape and refuses anything else with :class:`InputError`; it never
+executes or constructs objects from input (no pickle, no ext types).
+
+Frame types (key ``type``, version ``v`` = 1):
+
+``ticks``  one feed's quotes: ``stream`` (str), ``symbols`` (names), and columns
+           ``sym`` (<i4 index into ``symbols``), ``bid``/``ask`` (<f8),
+           ``ts`` (<i8 ns since epoch, UTC), ``seq`` (<i8, per-stream sequence).
+``fills``  ``fills``: a list of maps with ``account``, ``symbol``, ``qty``,
+           ``price``, ``ts``; optional ``fee``, ``fill_id``, ``stream``, ``seq``.
+``batch``  router to account actors: ``streams`` (names), columns ``stream``
+           (<i4), ``sym`` (<i4 config symbol id), ``bid``, ``ask``, ``ts``,
+           ``seq``; ``fills`` and ``fill_pos``; ``marks`` {symbol id: [bid, ask]};
+           ``batch`` (router batch number) and ``base_pos`` (arrival position of
+           its first event).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import msgpack
+import numpy as np
+
+from riskcore.engine import EventBatch, TickColumns
+from riskcore.errors import InputError
+from riskcore.events import Fill
+
+VERSION = 1
+MAX_FRAME_BYTES = 64 * 1024 * 1024
+_COLUMNS = {"bid": "<f8", "ask": "<f8", "ts": "<i8", "seq": "<i8", "sym": "<i4", "stream": "<i4"}
+
+
+def _column(name: str, array: np.ndarray) -> bytes:
+    return np.ascontiguousarray(array, dtype=_COLUMNS[name]).tobytes()
+
+
+def _read_column(frame: Mapping[str, Any], name: str, rows: int | None) -> np.ndarray:
+    raw = frame.get(name)
+    if not isinstance(raw, (bytes, bytearray, memoryview)):
+        raise InputError("bad_frame", f"column {name!r} must be bytes, got {type(raw).__name__}")
+    dtype = np.dtype(_COLUMNS[name])
+    if len(raw) % dtype.itemsize:
+        raise InputError("bad_frame", f"column {name!r} has {len(raw)} bytes, not a multiple of {dtype.itemsize}")
+    array = np.frombuffer(raw, dtype=dtype)
+    if rows is not None and array.shape[0] != rows:
+        raise InputError("bad_frame", f"column {name!r} has {array.shape[0]} rows, expected {rows}")
+    return array
+
+
+def _unpack(data: bytes | bytearray | memoryview, max_bytes: int) -> dict[str, Any]:
+    if len(data) > max_bytes:
+        raise InputError("oversize_frame", f"frame of {len(data)} bytes exceeds the limit of {max_bytes}")
+    try:
+        frame = msgpack.unpackb(
+            data, raw=False, strict_map_key=False, max_bin_len=max_bytes, max_str_len=1 << 20,
+            max_array_len=1 << 24, max_map_len=1 << 20, max_ext_len=0,
+        )
+    except Exception as exc:  # msgpack raises several unrelated types for malformed input
+        raise InputError("bad_frame", f"not a msgpack frame: {type(exc).__name__}: {exc}") from None
+    if not isinstance(frame, dict):
+        raise InputError("bad_frame", f"frame must be a map, got {type(frame).__name__}")
+    if frame.get("v") != VERSION:
+        raise InputError("bad_frame", f"unsupported frame version {frame.get('v')!r} (this is {VERSION})")
+    return frame
+
+
+# --------------------------------------------------------------------------- ticks
+
+
+@dataclass(slots=True)
+class TickFrame:
+    stream: str
+    symbols: list[str]
+    sym: np.ndarray
+    bid: np.ndarray
+    ask: np.ndarray
+    ts_ns: np.ndarray
+    seq: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.sym.shape[0])
+
+
+def encode_ticks(stream: str, symbols: Sequence[str], sym: Any, bid: Any, ask: Any, ts_ns: Any, seq: Any) -> bytes:
+    return msgpack.packb(
+        {
+            "v": VERSION, "type": "ticks", "stream": stream, "symbols": list(symbols),
+            "sym": _column("sym", np.asarray(sym)), "bid": _column("bid", np.asarray(bid)),
+            "ask": _column("ask", np.asarray(ask)), "ts": _column("ts", np.asarray(ts_ns)),
+            "seq": _column("seq", np.asarray(seq)),
+        },
+        use_bin_type=True,
+    )
+
+
+def _tick_frame(frame: Mapping[str, Any]) -> TickFrame:
+    stream = frame.get("stream")
+    symbols = frame.get("symbols")
+    if not isinstance(stream, str) or not stream:
+        raise InputError("bad_frame", "ticks frame needs a non-empty string 'stream'")
+    if not isinstance(symbols, list) or not all(isinstance(s, str) for s in symbols):
+        raise InputError("bad_frame", "ticks frame needs 'symbols', a list of names")
+    sym = _read_column(frame, "sym", None)
+    rows = int(sym.shape[0])
+    if rows and (int(sym.min()) < 0 or int(sym.max()) >= len(symbols)):
+        raise InputError("bad_frame", "column 'sym' indexes outside 'symbols'")
+    return TickFrame(
+        stream, symbols, sym, _read_column(frame, "bid", rows), _read_column(frame, "ask", rows),
+        _read_column(frame, "ts", rows), _read_column(frame, "seq", rows),
+    )
+
+
+# --------------------------------------------------------------------------- fills
+
+
+def fill_to_wire(fill: Fill) -> dict[str, Any]:
+    return {
+        "account": fill.account, "symbol": fill.symbol, "qty": fill.qty, "price": fill.price, "ts": fill.ts_ns,
+        "fee": fill.fee, "fill_id": fill.fill_id, "stream": fill.stream, "seq": fill.seq,
+    }
+
+
+def fill_from_wire(item: Any) -> Fill:
+    if not isinstance(item, dict):
+        raise InputError("bad_fill", f"a fill must be a map, got {type(item).__name__}")
+    allowed = {"account", "symbol", "qty", "price", "ts", "fee", "fill_id", "stream", "seq"}
+    unknown = sorted(set(item) - allowed)
+    if unknown:
+        raise InputError("bad_fill", f"unknown fill field {unknown[0]!r}")
+
+    def field(name: str, kinds: tuple[type, ...], default: Any = None) -> Any:
+        value = item.get(name, default)
+        if value is None or isinstance(value, bool) or not isinstance(value, kinds):
+            raise InputError("bad_fill", f"fill field {name!r} must be {'/'.join(k.__name__ for k in kinds)}, got {value!r}")
+        return value
+
+    return Fill(
+        account=field("account", (str,)), symbol=field("symbol", (str,)),
+        qty=float(field("qty", (int, float))), price=float(field("price", (int, float))),
+        ts_ns=int(field("ts", (int,))), fee=float(field("fee", (int, float), 0.0)),
+        fill_id=field("fill_id", (str,), ""), stream=field("stream", (str,), "fills"), seq=int(field("seq", (int,), 0)),
+    )
+
+
+def encode_fills(fills: Sequence[Fill]) -> bytes:
+    return msgpack.packb({"v": VERSION, "type": "fills", "fills": [fill_to_wire(f) for f in fills]}, use_bin_type=True)
+
+
+# --------------------------------------------------------------------------- router batches
+
+
+@dataclass(slots=True)
+class BatchFrame:
+    batch: EventBatch
+    number: int
+    base_pos: int
+
+
+def encode_batch(batch: EventBatch, number: int, base_pos: int) -> bytes:
+    ticks = batch.ticks
+    return msgpack.packb(
+        {
+            "v": VERSION, "type": "batch", "batch": number, "base_pos": base_pos, "streams": list(ticks.streams),
+            "stream": _column("stream", ticks.stream), "sym": _column("sym", ticks.symbol),
+            "bid": _column("bid", ticks.bid), "ask": _column("ask", ticks.ask),
+            "ts": _column("ts", ticks.ts_ns), "seq": _column("seq", ticks.seq),
+            "fills": [fill_to_wire(f) for f in batch.fills], "fill_pos": list(batch.fill_pos),
+            "marks": {int(k): [float(v[0]), float(v[1])] for k, v in batch.marks.items()},
+        },
+        use_bin_type=True,
+    )
+
+
+def _batch_frame(frame: Mapping[str, Any], symbol_count: int) -> BatchFrame:
+    streams = frame.get("streams")
+    if not isinstance(streams, list) or not all(isinstance(s, str) for s in streams):
+        raise InputError("bad_frame", "batch frame needs 'streams', a list of names")
+    sym = _read_column(frame, "sym", None)
+    rows = int(sym.shape[0])
+    stream = _read_column(frame, "stream", rows)
+    if rows and (int(sym.min()) < 0 or int(sym.max()) >= symbol_count):
+        raise InputError("bad_frame", "column 'sym' holds an unknown symbol id")
+    if rows and (int(stream.min()) < 0 or int(stream.max()) >= len(streams)):
+        raise InputError("bad_frame", "column 'stream' indexes outside 'streams'")
+    ticks = TickColumns(
+        sym, _read_column(frame, "bid", rows), _read_column(frame, "ask", rows), _read_column(frame, "ts", rows),
+        _read_column(frame, "seq", rows), stream, tuple(streams),
+    )
+    raw_fills = frame.get("fills")
+    fill_pos = frame.get("fill_pos")
+    if not isinstance(raw_fills, list) or not isinstance(fill_pos, list) or len(raw_fills) != len(fill_pos):
+        raise InputError("bad_frame", "batch frame needs 'fills' and 'fill_pos' lists of one length")
+    if not all(isinstance(p, int) and not isinstance(p, bool) and 0 <= p <= rows for p in fill_pos) or any(
+        a > b for a, b in zip(fill_pos, fill_pos[1:])
+    ):
+        raise InputError("bad_frame", "'fill_pos' must be non-decreasing positions within the batch")
+    marks_raw = frame.get("marks")
+    if not isinstance(marks_raw, dict):
+        raise InputError("bad_frame", "batch frame needs 'marks', a map")
+    marks: dict[int, tuple[float, float]] = {}
+    for key, value in marks_raw.items():
+        if not (isinstance(key, int) and 0 <= key < symbol_count and isinstance(value, list) and len(value) == 2):
+            raise InputError("bad_frame", f"bad mark entry {key!r}")
+        marks[key] = (float(value[0]), float(value[1]))
+    number, base_pos = frame.get("batch"), frame.get("base_pos")
+    if not isinstance(number, int) or not isinstance(base_pos, int):
+        raise InputError("bad_frame", "batch frame needs integer 'batch' and 'base_pos'")
+    batch = EventBatch(ticks, [fill_from_wire(item) for item in raw_fills], list(fill_pos), marks)
+    return BatchFrame(batch, number, base_pos)
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def decode(data: bytes | bytearray | memoryview, *, symbol_count: int = 1 << 30, max_bytes: int = MAX_FRAME_BYTES) -> TickFrame | list[Fill] | BatchFrame:
+    """Decode one frame of any type, or raise :class:`InputError` saying what is wrong with it."""
+    frame = _unpack(data, max_bytes)
+    kind = frame.get("type")
+    if kind == "ticks":
+        return _tick_frame(frame)
+    if kind == "fills":
+        items = frame.get("fills")
+        if not isinstance(items, list):
+            raise InputError("bad_frame", "fills frame needs 'fills', a list")
+        return [fill_from_wire(item) for item in items]
+    if kind == "batch":
+        return _batch_frame(frame, symbol_count)
+    raise InputError("bad_frame", f"unknown frame type {kind!r}")
+
+
+def iter_frames(data: bytes, max_bytes: int = MAX_FRAME_BYTES) -> list[dict[str, Any] | InputError]:
+    """Split a recorded file of back-to-back frames; a broken tail becomes one InputError."""
+    unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, max_buffer_size=max(len(data), 1), max_ext_len=0)
+    unpacker.feed(data)
+    out: list[dict[str, Any] | InputError] = []
+    try:
+        for obj in unpacker:
+            out.append(obj)
+    except Exception as exc:
+        out.append(InputError("bad_frame", f"malformed frame: {type(exc).__name__}: {exc}"))
+        return out
+    if unpacker.tell() != len(data):
+        out.append(InputError("bad_frame", f"truncated frame: {len(data) - unpacker.tell()} trailing bytes"))
+    return out

@@ -1,0 +1,55 @@
+"""Every Ray option riskmon uses, in one place, next to ``ray.remote``.
+
+The actor classes (``AccountShard``, ``Supervisor``) are plain classes; this
+module is where they become Ray actors. Account shards are not restarted by
+Ray yet: a restarted shard would come back without the fills it had applied,
+so until it can rebuild from a journal it stays down and the gates deny its
+accounts (fail closed).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ray
+
+from actors.shard import AccountShard
+from riskcore.config import RiskConfig
+from supervisor.supervisor import Supervisor
+
+NAMESPACE = "riskmon"
+SUPERVISOR_NAME = "riskmon-supervisor"
+
+
+def supervisor_options(name: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "namespace": NAMESPACE,
+        "lifetime": "detached",  # outlives the driver that started it; `riskmon` commands attach by name
+        "num_cpus": 0,
+        "max_restarts": 0,
+        "max_concurrency": 10_000,  # gates hold long-polls open; each is one pending call
+    }
+
+
+def shard_options(config: RiskConfig, name: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "namespace": NAMESPACE,
+        "num_cpus": config.placement.actor_num_cpus,
+        "max_restarts": 0,
+        "max_task_retries": 0,
+    }
+
+
+def create_supervisor(config: RiskConfig, name: str = SUPERVISOR_NAME) -> Any:
+    return ray.remote(Supervisor).options(**supervisor_options(name)).remote(config)
+
+
+def create_shard(config: RiskConfig, system_name: str, shard_id: str, accounts: list[str], supervisor: Any) -> Any:
+    name = f"{system_name}-{shard_id}"
+    return ray.remote(AccountShard).options(**shard_options(config, name)).remote(config, shard_id, accounts, supervisor)
+
+
+def get_supervisor(name: str = SUPERVISOR_NAME) -> Any:
+    return ray.get_actor(name, namespace=NAMESPACE)

@@ -1,0 +1,297 @@
+"""The supervisor: aggregates, portfolio and global breakers, the event log, the gates' view.
+
+A plain class; ``supervisor.deploy`` makes it a named, detached Ray actor. It
+is the single writer of breaker states: account breakers trip inside their
+account actor at the exact tick (and the supervisor records them from the
+report), portfolio and global breakers trip here, and every operator command
+comes through here. Gates long-poll :meth:`poll` for a versioned view.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from typing import Any
+
+from actors.shard import ShardReport
+from riskcore.aggregate import Aggregate, Aggregator, breaches
+from riskcore.clock import rfc3339_us
+from riskcore.config import AggregateLimits, RiskConfig
+from riskcore.errors import RiskmonError, UnknownAccountError
+from riskcore.events import AlertEvent, BreakerEvent
+from riskcore.states import Breaker, EngageCause, KillSwitchMode, Scope
+
+SCOPES = ("account", "portfolio", "global")
+
+
+def _now_ns() -> int:
+    return time.time_ns()
+
+
+class Supervisor:
+    def __init__(self, config: RiskConfig) -> None:
+        self.config = config
+        self.aggregator = Aggregator(config)
+        self.global_breaker = Breaker(Scope.GLOBAL, "firm")
+        self.portfolio_breakers = {pid: Breaker(Scope.PORTFOLIO, pid) for pid in config.portfolios}
+        self.account_breakers: dict[str, dict[str, Any]] = {spec.id: {"state": "SAFE", "reason": ""} for spec in config.accounts}
+        self.account_index = {spec.id: i for i, spec in enumerate(config.accounts)}
+        self.limits = {spec.id: spec.limits for spec in config.accounts}
+        self.shards: dict[str, Any] = {}
+        self.shard_of: dict[str, str] = {}
+        self.up: dict[str, bool] = {spec.id: False for spec in config.accounts}  # fail closed until registered
+        self.log: list[tuple[tuple[int, int, int], dict[str, Any]]] = []
+        self.active_breaches: set[tuple[str, str, str]] = set()
+        self.refused: Counter[str] = Counter()
+        self.reports = 0
+        self.last_pos = 0
+        self.version = 0
+        self._changed: asyncio.Condition | None = None
+        self._view_cache: tuple[int, dict[str, Any]] | None = None
+        self.mids: dict[str, float] = {}
+
+    # ------------------------------------------------------------------ wiring
+
+    async def register(self, shards: dict[str, Any], placement: dict[str, list[str]], summaries: list[Any]) -> int:
+        self.shards = dict(shards)
+        self.shard_of = {account: shard for shard, accounts in placement.items() for account in accounts}
+        self.aggregator.update(summaries)
+        for account in self.shard_of:
+            self.up[account] = True
+        self._bump()
+        return self.version
+
+    def mark_down(self, shard_id: str) -> None:
+        for account, shard in self.shard_of.items():
+            if shard == shard_id:
+                self.up[account] = False
+        self._bump()
+
+    def _bump(self) -> None:
+        self.version += 1
+        if self._changed is not None:
+            condition = self._changed
+
+            async def notify() -> None:
+                async with condition:
+                    condition.notify_all()
+
+            asyncio.get_event_loop().create_task(notify())
+
+    # ------------------------------------------------------------------ reports
+
+    async def report(self, report: ShardReport) -> None:
+        self.reports += 1
+        for refusal in report.refusals:
+            self.refused[refusal.code] += 1
+        for pos, account_index, order, event in report.events:
+            self._record((pos, account_index, order), event)
+            if isinstance(event, BreakerEvent):
+                self.account_breakers[event.id] = {"state": event.state, "reason": event.reason}
+        touched = self.aggregator.update(report.summaries)
+        self.mids.update(report.mids)
+        mark = report.watermark
+        if "pos" in mark:
+            self.last_pos = max(self.last_pos, int(mark["pos"]))
+        if "ts_ns" in mark:
+            for portfolio in sorted(touched):
+                self._check_aggregate(self.aggregator.portfolio(portfolio), self.portfolio_breakers[portfolio],
+                                      self.config.portfolios[portfolio].limits, mark)
+            self._check_aggregate(self.aggregator.firm(), self.global_breaker, self.config.firm, mark)
+        self._bump()
+
+    def _check_aggregate(self, aggregate: Aggregate, breaker: Breaker, limits: AggregateLimits, mark: dict[str, Any]) -> None:
+        found = breaches(aggregate, limits)
+        key_base = (int(mark["pos"]), len(self.account_index) + (0 if aggregate.scope == "portfolio" else 1))
+        current = {(b.scope, b.id, b.metric) for b in found}
+        for breach in found:
+            if (breach.scope, breach.id, breach.metric) not in self.active_breaches:
+                self._record((*key_base, len(self.log)), {
+                    "type": "limit", "scope": breach.scope, "id": breach.id, "metric": breach.metric,
+                    "value": breach.value, "threshold": breach.threshold, "stream": mark.get("stream"),
+                    "tick_seq": mark.get("seq"), "tick_ts": rfc3339_us(mark["ts_ns"]),
+                })
+        self.active_breaches -= {k for k in self.active_breaches if k[:2] == (aggregate.scope, aggregate.id)} - current
+        self.active_breaches |= current
+        ts_ns = int(mark["ts_ns"])
+        if found and not breaker.engaged and limits.kill_switch_mode is KillSwitchMode.AUTO:
+            breaker.engage(ts_ns, EngageCause.LIMIT, found[0].reason, "limit", found[0].metric)
+            self._record((*key_base, len(self.log)), BreakerEvent(
+                aggregate.scope, aggregate.id, "ENGAGED", found[0].reason, "limit", "", str(mark.get("stream")),
+                mark.get("seq"), ts_ns))
+        elif (not found and breaker.engaged and breaker.cause is EngageCause.LIMIT and limits.auto_reset
+              and breaker.cooldown_left_seconds(ts_ns, limits.recovery_cooldown_seconds) == 0):
+            breaker.reset()
+            self._record((*key_base, len(self.log)), BreakerEvent(
+                aggregate.scope, aggregate.id, "SAFE", "auto_reset: back within limits", "auto_reset", "",
+                str(mark.get("stream")), mark.get("seq"), ts_ns))
+
+    def _record(self, key: tuple[int, int, int], event: AlertEvent | BreakerEvent | dict[str, Any]) -> None:
+        body = event if isinstance(event, dict) else event.to_dict()
+        self.log.append((key, body))
+
+    # ------------------------------------------------------------------ operator commands
+
+    def _aggregate_breaker(self, scope: str, target: str) -> tuple[Breaker, AggregateLimits, Aggregate]:
+        if scope == "global":
+            return self.global_breaker, self.config.firm, self.aggregator.firm()
+        if target not in self.portfolio_breakers:
+            raise RiskmonError(f"unknown portfolio {target!r}")
+        return self.portfolio_breakers[target], self.config.portfolios[target].limits, self.aggregator.portfolio(target)
+
+    @staticmethod
+    def _check_command(scope: str, operator: str, reason: str) -> None:
+        if scope not in SCOPES:
+            raise RiskmonError(f"scope must be one of {', '.join(SCOPES)}, got {scope!r}")
+        if not operator.strip() or not reason.strip():
+            raise RiskmonError("an operator command needs an operator name and a reason")
+
+    async def engage(self, scope: str, target: str, operator: str, reason: str, now_ns: int | None = None) -> dict[str, Any]:
+        """Engage a breaker by hand. Always allowed."""
+        self._check_command(scope, operator, reason)
+        now_ns = _now_ns() if now_ns is None else now_ns
+        if scope == "account":
+            shard = self._shard(target)
+            event = await shard.engage.remote(target, now_ns, operator, reason)
+            self.account_breakers[target] = {"state": "ENGAGED", "reason": reason}
+        else:
+            breaker, _limits, _agg = self._aggregate_breaker(scope, target)
+            breaker.engage(now_ns, EngageCause.OPERATOR, reason, operator)
+            event = BreakerEvent(scope, breaker.id, "ENGAGED", reason, "operator", operator, "operator", None, now_ns)
+        self._record((self.last_pos, len(self.account_index) + 2, len(self.log)), event)
+        self._bump()
+        return {"ok": True, "refusal": None, "event": event.to_dict()}
+
+    async def reset(self, scope: str, target: str, operator: str, reason: str, now_ns: int | None = None) -> dict[str, Any]:
+        """Release a breaker if its cooldown has passed and its limits are no longer breached."""
+        self._check_command(scope, operator, reason)
+        now_ns = _now_ns() if now_ns is None else now_ns
+        if scope == "account":
+            event, refusal = await self._shard(target).reset.remote(target, now_ns, operator, reason)
+            if event is not None:
+                self.account_breakers[target] = {"state": "SAFE", "reason": ""}
+        else:
+            breaker, limits, aggregate = self._aggregate_breaker(scope, target)
+            refusal = breaker.reset_refusal(now_ns, limits.recovery_cooldown_seconds, bool(breaches(aggregate, limits)),
+                                            limits.kill_switch_mode)
+            event = None
+            if refusal is None:
+                breaker.reset()
+                event = BreakerEvent(scope, breaker.id, "SAFE", reason, "reset", operator, "operator", None, now_ns)
+        record: dict[str, Any] = {"type": "command", "action": "reset", "scope": scope, "id": target,
+                                  "operator": operator, "reason": reason, "refused": refusal, "ts": rfc3339_us(now_ns)}
+        self._record((self.last_pos, len(self.account_index) + 2, len(self.log)), event if event is not None else record)
+        self._bump()
+        return {"ok": event is not None, "refusal": refusal, "event": None if event is None else event.to_dict()}
+
+    def _shard(self, account: str) -> Any:
+        shard = self.shard_of.get(account)
+        if shard is None:
+            raise UnknownAccountError(account)
+        return self.shards[shard]
+
+    # ------------------------------------------------------------------ views
+
+    async def wait_reports(self, count: int, timeout_s: float) -> int:
+        """Wait until ``count`` shard reports have been applied here (the caller knows how many it caused)."""
+        deadline = time.monotonic() + timeout_s
+        condition = self._condition()
+        async with condition:
+            while self.reports < count:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                try:
+                    await asyncio.wait_for(condition.wait(), left)
+                except asyncio.TimeoutError:
+                    break
+        return self.reports
+
+    def _condition(self) -> asyncio.Condition:
+        if self._changed is None:
+            self._changed = asyncio.Condition()
+        return self._changed
+
+    async def poll(self, known_version: int, timeout_s: float) -> dict[str, Any]:
+        """Long-poll: the view as soon as it is newer than ``known_version``, else a heartbeat at the timeout."""
+        condition = self._condition()
+        if self.version <= known_version:
+            async with condition:
+                try:
+                    await asyncio.wait_for(condition.wait_for(lambda: self.version > known_version), timeout_s)
+                except asyncio.TimeoutError:
+                    return {"version": self.version, "unchanged": True}
+        return {"version": self.version, "unchanged": False, "view": self.gate_view()}
+
+    def gate_view(self) -> dict[str, Any]:
+        if self._view_cache is not None and self._view_cache[0] == self.version:
+            return self._view_cache[1]
+        accounts: dict[str, Any] = {}
+        for account, index in self.account_index.items():
+            summary = self.aggregator.summaries.get(account)
+            limits = self.limits[account]
+            accounts[account] = {
+                "portfolio": self.config.accounts[index].portfolio,
+                "engaged": self.account_breakers[account]["state"] == "ENGAGED",
+                "reduce_only": limits.reduce_only_when_halted,
+                "up": self.up[account],
+                "equity": summary.equity if summary else self.config.accounts[index].balance,
+                "exposure": summary.exposure if summary else 0.0,
+                "positions": dict(summary.positions) if summary else {},
+                "max_account_leverage": limits.max_account_leverage,
+                "max_order_notional": limits.max_order_notional,
+                "max_position_notional": limits.max_position_notional,
+                "max_orders_per_second": limits.max_orders_per_second,
+            }
+        view = {
+            "version": self.version,
+            "global_engaged": self.global_breaker.engaged,
+            "global_reduce_only": self.config.firm.reduce_only_when_halted,
+            "portfolios": {pid: (b.engaged, self.config.portfolios[pid].limits.reduce_only_when_halted)
+                           for pid, b in self.portfolio_breakers.items()},
+            "accounts": accounts,
+            "marks": dict(self.mids),
+            "multipliers": {name: spec.multiplier for name, spec in self.config.symbols.items()},
+            "price_bands": {name: spec.price_band_pct for name, spec in self.config.symbols.items()},
+        }
+        self._view_cache = (self.version, view)
+        return view
+
+    def event_log(self) -> list[dict[str, Any]]:
+        return [body for _key, body in sorted(self.log, key=lambda item: item[0])]
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "reports": self.reports,
+            "firm": self.aggregator.firm().to_dict(),
+            "portfolios": {pid: self.aggregator.portfolio(pid).to_dict() for pid in self.config.portfolios},
+            "breakers": {
+                "global": self.global_breaker.snapshot(),
+                "portfolios": {pid: b.snapshot() for pid, b in self.portfolio_breakers.items()},
+                "accounts": {a: dict(v) for a, v in self.account_breakers.items()},
+            },
+            "up": dict(self.up),
+            "refused": dict(self.refused),
+        }
+
+    async def watch(self, interval_s: float) -> None:
+        """Ping every shard; an account whose actor does not answer is down, and gates deny it."""
+        while True:
+            for shard_id, handle in list(self.shards.items()):
+                try:
+                    await asyncio.wait_for(handle.ping.remote(), timeout=max(interval_s, 1.0))
+                    alive = True
+                except Exception:
+                    alive = False
+                accounts = [a for a, s in self.shard_of.items() if s == shard_id]
+                if any(self.up[a] != alive for a in accounts):
+                    for account in accounts:
+                        self.up[account] = alive
+                    self._bump()
+            await asyncio.sleep(interval_s)
+
+    async def start_watch(self, interval_s: float) -> bool:
+        asyncio.get_event_loop().create_task(self.watch(interval_s))
+        return True

@@ -1,0 +1,160 @@
+"""``RiskSystem``: start or attach riskmon on Ray, feed it, read it, operate it.
+
+    system = RiskSystem.start(load_config("config/risk_limits.yaml"))
+    system.submit(ticks_and_fills)
+    system.flush()
+    print(system.states()["acct-001"])
+    gate = system.gate()
+    system.shutdown()
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from typing import Any, Iterable
+
+import ray
+
+from actors.router import Router, place_accounts
+from actors.shard import ShardReport
+from riskcore.config import RiskConfig
+from riskcore.engine import TickColumns
+from riskcore.events import Fill, Tick
+from riskcore.ingest import Refusal
+from supervisor.deploy import NAMESPACE, SUPERVISOR_NAME, create_shard, create_supervisor
+from supervisor.gate import OrderGate
+
+
+def init_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
+    """Start an embedded Ray (or attach to ``address``); True if this call started it."""
+    if ray.is_initialized():
+        return False
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    kwargs: dict[str, Any] = {"namespace": NAMESPACE, "include_dashboard": False, "logging_level": "ERROR",
+                              "log_to_driver": True}
+    if address:
+        kwargs["address"] = address
+    elif num_cpus is not None:
+        kwargs["num_cpus"] = num_cpus
+    ray.init(**kwargs)
+    return True
+
+
+class RiskSystem:
+    def __init__(self, config: RiskConfig, supervisor: Any, shards: dict[str, Any], placement: dict[str, list[str]],
+                 name: str, owns_ray: bool) -> None:
+        self.config = config
+        self.supervisor = supervisor
+        self.shards = shards
+        self.placement = placement
+        self.name = name
+        self.owns_ray = owns_ray
+        self.router = Router(config, placement, send=lambda shard, ref: shards[shard].apply.remote(ref), put=ray.put)
+        self._in_flight: list[Any] = []
+        self.shard_refusals: list[Refusal] = []
+        self.ticks_applied = 0
+        self._gates: list[OrderGate] = []
+
+    @classmethod
+    def start(cls, config: RiskConfig, *, address: str | None = None, name: str | None = None,
+              watch_interval_s: float | None = None) -> "RiskSystem":
+        """Create the supervisor and the account shards (``placement.accounts_per_actor`` accounts each)."""
+        owns_ray = init_ray(address)
+        name = name or f"{SUPERVISOR_NAME}-{uuid.uuid4().hex[:8]}"
+        supervisor = create_supervisor(config, name)
+        placement = place_accounts(config)
+        shards = {sid: create_shard(config, name, sid, accounts, supervisor) for sid, accounts in placement.items()}
+        summaries = [s for batch in ray.get([h.summaries.remote() for h in shards.values()]) for s in batch]
+        ray.get(supervisor.register.remote(shards, placement, summaries))
+        interval = watch_interval_s if watch_interval_s is not None else config.gate.poll_interval_ms / 1000.0
+        ray.get(supervisor.start_watch.remote(interval))
+        return cls(config, supervisor, shards, placement, name, owns_ray)
+
+    # ------------------------------------------------------------------ data
+
+    def submit(self, events: Iterable[Tick | Fill]) -> None:
+        """Route ticks and fills in arrival order; returns once they are sent (bounded in flight)."""
+        self._in_flight.extend(self.router.route(events))
+        limit = self.config.batching.max_in_flight * max(1, len(self.shards))
+        if len(self._in_flight) > limit:
+            done, self._in_flight = ray.wait(self._in_flight, num_returns=len(self._in_flight) - limit)
+            self._collect(done)
+
+    def submit_columns(self, ticks: TickColumns, fills: list[Fill] | None = None, fill_pos: list[int] | None = None) -> None:
+        self._in_flight.extend(self.router.send_columns(ticks, fills or [], fill_pos or []))
+
+    def flush(self, timeout_s: float = 120.0) -> None:
+        """Wait until every event sent so far is applied and the supervisor has seen every report."""
+        self._collect(self._in_flight)
+        self._in_flight = []
+        seen = ray.get(self.supervisor.wait_reports.remote(self.router.sent, timeout_s))
+        if seen < self.router.sent:
+            raise TimeoutError(f"supervisor saw {seen} of {self.router.sent} shard reports in {timeout_s} s")
+
+    def _collect(self, refs: list[Any]) -> None:
+        for report in ray.get(refs):
+            assert isinstance(report, ShardReport)
+            self.shard_refusals.extend(report.refusals)
+            self.ticks_applied += report.ticks_applied
+
+    @property
+    def refusals(self) -> list[Refusal]:
+        return self.router.refusals + self.shard_refusals
+
+    # ------------------------------------------------------------------ views
+
+    def states(self) -> dict[str, dict[str, Any]]:
+        merged: dict[str, dict[str, Any]] = {}
+        for part in ray.get([h.states.remote() for h in self.shards.values()]):
+            merged.update(part)
+        return {spec.id: merged[spec.id] for spec in self.config.accounts}
+
+    def events(self) -> list[dict[str, Any]]:
+        return ray.get(self.supervisor.event_log.remote())
+
+    def status(self) -> dict[str, Any]:
+        return ray.get(self.supervisor.status.remote())
+
+    # ------------------------------------------------------------------ operator
+
+    def engage(self, scope: str, target: str, operator: str, reason: str, now_ns: int | None = None) -> dict[str, Any]:
+        return ray.get(self.supervisor.engage.remote(scope, target, operator, reason, now_ns))
+
+    def reset(self, scope: str, target: str, operator: str, reason: str, now_ns: int | None = None) -> dict[str, Any]:
+        return ray.get(self.supervisor.reset.remote(scope, target, operator, reason, now_ns))
+
+    def gate(self) -> OrderGate:
+        gate = OrderGate(self.supervisor, self.config.gate)
+        self._gates.append(gate)
+        return gate
+
+    def kill_shard(self, shard_id: str) -> None:
+        """Stop one shard's actor (drills and tests): its accounts go down and gates deny them."""
+        ray.kill(self.shards[shard_id], no_restart=True)
+
+    def shutdown(self) -> None:
+        for gate in self._gates:
+            gate.close()
+        for handle in self.shards.values():
+            ray.kill(handle, no_restart=True)
+        ray.kill(self.supervisor, no_restart=True)
+        if self.owns_ray:
+            ray.shutdown()
+
+    def __enter__(self) -> "RiskSystem":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+
+def wait_until(predicate: Any, timeout_s: float, interval_s: float = 0.01) -> bool:
+    """Poll a cheap local predicate (tools only; tests await events instead where they can)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval_s)
+    return bool(predicate())
