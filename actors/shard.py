@@ -84,6 +84,9 @@ class AccountShard:
         self.batches = 0
         self.ticks_applied = 0
         self.fills_applied = 0
+        # Portfolio and global breaker states pushed by the supervisor (newest version wins).
+        self.upper_version = -1
+        self.upper_breakers: dict[str, str] = {}
 
     # ------------------------------------------------------------------ data path
 
@@ -174,7 +177,13 @@ class AccountShard:
             "shard": self.shard_id, "accounts": len(self.account_ids), "batches": self.batches,
             "ticks_applied": self.ticks_applied, "fills_applied": self.fills_applied,
             "refused": dict(self.tick_screen.refused + self.fill_screen.refused),
+            "upper_breakers": dict(self.upper_breakers),
         }
+
+    def set_upper_breakers(self, version: int, breakers: dict[str, str]) -> None:
+        if version > self.upper_version:
+            self.upper_version = version
+            self.upper_breakers = dict(breakers)
 
     def ping(self) -> str:
         return self.shard_id

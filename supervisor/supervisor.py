@@ -117,15 +117,24 @@ class Supervisor:
         ts_ns = int(mark["ts_ns"])
         if found and not breaker.engaged and limits.kill_switch_mode is KillSwitchMode.AUTO:
             breaker.engage(ts_ns, EngageCause.LIMIT, found[0].reason, "limit", found[0].metric)
+            self._push_upper_breakers()
             self._record((*key_base, len(self.log)), BreakerEvent(
                 aggregate.scope, aggregate.id, "ENGAGED", found[0].reason, "limit", "", str(mark.get("stream")),
                 mark.get("seq"), ts_ns))
         elif (not found and breaker.engaged and breaker.cause is EngageCause.LIMIT and limits.auto_reset
               and breaker.cooldown_left_seconds(ts_ns, limits.recovery_cooldown_seconds) == 0):
             breaker.reset()
+            self._push_upper_breakers()
             self._record((*key_base, len(self.log)), BreakerEvent(
                 aggregate.scope, aggregate.id, "SAFE", "auto_reset: back within limits", "auto_reset", "",
                 str(mark.get("stream")), mark.get("seq"), ts_ns))
+
+    def _push_upper_breakers(self) -> None:
+        """Tell every shard the portfolio and global breaker states (fire and forget, versioned)."""
+        states = {"global": str(self.global_breaker.state)}
+        states.update({f"portfolio:{pid}": str(b.state) for pid, b in self.portfolio_breakers.items()})
+        for handle in self.shards.values():
+            handle.set_upper_breakers.remote(self.version + 1, states)
 
     def _record(self, key: tuple[int, int, int], event: AlertEvent | BreakerEvent | dict[str, Any]) -> None:
         body = event if isinstance(event, dict) else event.to_dict()
@@ -158,6 +167,7 @@ class Supervisor:
         else:
             breaker, _limits, _agg = self._aggregate_breaker(scope, target)
             breaker.engage(now_ns, EngageCause.OPERATOR, reason, operator)
+            self._push_upper_breakers()
             event = BreakerEvent(scope, breaker.id, "ENGAGED", reason, "operator", operator, "operator", None, now_ns)
         self._record((self.last_pos, len(self.account_index) + 2, len(self.log)), event)
         self._bump()
@@ -178,6 +188,7 @@ class Supervisor:
             event = None
             if refusal is None:
                 breaker.reset()
+                self._push_upper_breakers()
                 event = BreakerEvent(scope, breaker.id, "SAFE", reason, "reset", operator, "operator", None, now_ns)
         record: dict[str, Any] = {"type": "command", "action": "reset", "scope": scope, "id": target,
                                   "operator": operator, "reason": reason, "refused": refusal, "ts": rfc3339_us(now_ns)}

@@ -1,0 +1,46 @@
+"""One real local Ray for the whole integration session; each test starts its own riskmon system on it."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+import ray
+
+from riskcore.config import RiskConfig, parse_config
+from supervisor.system import RiskSystem
+
+SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+EURUSD_FILE = SHARED_DATA / "EURUSD-histdata-20200101.csv"
+
+
+@pytest.fixture(scope="session")
+def ray_session() -> Iterator[None]:
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", namespace="riskmon")
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture
+def start_system(ray_session: None) -> Iterator:
+    started: list[RiskSystem] = []
+
+    def start(config: RiskConfig | dict, **kwargs) -> RiskSystem:
+        cfg = config if isinstance(config, RiskConfig) else parse_config(config)
+        system = RiskSystem.start(cfg, name=f"test-{uuid.uuid4().hex[:8]}", **kwargs)
+        started.append(system)
+        return system
+
+    yield start
+    for system in started:
+        system.shutdown()
+
+
+def eurusd_file() -> Path:
+    if not EURUSD_FILE.exists():
+        pytest.skip(f"real EURUSD quotes not found at {EURUSD_FILE} (shared/data sits beside the checkout)")
+    return EURUSD_FILE
