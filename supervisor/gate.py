@@ -74,6 +74,8 @@ class OrderGate:
             except Exception:
                 # Supervisor unreachable: keep the old view, let it go stale, deny once past the bound.
                 self.errors += 1
+                with self._updated:
+                    self._updated.notify_all()
                 self._stop.wait(self.poll_timeout_s)
                 continue
             now = self.clock()

@@ -62,12 +62,6 @@ class Supervisor:
         self._bump()
         return self.version
 
-    def mark_down(self, shard_id: str) -> None:
-        for account, shard in self.shard_of.items():
-            if shard == shard_id:
-                self.up[account] = False
-        self._bump()
-
     def _bump(self) -> None:
         self.version += 1
         if self._changed is not None:
@@ -288,19 +282,22 @@ class Supervisor:
         }
 
     async def watch(self, interval_s: float) -> None:
-        """Ping every shard; an account whose actor does not answer is down, and gates deny it."""
+        """Ping every shard at once each interval; an account whose actor does not answer is down (gates deny it)."""
         while True:
-            for shard_id, handle in list(self.shards.items()):
-                try:
-                    await asyncio.wait_for(handle.ping.remote(), timeout=max(interval_s, 1.0))
-                    alive = True
-                except Exception:
-                    alive = False
-                accounts = [a for a, s in self.shard_of.items() if s == shard_id]
-                if any(self.up[a] != alive for a in accounts):
-                    for account in accounts:
+            shards = list(self.shards.items())
+            replies = await asyncio.gather(
+                *(asyncio.wait_for(handle.ping.remote(), timeout=max(interval_s, 1.0)) for _, handle in shards),
+                return_exceptions=True,
+            )
+            changed = False
+            for (shard_id, _handle), reply in zip(shards, replies):
+                alive = not isinstance(reply, BaseException)
+                for account, shard in self.shard_of.items():
+                    if shard == shard_id and self.up[account] != alive:
                         self.up[account] = alive
-                    self._bump()
+                        changed = True
+            if changed:
+                self._bump()
             await asyncio.sleep(interval_s)
 
     async def start_watch(self, interval_s: float) -> bool:

@@ -68,7 +68,8 @@ class RiskSystem:
         shards = {sid: create_shard(config, name, sid, accounts, supervisor) for sid, accounts in placement.items()}
         summaries = [s for batch in ray.get([h.summaries.remote() for h in shards.values()]) for s in batch]
         ray.get(supervisor.register.remote(shards, placement, summaries))
-        interval = watch_interval_s if watch_interval_s is not None else config.gate.poll_interval_ms / 1000.0
+        # Liveness: well inside the gates' staleness bound, so a dead shard's accounts are denied within about it.
+        interval = watch_interval_s if watch_interval_s is not None else config.gate.max_staleness_ms / 2000.0
         ray.get(supervisor.start_watch.remote(interval))
         return cls(config, supervisor, shards, placement, name, owns_ray)
 

@@ -1,0 +1,42 @@
+"""The order gate fails closed: a dead account actor or a silent supervisor means deny."""
+
+from __future__ import annotations
+
+import ray
+
+from riskcore.gate import Order, Reason
+
+CONFIG = {
+    "symbols": {"EURUSD": {}},
+    "portfolios": {"desk": {}},
+    "accounts": [
+        {"id": "a", "portfolio": "desk", "balance": 1_000_000, "positions": {"EURUSD": {"qty": 100_000, "avg_price": 1.1}}},
+        {"id": "b", "portfolio": "desk", "balance": 1_000_000, "positions": {"EURUSD": {"qty": 100_000, "avg_price": 1.1}}},
+    ],
+    "gate": {"max_staleness_ms": 800, "poll_interval_ms": 100},
+}
+
+
+def order(account: str) -> Order:
+    return Order(account, "EURUSD", 1_000, 1.1)
+
+
+def test_gate_when_account_actor_dies_denies_that_account_only(start_system) -> None:
+    system = start_system(CONFIG)
+    gate = system.gate()
+    assert gate.wait_for(lambda g: g.check(order("a")).allowed and g.check(order("b")).allowed, 10)
+    system.kill_shard(system.router.shard_of["a"])
+    assert gate.wait_for(lambda g: g.check(order("a")).reason is Reason.STALE_STATE, 15)
+    assert "down" in gate.check(order("a")).detail
+    assert gate.check(order("b")).allowed
+
+
+def test_gate_when_supervisor_is_gone_denies_everything_after_the_staleness_bound(start_system) -> None:
+    system = start_system(CONFIG)
+    gate = system.gate()
+    assert gate.wait_for(lambda g: g.check(order("a")).allowed, 10)
+    ray.kill(system.supervisor, no_restart=True)
+    # No view arrives any more: the local copy ages past max_staleness_ms and every check denies.
+    assert gate.wait_for(lambda g: g.errors > 0, 10)
+    assert gate.wait_for(lambda g: g.check(order("a")).reason is Reason.STALE_STATE, 5)
+    assert gate.check(order("b")).reason is Reason.STALE_STATE
