@@ -90,19 +90,19 @@ class Router:
             else:
                 ticks.append(event)
         columns = TickColumns.from_ticks(ticks, self.symbol_ids) if ticks else TickColumns.empty()
-        mask, refused = self.tick_screen.screen(columns)
+        return self.send_columns(columns, fills, fill_pos)
+
+    def send_columns(self, ticks: TickColumns, fills: list[Fill], fill_pos: list[int]) -> list[Any]:
+        """Screen ticks and send them with (screened) fills as one batch; the fast path for columnar producers."""
+        mask, refused = self.tick_screen.screen(ticks)
         self.refusals.extend(refused)
         if refused:
             kept_before = np.concatenate(([0], np.cumsum(mask)))
             fill_pos = [int(kept_before[p]) for p in fill_pos]
-            columns = TickColumns(
-                columns.symbol[mask], columns.bid[mask], columns.ask[mask], columns.ts_ns[mask], columns.seq[mask],
-                columns.stream[mask], columns.streams,
+            ticks = TickColumns(
+                ticks.symbol[mask], ticks.bid[mask], ticks.ask[mask], ticks.ts_ns[mask], ticks.seq[mask],
+                ticks.stream[mask], ticks.streams,
             )
-        return self.send_columns(columns, fills, fill_pos)
-
-    def send_columns(self, ticks: TickColumns, fills: list[Fill], fill_pos: list[int]) -> list[Any]:
-        """Send screened columns and fills as one batch; the fast path for columnar producers."""
         if len(ticks) == 0 and not fills:
             return []
         fill_symbols = {self.symbol_ids[f.symbol] for f in fills}

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 import uuid
 from typing import Any, Iterable
@@ -53,6 +54,11 @@ class RiskSystem:
         self.owns_ray = owns_ray
         self.router = Router(config, placement, send=lambda shard, ref: shards[shard].apply.remote(ref), put=ray.put)
         self._in_flight: list[Any] = []
+        # Coalescing: events wait here until max_ticks of them or max_delay_ms since the first.
+        self._lock = threading.RLock()
+        self._pending: list[Tick | Fill] = []
+        self._pending_ticks = 0
+        self._timer: threading.Timer | None = None
         self.shard_refusals: list[Refusal] = []
         self.ticks_applied = 0
         self._gates: list[OrderGate] = []
@@ -76,20 +82,53 @@ class RiskSystem:
     # ------------------------------------------------------------------ data
 
     def submit(self, events: Iterable[Tick | Fill]) -> None:
-        """Route ticks and fills in arrival order; returns once they are sent (bounded in flight)."""
-        self._in_flight.extend(self.router.route(events))
+        """Queue ticks and fills in arrival order.
+
+        A batch closes when it holds ``batching.max_ticks`` ticks or ``batching.max_delay_ms`` after its first
+        event, whichever comes first, so a caller that submits one tick at a time still sends batches. Blocks
+        (back-pressure) while more than ``max_in_flight`` batches per shard are unacknowledged.
+        """
+        batching = self.config.batching
+        with self._lock:
+            for event in events:
+                self._pending.append(event)
+                if not isinstance(event, Fill):
+                    self._pending_ticks += 1
+            if self._pending_ticks >= batching.max_ticks or (self._pending and batching.max_delay_ms == 0):
+                self._send_pending()
+            elif self._pending and self._timer is None:
+                self._timer = threading.Timer(batching.max_delay_ms / 1000.0, self._on_timer)
+                self._timer.daemon = True
+                self._timer.start()
+
+    def _on_timer(self) -> None:
+        with self._lock:
+            self._timer = None
+            self._send_pending()
+
+    def _send_pending(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        pending, self._pending, self._pending_ticks = self._pending, [], 0
+        self._in_flight.extend(self.router.route(pending))
         limit = self.config.batching.max_in_flight * max(1, len(self.shards))
         if len(self._in_flight) > limit:
             done, self._in_flight = ray.wait(self._in_flight, num_returns=len(self._in_flight) - limit)
             self._collect(done)
 
     def submit_columns(self, ticks: TickColumns, fills: list[Fill] | None = None, fill_pos: list[int] | None = None) -> None:
-        self._in_flight.extend(self.router.send_columns(ticks, fills or [], fill_pos or []))
+        """Send columns as one batch (producers that already hold columns); fills must already be screened."""
+        with self._lock:
+            self._send_pending()  # keep arrival order with anything queued by submit()
+            self._in_flight.extend(self.router.send_columns(ticks, fills or [], fill_pos or []))
 
     def flush(self, timeout_s: float = 120.0) -> None:
-        """Wait until every event sent so far is applied and the supervisor has seen every report."""
-        self._collect(self._in_flight)
-        self._in_flight = []
+        """Send what is queued, then wait until it is applied and the supervisor has seen every report."""
+        with self._lock:
+            self._send_pending()
+            in_flight, self._in_flight = self._in_flight, []
+        self._collect(in_flight)
         seen = ray.get(self.supervisor.wait_reports.remote(self.router.sent, timeout_s))
         if seen < self.router.sent:
             raise TimeoutError(f"supervisor saw {seen} of {self.router.sent} shard reports in {timeout_s} s")
@@ -136,6 +175,10 @@ class RiskSystem:
         ray.kill(self.shards[shard_id], no_restart=True)
 
     def shutdown(self) -> None:
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
         for gate in self._gates:
             gate.close()
         for handle in self.shards.values():
