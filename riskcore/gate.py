@@ -163,12 +163,13 @@ class GateCore:
 
     def check(self, order: Order, now_ns: int) -> Decision:
         snap = self._snap
-        account = snap.accounts.get(order.account)
-        if account is None:
-            return Decision(False, Reason.UNKNOWN_ACCOUNT, f"unknown account {order.account!r}")
+        # Staleness first: a view that never arrived, or is too old, may not know the account yet.
         received_ns = self.received_ns
         if received_ns is None or now_ns - received_ns > self.max_staleness_ns:
             return Decision(False, Reason.STALE_STATE, "breaker view older than the staleness bound")
+        account = snap.accounts.get(order.account)
+        if account is None:
+            return Decision(False, Reason.UNKNOWN_ACCOUNT, f"unknown account {order.account!r}")
         if not account.up:
             return Decision(False, Reason.STALE_STATE, f"account {order.account} actor is down")
         if order.cancel:
@@ -182,21 +183,22 @@ class GateCore:
         position = account.positions.get(order.symbol, 0.0)
         reducing = _reduces(position, qty)
 
-        halt = None
+        # Every engaged breaker above the account must let the order through; the widest one names the denial.
+        halts = []
         if snap.global_halt[0]:
-            halt = (Reason.GLOBAL_HALT, snap.global_halt[1], "global breaker engaged")
-        else:
-            portfolio = snap.portfolios.get(account.portfolio)
-            if portfolio is not None and portfolio[0]:
-                halt = (Reason.PORTFOLIO_HALT, portfolio[1], f"portfolio {account.portfolio} breaker engaged")
-            elif account.engaged:
-                halt = (Reason.ACCOUNT_HALT, account.reduce_only, f"account {order.account} breaker engaged")
-        if halt is not None:
-            reason, reduce_only, detail = halt
-            if not reduce_only:
-                return Decision(False, reason, detail)
+            halts.append((Reason.GLOBAL_HALT, snap.global_halt[1], "global breaker engaged"))
+        portfolio = snap.portfolios.get(account.portfolio)
+        if portfolio is not None and portfolio[0]:
+            halts.append((Reason.PORTFOLIO_HALT, portfolio[1], f"portfolio {account.portfolio} breaker engaged"))
+        if account.engaged:
+            halts.append((Reason.ACCOUNT_HALT, account.reduce_only, f"account {order.account} breaker engaged"))
+        halt = halts[0] if halts else None
+        if halts:
+            for reason, reduce_only, detail in halts:
+                if not reduce_only:
+                    return Decision(False, reason, detail)
             if not reducing:
-                return Decision(False, Reason.REDUCE_ONLY, f"{detail}; only position-reducing orders pass")
+                return Decision(False, Reason.REDUCE_ONLY, f"{halts[0][2]}; only position-reducing orders pass")
 
         if account.max_orders_per_second is not None:
             recent = account.recent_orders

@@ -130,9 +130,9 @@ def fill_from_wire(item: Any) -> Fill:
     if not isinstance(item, dict):
         raise InputError("bad_fill", f"a fill must be a map, got {type(item).__name__}")
     allowed = {"account", "symbol", "qty", "price", "ts", "fee", "fill_id", "stream", "seq"}
-    unknown = sorted(set(item) - allowed)
+    unknown = sorted(repr(key) for key in item if key not in allowed)
     if unknown:
-        raise InputError("bad_fill", f"unknown fill field {unknown[0]!r}")
+        raise InputError("bad_fill", f"unknown fill field {unknown[0]}")
 
     def field(name: str, kinds: tuple[type, ...], default: Any = None) -> Any:
         value = item.get(name, default)
@@ -205,8 +205,12 @@ def _batch_frame(frame: Mapping[str, Any], symbol_count: int) -> BatchFrame:
         raise InputError("bad_frame", "batch frame needs 'marks', a map")
     marks: dict[int, tuple[float, float]] = {}
     for key, value in marks_raw.items():
-        if not (isinstance(key, int) and 0 <= key < symbol_count and isinstance(value, list) and len(value) == 2):
-            raise InputError("bad_frame", f"bad mark entry {key!r}")
+        if not (
+            isinstance(key, int) and not isinstance(key, bool) and 0 <= key < symbol_count
+            and isinstance(value, list) and len(value) == 2
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+        ):
+            raise InputError("bad_frame", f"bad mark entry {key!r}: {value!r}")
         marks[key] = (float(value[0]), float(value[1]))
     number, base_pos = frame.get("batch"), frame.get("base_pos")
     if not isinstance(number, int) or not isinstance(base_pos, int):

@@ -1,0 +1,465 @@
+"""Routing (actors.router) and account shards (actors.shard) without Ray.
+
+The router's ``send``/``put`` are injected: first they record what would go over the wire, then they call
+real :class:`AccountShard` objects directly, and the resulting accounts are held against the one-event-at-a-time
+:class:`ReferenceEngine` fed the same (valid) events.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from actors.router import Router, place_accounts
+from actors.shard import AccountShard, ShardReport
+from riskcore.clock import parse_rfc3339
+from riskcore.config import RiskConfig, parse_config
+from riskcore.engine import EventBatch, ReferenceEngine
+from riskcore.events import Fill, Tick
+from riskcore.wire import BatchFrame, decode, encode_ticks
+
+T0 = parse_rfc3339("2020-01-15T15:00:00.000000Z")  # 10:00 New York: far from the 17:00 roll
+MS = 1_000_000
+
+SYMBOLS = ["EURUSD", "GBPUSD", "XAUUSD", "AUDUSD", "USDJPY"]
+
+
+def make_config(accounts_per_actor: int = 2, max_ticks: int = 4, **limits: Any) -> RiskConfig:
+    """Five accounts; with 2 per actor: shard-0000 = A1, A2; shard-0001 = A3, A4; shard-0002 = A5.
+
+    A1 holds EURUSD, A2 GBPUSD, A3 EURUSD + XAUUSD, A4 nothing, A5 AUDUSD. Nobody holds USDJPY.
+    """
+    return parse_config(
+        {
+            "limits": limits or None,
+            "symbols": {"EURUSD": {}, "GBPUSD": {}, "XAUUSD": {"multiplier": 100}, "AUDUSD": {}, "USDJPY": {}},
+            "portfolios": {"desk": {}, "macro": {}},
+            "accounts": [
+                {"id": "A1", "portfolio": "desk", "balance": 1_000_000,
+                 "positions": {"EURUSD": {"qty": 2_000_000, "avg_price": 1.1000}}},
+                {"id": "A2", "portfolio": "desk", "balance": 500_000,
+                 "positions": {"GBPUSD": {"qty": -1_000_000, "avg_price": 1.3000}}},
+                {"id": "A3", "portfolio": "macro", "balance": 2_000_000,
+                 "positions": {"EURUSD": {"qty": -500_000, "avg_price": 1.1000},
+                               "XAUUSD": {"qty": 20, "avg_price": 1500.0}}},
+                {"id": "A4", "portfolio": "macro", "balance": 300_000},
+                {"id": "A5", "portfolio": "desk", "balance": 800_000,
+                 "positions": {"AUDUSD": {"qty": 1_500_000, "avg_price": 0.7000}}},
+            ],
+            "batching": {"max_ticks": max_ticks},
+            "placement": {"accounts_per_actor": accounts_per_actor},
+        }
+    )
+
+
+def tick(symbol: str, bid: float, ask: float, seq: int, stream: str = "md") -> Tick:
+    return Tick(symbol, bid, ask, T0 + seq * MS, stream, seq)
+
+
+def fill(account: str, symbol: str, qty: float, price: float, seq: int, fill_id: str = "", fee: float = 0.0) -> Fill:
+    return Fill(account, symbol, qty, price, T0 + seq * MS + 1, fee, fill_id, "exec", seq)
+
+
+class Wire:
+    """Injected put/send that record every frame and every (shard, frame) call."""
+
+    def __init__(self) -> None:
+        self.frames: list[bytes] = []
+        self.calls: list[tuple[str, int]] = []  # (shard, frame index)
+
+    def put(self, frame: bytes) -> int:
+        self.frames.append(frame)
+        return len(self.frames) - 1
+
+    def send(self, shard: str, ref: int) -> tuple[str, int]:
+        self.calls.append((shard, ref))
+        return shard, ref
+
+    def decoded(self, index: int, config: RiskConfig) -> BatchFrame:
+        frame = decode(self.frames[index], symbol_count=len(config.symbols))
+        assert isinstance(frame, BatchFrame)
+        return frame
+
+    def shards_of(self, index: int) -> list[str]:
+        return sorted(shard for shard, ref in self.calls if ref == index)
+
+
+def make_router(config: RiskConfig | None = None) -> tuple[Router, Wire, RiskConfig]:
+    config = config or make_config()
+    wire = Wire()
+    return Router(config, place_accounts(config), wire.send, wire.put), wire, config
+
+
+def sym_names(frame: BatchFrame, config: RiskConfig) -> list[str]:
+    names = list(config.symbols)
+    return [names[i] for i in frame.batch.ticks.symbol.tolist()]
+
+
+# --------------------------------------------------------------------------- placement
+
+
+@pytest.mark.parametrize(
+    ("per", "expected"),
+    [
+        (2, {"shard-0000": ["A1", "A2"], "shard-0001": ["A3", "A4"], "shard-0002": ["A5"]}),
+        (1, {f"shard-{n:04d}": [f"A{n + 1}"] for n in range(5)}),
+        (5, {"shard-0000": ["A1", "A2", "A3", "A4", "A5"]}),
+        (50, {"shard-0000": ["A1", "A2", "A3", "A4", "A5"]}),
+    ],
+)
+def test_place_accounts_when_accounts_per_actor_set_splits_in_config_order(per: int, expected: dict) -> None:
+    assert place_accounts(make_config(accounts_per_actor=per)) == expected
+
+
+# --------------------------------------------------------------------------- routing
+
+
+@pytest.mark.parametrize(
+    ("symbol", "shards"),
+    [("GBPUSD", ["shard-0000"]), ("XAUUSD", ["shard-0001"]), ("AUDUSD", ["shard-0002"]),
+     ("EURUSD", ["shard-0000", "shard-0001"])],
+)
+def test_router_when_tick_routed_goes_only_to_shards_holding_symbol(symbol: str, shards: list[str]) -> None:
+    router, wire, _ = make_router()
+    handles = router.route([tick(symbol, 1.0, 1.001, 1)])
+    assert len(wire.frames) == 1
+    assert wire.shards_of(0) == shards
+    assert handles == [(s, 0) for s in shards]
+    assert router.sent == len(shards)
+
+
+def test_router_when_tick_of_unheld_symbol_sends_nothing_but_keeps_mark() -> None:
+    router, wire, config = make_router()
+    assert router.route([tick("USDJPY", 110.0, 110.02, 1)]) == []
+    assert wire.frames == [] and wire.calls == []
+    assert router.marks == {config.symbol_ids()["USDJPY"]: (110.0, 110.02)}
+    assert router.refusals == []
+
+
+def test_router_when_batch_reaches_many_shards_puts_frame_once() -> None:
+    router, wire, _ = make_router()
+    router.route([tick("EURUSD", 1.1, 1.1001, 1), tick("AUDUSD", 0.7, 0.7001, 2)])
+    assert len(wire.frames) == 1
+    assert wire.shards_of(0) == ["shard-0000", "shard-0001", "shard-0002"]
+
+
+def test_router_when_fill_routed_goes_to_its_account_shard_and_subscribes_it() -> None:
+    router, wire, config = make_router()
+    router.route([fill("A4", "USDJPY", 10_000, 110.0, 1)])
+    assert wire.shards_of(0) == ["shard-0001"]
+    frame = wire.decoded(0, config)
+    assert frame.batch.fills == [fill("A4", "USDJPY", 10_000, 110.0, 1)]
+    assert frame.batch.fill_pos == [0]
+    # A later USDJPY tick now reaches shard-0001, and only it.
+    router.route([tick("USDJPY", 110.1, 110.12, 2)])
+    assert wire.shards_of(1) == ["shard-0001"]
+
+
+def test_router_when_batch_mixes_symbols_frame_carries_all_ticks_in_arrival_order() -> None:
+    router, wire, config = make_router(make_config(max_ticks=100))
+    router.route([tick("EURUSD", 1.1, 1.1001, 1), tick("GBPUSD", 1.3, 1.3001, 2), fill("A5", "EURUSD", 5, 1.1, 3),
+                  tick("XAUUSD", 1500.0, 1500.5, 4)])
+    frame = wire.decoded(0, config)
+    assert sym_names(frame, config) == ["EURUSD", "GBPUSD", "XAUUSD"]
+    assert frame.batch.fill_pos == [2]
+    assert frame.batch.ticks.seq.tolist() == [1, 2, 4]
+    assert wire.shards_of(0) == ["shard-0000", "shard-0001", "shard-0002"]
+
+
+def test_router_when_ticks_exceed_max_ticks_cuts_batches_at_max_ticks() -> None:
+    router, wire, config = make_router(make_config(max_ticks=4))
+    events: list[Tick | Fill] = [tick("EURUSD", 1.1 + k * 1e-5, 1.1002 + k * 1e-5, k) for k in range(1, 11)]
+    events.insert(2, fill("A1", "EURUSD", 1000, 1.1, 0))  # fills do not count toward the size
+    router.route(events)
+    frames = [wire.decoded(i, config) for i in range(len(wire.frames))]
+    assert [len(f.batch.ticks) for f in frames] == [4, 4, 2]
+    assert [len(f.batch.fills) for f in frames] == [1, 0, 0]
+    assert [f.number for f in frames] == [0, 1, 2]
+    assert [f.base_pos for f in frames] == [0, 5, 9]
+    assert router.batches == 3 and router.position == 11
+
+
+def test_router_when_route_called_twice_numbers_batches_and_positions_continuously() -> None:
+    router, wire, config = make_router(make_config(max_ticks=100))
+    router.route([tick("EURUSD", 1.1, 1.1001, 1), tick("EURUSD", 1.1, 1.1001, 2)])
+    router.route([tick("EURUSD", 1.1, 1.1001, 3)])
+    assert [(wire.decoded(i, config).number, wire.decoded(i, config).base_pos) for i in range(2)] == [(0, 0), (1, 2)]
+
+
+def test_router_when_tick_symbol_unknown_refuses_and_does_not_send_it() -> None:
+    router, wire, config = make_router(make_config(max_ticks=100))
+    router.route([tick("EURUSD", 1.1, 1.1001, 1), tick("DOGEUSD", 0.1, 0.11, 2), fill("A1", "EURUSD", 1000, 1.1, 3),
+                  tick("EURUSD", 1.1, 1.1001, 4)])
+    assert [(r.code, r.seq) for r in router.refusals] == [("unknown_symbol", 2)]
+    frame = wire.decoded(0, config)
+    assert frame.batch.ticks.seq.tolist() == [1, 4]
+    assert frame.batch.fill_pos == [1]
+    assert router.tick_screen.refused["unknown_symbol"] == 1
+
+
+@pytest.mark.parametrize(("bid", "ask", "code"), [(math.nan, 1.1, "bad_price"), (-1.0, 1.1, "bad_price"),
+                                                  (1.2, 1.1, "crossed_quote")])
+def test_router_when_tick_price_bad_refuses_and_does_not_send_it(bid: float, ask: float, code: str) -> None:
+    router, wire, config = make_router(make_config(max_ticks=100))
+    router.route([tick("EURUSD", 1.1, 1.1001, 1), tick("EURUSD", bid, ask, 2), fill("A1", "EURUSD", 1000, 1.1, 3),
+                  tick("EURUSD", 1.1002, 1.1003, 4)])
+    assert [(r.code, r.seq) for r in router.refusals] == [(code, 2)]
+    frame = wire.decoded(0, config)
+    assert frame.batch.ticks.seq.tolist() == [1, 4]
+    assert frame.batch.fill_pos == [1]  # the fill still follows tick 1 and precedes tick 4
+    assert router.marks[config.symbol_ids()["EURUSD"]] == (1.1002, 1.1003)
+
+
+def test_router_when_batch_only_has_refused_ticks_sends_nothing() -> None:
+    router, wire, _ = make_router()
+    assert router.route([tick("EURUSD", math.nan, 1.0, 1), tick("NOPE", 1.0, 1.1, 2)]) == []
+    assert wire.frames == [] and router.batches == 0 and router.position == 0
+    assert len(router.refusals) == 2
+
+
+@pytest.mark.parametrize(
+    ("bad", "code"),
+    [(fill("ghost", "EURUSD", 1000, 1.1, 2), "unknown_account"), (fill("A1", "DOGE", 1000, 1.1, 2), "unknown_symbol"),
+     (fill("A1", "EURUSD", 0.0, 1.1, 2), "bad_qty"), (fill("A1", "EURUSD", 1000, -1.1, 2), "bad_price")],
+)
+def test_router_when_fill_invalid_refuses_and_does_not_send_it(bad: Fill, code: str) -> None:
+    router, wire, config = make_router()
+    router.route([bad, fill("A5", "AUDUSD", 10, 0.7, 3)])
+    assert [(r.code, r.seq) for r in router.refusals] == [(code, 2)]
+    assert wire.decoded(0, config).batch.fills == [fill("A5", "AUDUSD", 10, 0.7, 3)]
+    assert wire.shards_of(0) == ["shard-0002"]
+
+
+def test_router_when_fill_id_repeats_refuses_duplicate_fill() -> None:
+    router, wire, config = make_router()
+    router.route([fill("A5", "AUDUSD", 10, 0.7, 1, fill_id="x-1")])
+    router.route([fill("A5", "AUDUSD", 10, 0.7, 2, fill_id="x-1")])
+    assert [r.code for r in router.refusals] == ["duplicate_fill"]
+    assert len(wire.frames) == 1
+
+
+def test_router_when_fill_symbol_has_earlier_mark_batch_carries_that_mark() -> None:
+    router, wire, config = make_router(make_config(max_ticks=2))
+    ids = config.symbol_ids()
+    router.route([tick("GBPUSD", 1.2900, 1.2902, 1), tick("GBPUSD", 1.2910, 1.2912, 2),
+                  fill("A4", "GBPUSD", 100_000, 1.2911, 3), fill("A5", "AUDUSD", 10, 0.7, 4)])
+    frame = wire.decoded(1, config)
+    assert frame.batch.fills[0].symbol == "GBPUSD"
+    # Only the fills' symbols travel, as of the batch start: GBPUSD's last quote; AUDUSD has none yet.
+    assert frame.batch.marks == {ids["GBPUSD"]: (1.2910, 1.2912)}
+
+
+def test_router_when_fill_batch_has_no_fill_symbol_mark_sends_no_marks() -> None:
+    router, wire, config = make_router()
+    router.route([tick("GBPUSD", 1.29, 1.2902, 1), fill("A4", "XAUUSD", 1, 1500.0, 2)])
+    assert wire.decoded(0, config).batch.marks == {}
+
+
+# --------------------------------------------------------------------------- shards
+
+
+def make_shards(config: RiskConfig) -> dict[str, AccountShard]:
+    return {shard: AccountShard(config, shard, list(accounts)) for shard, accounts in place_accounts(config).items()}
+
+
+def route_through_shards(config: RiskConfig, events: list[Tick | Fill]) -> tuple[Router, dict[str, AccountShard], list[ShardReport]]:
+    shards = make_shards(config)
+    router = Router(config, place_accounts(config), lambda shard, frame: shards[shard].apply(frame))
+    reports = router.route(events)
+    return router, shards, reports
+
+
+def shard_states(shards: dict[str, AccountShard]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for shard in shards.values():
+        out.update(shard.engine.states())
+    return out
+
+
+def reference(config: RiskConfig, events: Iterable[Tick | Fill]) -> tuple[ReferenceEngine, list]:
+    engine = ReferenceEngine(config)
+    emitted = engine.apply(EventBatch.from_events(list(events), config.symbol_ids()))
+    return engine, emitted
+
+
+def merged_events(reports: list[ShardReport]) -> list:
+    keyed = [item for report in reports for item in report.events]
+    keyed.sort(key=lambda item: item[:3])
+    return [event for *_, event in keyed]
+
+
+def scenario() -> list[Tick | Fill]:
+    """GBPUSD ticks are first seen only by shard-0000 (A2); then A4 (shard-0001) opens GBPUSD by a fill."""
+    return [
+        tick("EURUSD", 1.1000, 1.1002, 1),
+        tick("GBPUSD", 1.2900, 1.2902, 2),
+        tick("XAUUSD", 1500.0, 1500.5, 3),
+        tick("GBPUSD", 1.2950, 1.2952, 4),
+        tick("AUDUSD", 0.7010, 0.7012, 5),
+        tick("GBPUSD", 1.3100, 1.3102, 6),  # A2 (short 1M at 1.30) loses ~10k
+        tick("EURUSD", 1.0950, 1.0952, 7),
+        tick("GBPUSD", 1.3150, 1.3152, 8),
+        fill("A4", "GBPUSD", 1_000_000, 1.3160, 9, fill_id="f-a4"),  # first GBPUSD on shard-0001
+        tick("EURUSD", 1.0800, 1.0802, 10),  # A1 (long 2M) drawdown past 2 %: alert and breaker
+        tick("XAUUSD", 1490.0, 1490.5, 11),
+        fill("A1", "EURUSD", -1_000_000, 1.0800, 12, fee=25.0),
+        tick("GBPUSD", 1.3200, 1.3202, 13),
+        fill("A5", "XAUUSD", -10, 1489.0, 14),
+        tick("XAUUSD", 1480.0, 1480.5, 15),
+        fill("A3", "EURUSD", 2_000_000, 1.0805, 16),  # A3 flips short -> long
+        tick("EURUSD", 1.0820, 1.0822, 17),
+        tick("AUDUSD", 0.6950, 0.6952, 18),
+    ]
+
+
+@pytest.mark.parametrize("per", [1, 2, 3, 5])
+@pytest.mark.parametrize("max_ticks", [1, 3, 4, 100])
+def test_router_and_shards_when_fed_scenario_equal_reference_engine(per: int, max_ticks: int) -> None:
+    config = make_config(accounts_per_actor=per, max_ticks=max_ticks)
+    router, shards, reports = route_through_shards(config, scenario())
+    ref, ref_events = reference(config, scenario())
+    assert router.refusals == []
+    assert shard_states(shards) == ref.states()
+    assert merged_events(reports) == ref_events
+    assert any(getattr(e, "state", None) == "ENGAGED" for e in ref_events)  # the scenario trips a breaker
+
+
+def test_router_and_shards_when_fill_opens_symbol_seen_only_by_other_shard_starts_from_latest_mark() -> None:
+    config = make_config(accounts_per_actor=2, max_ticks=2)
+    events = [
+        tick("GBPUSD", 1.2900, 1.2902, 1),
+        tick("GBPUSD", 1.2950, 1.2952, 2),
+        tick("GBPUSD", 1.3100, 1.3102, 3),
+        tick("AUDUSD", 0.7000, 0.7002, 4),
+        fill("A4", "GBPUSD", 1_000_000, 1.3150, 5),
+    ]
+    router, shards, _ = route_through_shards(config, events)
+    # shard-0001 (A3, A4) saw none of the GBPUSD ticks: its only batch is the one with A4's fill.
+    assert shards["shard-0001"].batches == 1 and shards["shard-0001"].ticks_applied == 0
+    assert shards["shard-0001"].engine.marks.get(config.symbol_ids()["GBPUSD"]) == (1.3100, 1.3102)
+    a4 = shard_states(shards)["A4"]
+    # Long 1M bought at 1.3150, marked at the latest bid 1.3100 (not at its own price).
+    assert a4.open_pnl == pytest.approx(1_000_000 * (1.3100 - 1.3150))
+    assert a4.total_exposure == pytest.approx(1_000_000 * 1.3100)
+    assert a4 == reference(config, events)[0].states()["A4"]
+
+
+def test_router_and_shards_when_fill_precedes_ticks_of_its_new_symbol_in_same_batch_equal_reference() -> None:
+    config = make_config(accounts_per_actor=2, max_ticks=100)
+    events = [
+        tick("GBPUSD", 1.2900, 1.2902, 1),
+        fill("A4", "GBPUSD", 500_000, 1.2910, 2),
+        tick("GBPUSD", 1.2800, 1.2802, 3),
+        tick("GBPUSD", 1.2700, 1.2702, 4),
+    ]
+    _, shards, _ = route_through_shards(config, events)
+    assert shard_states(shards) == reference(config, events)[0].states()
+    assert shard_states(shards)["A4"].open_pnl == pytest.approx(500_000 * (1.2700 - 1.2910))
+
+
+def test_router_and_shards_when_bad_ticks_interleaved_with_fills_equal_reference_on_valid_events() -> None:
+    config = make_config(accounts_per_actor=2, max_ticks=3)
+    events: list[Tick | Fill] = [
+        tick("EURUSD", 1.1000, 1.1002, 1),
+        tick("EURUSD", math.nan, 1.1002, 2),
+        fill("A1", "EURUSD", 500_000, 1.1001, 3),
+        tick("NOPE", 1.0, 1.1, 4),
+        tick("EURUSD", 1.0990, 1.0992, 5),
+        tick("EURUSD", 1.0999, 1.0980, 6),  # crossed
+        fill("ghost", "EURUSD", 1.0, 1.0, 7),
+        tick("EURUSD", 1.0970, 1.0972, 8),
+    ]
+    router, shards, reports = route_through_shards(config, events)
+    assert sorted(r.code for r in router.refusals) == ["bad_price", "crossed_quote", "unknown_account", "unknown_symbol"]
+    valid = [e for e in events if (isinstance(e, Tick) and e.seq in (1, 5, 8)) or (isinstance(e, Fill) and e.seq == 3)]
+    ref, ref_events = reference(config, valid)
+    assert shard_states(shards) == ref.states()
+    assert merged_events(reports) == ref_events
+
+
+_MIDS = {"EURUSD": 1.10, "GBPUSD": 1.30, "XAUUSD": 1500.0, "AUDUSD": 0.70, "USDJPY": 110.0}
+_QTY = {"EURUSD": 1_000_000, "GBPUSD": 1_000_000, "XAUUSD": 20, "AUDUSD": 1_000_000, "USDJPY": 10_000}
+
+
+@st.composite
+def event_streams(draw: st.DrawFn) -> list[Tick | Fill]:
+    mids = dict(_MIDS)
+    events: list[Tick | Fill] = []
+    for seq in range(1, draw(st.integers(1, 40)) + 1):
+        symbol = draw(st.sampled_from(SYMBOLS))
+        if draw(st.integers(0, 4)) == 0:
+            account = draw(st.sampled_from(["A1", "A2", "A3", "A4", "A5"]))
+            qty = _QTY[symbol] * draw(st.sampled_from([-3, -1, -0.5, 0.5, 1, 3]))
+            events.append(fill(account, symbol, qty, mids[symbol], seq, fee=draw(st.sampled_from([0.0, 10.0]))))
+        else:
+            mids[symbol] *= 1.0 + draw(st.sampled_from([-0.01, -0.004, -0.001, 0.0, 0.001, 0.004, 0.01]))
+            half = mids[symbol] * 1e-4
+            events.append(tick(symbol, round(mids[symbol] - half, 6), round(mids[symbol] + half, 6), seq))
+    return events
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(event_streams(), st.sampled_from([1, 2, 3, 5]), st.sampled_from([1, 2, 5, 64]))
+def test_router_and_shards_when_random_events_equal_reference_engine(
+    events: list[Tick | Fill], per: int, max_ticks: int
+) -> None:
+    config = make_config(accounts_per_actor=per, max_ticks=max_ticks)
+    router, shards, reports = route_through_shards(config, events)
+    ref, ref_events = reference(config, events)
+    assert router.refusals == []
+    assert shard_states(shards) == ref.states()
+    assert merged_events(reports) == ref_events
+
+
+# --------------------------------------------------------------------------- shard robustness
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [b"\xc1 garbage", b"", encode_ticks("md", ["EURUSD"], [0], [1.1], [1.2], [T0], [1])],
+    ids=["garbage", "empty", "ticks-frame"],
+)
+def test_account_shard_when_frame_not_a_batch_reports_bad_frame_and_changes_nothing(frame: bytes) -> None:
+    config = make_config()
+    shard = AccountShard(config, "shard-0000", ["A1", "A2"])
+    router = Router(config, {"shard-0000": ["A1", "A2"]}, lambda s, f: shard.apply(f))
+    router.route([tick("EURUSD", 1.0900, 1.0902, 1), fill("A2", "EURUSD", 1000, 1.09, 2)])
+    before = shard.states()
+    marks_before = dict(shard.engine.marks)
+    report = shard.apply(frame)
+    assert report.batch == -1
+    assert [(r.stream, r.code) for r in report.refusals] == [("frame", "bad_frame")]
+    assert (report.ticks_applied, report.fills_applied, report.events) == (0, 0, [])
+    assert shard.states() == before
+    assert shard.engine.marks == marks_before
+    assert (shard.batches, shard.ticks_applied, shard.fills_applied) == (1, 1, 1)
+    assert shard.stats()["refused"] == {"bad_frame": 1}
+
+
+def test_account_shard_when_batch_frame_redelivered_applies_it_once() -> None:
+    config = make_config()
+    frames: list[bytes] = []
+    router = Router(config, {"shard-0000": ["A1", "A2"]}, lambda s, f: frames.append(f))
+    router.route([tick("EURUSD", 1.0900, 1.0902, 1), tick("EURUSD", 1.0800, 1.0802, 2)])
+    shard = AccountShard(config, "shard-0000", ["A1", "A2"])
+    shard.apply(frames[0])
+    once = shard.states()
+    again = shard.apply(frames[0])
+    assert shard.states() == once
+    assert again.ticks_applied == 0
+    assert {r.code for r in again.refusals} == {"duplicate_seq"}
+
+
+def test_account_shard_when_fill_for_account_hosted_elsewhere_ignores_it() -> None:
+    config = make_config()
+    frames: list[bytes] = []
+    router = Router(config, place_accounts(config), lambda s, f: frames.append(f))
+    router.route([tick("EURUSD", 1.09, 1.0902, 1), fill("A3", "EURUSD", 1000, 1.09, 2)])
+    shard = AccountShard(config, "shard-0000", ["A1", "A2"])
+    report = shard.apply(frames[0])
+    assert (report.ticks_applied, report.fills_applied, report.refusals) == (1, 0, [])

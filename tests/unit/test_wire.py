@@ -1,0 +1,355 @@
+"""msgpack frames (riskcore.wire): round trips, and every refusal is an InputError with a code."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from riskcore.engine import EventBatch, TickColumns
+from riskcore.errors import InputError
+from riskcore.events import Fill
+from riskcore.wire import BatchFrame, TickFrame, decode, encode_batch, encode_fills, encode_ticks
+
+T0 = 1_577_916_000_000_000_000  # 2020-01-01T22:00:00Z in ns
+
+INT64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
+FINITE = st.floats(allow_nan=False, allow_infinity=False)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def sample_ticks() -> bytes:
+    return encode_ticks(
+        "feed-1", ["EURUSD", "GBPUSD"], [0, 1, 0], [1.1212, 1.3250, 1.1213], [1.1217, 1.3252, 1.1218],
+        [T0, T0 + 1, T0 + 2], [10, 11, 12],
+    )
+
+
+def sample_fills() -> list[Fill]:
+    return [
+        Fill("acct-1", "EURUSD", 1_000_000.0, 1.1215, T0, fee=12.5, fill_id="f-1", stream="exec", seq=4),
+        Fill("acct-2", "GBPUSD", -250.0, 1.3251, T0 + 5),
+    ]
+
+
+def sample_batch() -> EventBatch:
+    ticks = TickColumns(
+        symbol=np.array([0, 2, 0, 1], np.int32),
+        bid=np.array([1.1, 2.2, 1.2, 3.3]),
+        ask=np.array([1.15, 2.25, 1.25, 3.35]),
+        ts_ns=np.array([T0, T0 + 1, T0 + 2, T0 + 3], np.int64),
+        seq=np.array([1, 1, 2, 3], np.int64),
+        stream=np.array([0, 1, 0, 0], np.int32),
+        streams=("s-a", "s-b"),
+    )
+    return EventBatch(ticks, sample_fills(), [0, 3], {0: (1.05, 1.06), 1: (3.0, 3.1)})
+
+
+def repack(frame: bytes, **changes: Any) -> bytes:
+    """The same frame with some top-level keys replaced (``None`` removes the key)."""
+    raw = msgpack.unpackb(frame, raw=False, strict_map_key=False)
+    for key, value in changes.items():
+        if value is None:
+            raw.pop(key, None)
+        else:
+            raw[key] = value
+    return msgpack.packb(raw, use_bin_type=True)
+
+
+def refused(data: bytes, **kwargs: Any) -> InputError:
+    with pytest.raises(InputError) as info:
+        decode(data, **kwargs)
+    return info.value
+
+
+# --------------------------------------------------------------------------- round trips
+
+
+def test_wire_when_ticks_encoded_then_decoded_returns_equal_columns() -> None:
+    frame = decode(sample_ticks())
+    assert isinstance(frame, TickFrame)
+    assert frame.stream == "feed-1"
+    assert frame.symbols == ["EURUSD", "GBPUSD"]
+    assert len(frame) == 3
+    np.testing.assert_array_equal(frame.sym, [0, 1, 0])
+    np.testing.assert_array_equal(frame.bid, [1.1212, 1.3250, 1.1213])
+    np.testing.assert_array_equal(frame.ask, [1.1217, 1.3252, 1.1218])
+    np.testing.assert_array_equal(frame.ts_ns, [T0, T0 + 1, T0 + 2])
+    np.testing.assert_array_equal(frame.seq, [10, 11, 12])
+    assert (frame.sym.dtype, frame.bid.dtype, frame.ts_ns.dtype, frame.seq.dtype) == (
+        np.dtype("<i4"), np.dtype("<f8"), np.dtype("<i8"), np.dtype("<i8"),
+    )
+
+
+def test_wire_when_empty_ticks_encoded_then_decoded_returns_empty_frame() -> None:
+    frame = decode(encode_ticks("s", [], [], [], [], [], []))
+    assert isinstance(frame, TickFrame)
+    assert len(frame) == 0
+
+
+def test_wire_when_fills_encoded_then_decoded_returns_equal_fills() -> None:
+    assert decode(encode_fills(sample_fills())) == sample_fills()
+
+
+def test_wire_when_batch_encoded_then_decoded_returns_equal_batch() -> None:
+    batch = sample_batch()
+    frame = decode(encode_batch(batch, number=7, base_pos=120), symbol_count=3)
+    assert isinstance(frame, BatchFrame)
+    assert (frame.number, frame.base_pos) == (7, 120)
+    got = frame.batch
+    for name in ("symbol", "bid", "ask", "ts_ns", "seq", "stream"):
+        np.testing.assert_array_equal(getattr(got.ticks, name), getattr(batch.ticks, name), err_msg=name)
+    assert got.ticks.streams == ("s-a", "s-b")
+    assert got.fills == batch.fills
+    assert got.fill_pos == [0, 3]
+    assert got.marks == {0: (1.05, 1.06), 1: (3.0, 3.1)}
+
+
+# --------------------------------------------------------------------------- refusals
+
+
+@pytest.mark.parametrize("data", [b"", b"\xc1", b"\xc1\x00\xff garbage", b"\x82\xa1v"], ids=["empty", "c1", "junk", "half-map"])
+def test_wire_when_bytes_are_garbage_raises_bad_frame(data: bytes) -> None:
+    assert refused(data).code == "bad_frame"
+
+
+@pytest.mark.parametrize("cut", [1, 5, 20])
+def test_wire_when_frame_truncated_raises_bad_frame(cut: int) -> None:
+    data = sample_ticks()
+    assert refused(data[:-cut]).code == "bad_frame"
+
+
+def test_wire_when_frame_has_trailing_bytes_raises_bad_frame() -> None:
+    assert refused(sample_ticks() + b"\x00").code == "bad_frame"
+
+
+@pytest.mark.parametrize("version", [2, 0, "1"])
+def test_wire_when_version_wrong_raises_bad_frame(version: Any) -> None:
+    error = refused(repack(sample_ticks(), v=version))
+    assert error.code == "bad_frame"
+    assert "version" in error.message
+
+
+def test_wire_when_version_missing_raises_bad_frame() -> None:
+    assert refused(repack(sample_ticks(), v=None)).code == "bad_frame"
+
+
+def test_wire_when_type_unknown_raises_bad_frame() -> None:
+    error = refused(repack(sample_ticks(), type="orders"))
+    assert error.code == "bad_frame"
+    assert "orders" in error.message
+
+
+def test_wire_when_column_length_not_multiple_of_itemsize_raises_bad_frame() -> None:
+    error = refused(repack(sample_ticks(), bid=b"\x00" * 23))
+    assert error.code == "bad_frame"
+    assert "multiple" in error.message
+
+
+def test_wire_when_columns_have_unequal_rows_raises_bad_frame() -> None:
+    error = refused(repack(sample_ticks(), ask=np.zeros(2).tobytes()))
+    assert error.code == "bad_frame"
+    assert "rows" in error.message
+
+
+def test_wire_when_column_not_bytes_raises_bad_frame() -> None:
+    assert refused(repack(sample_ticks(), seq=[10, 11, 12])).code == "bad_frame"
+
+
+@pytest.mark.parametrize("sym", [[0, 2, 1], [-1, 0, 1]], ids=["past-end", "negative"])
+def test_wire_when_sym_index_outside_symbols_raises_bad_frame(sym: list[int]) -> None:
+    data = repack(sample_ticks(), sym=np.array(sym, "<i4").tobytes())
+    assert refused(data).code == "bad_frame"
+
+
+def test_wire_when_batch_symbol_id_outside_symbol_count_raises_bad_frame() -> None:
+    data = encode_batch(sample_batch(), 0, 0)
+    assert refused(data, symbol_count=2).code == "bad_frame"
+    assert isinstance(decode(data, symbol_count=3), BatchFrame)
+
+
+def test_wire_when_batch_fill_pos_decreasing_raises_bad_frame() -> None:
+    assert refused(repack(encode_batch(sample_batch(), 0, 0), fill_pos=[3, 0]), symbol_count=3).code == "bad_frame"
+
+
+def test_wire_when_batch_fill_pos_past_rows_raises_bad_frame() -> None:
+    assert refused(repack(encode_batch(sample_batch(), 0, 0), fill_pos=[0, 5]), symbol_count=3).code == "bad_frame"
+
+
+def test_wire_when_batch_mark_for_unknown_symbol_raises_bad_frame() -> None:
+    data = repack(encode_batch(sample_batch(), 0, 0), marks={9: [1.0, 1.1]})
+    assert refused(data, symbol_count=3).code == "bad_frame"
+
+
+@pytest.mark.parametrize("bad", [["x", 1.0], [None, 1.0], [{}, 1.0]], ids=["str", "nil", "map"])
+def test_wire_when_batch_mark_value_not_number_raises_bad_frame(bad: list[Any]) -> None:
+    data = repack(encode_batch(sample_batch(), 0, 0), marks={0: bad})
+    assert refused(data, symbol_count=3).code == "bad_frame"
+
+
+def test_wire_when_frame_larger_than_max_bytes_raises_oversize_frame() -> None:
+    data = sample_ticks()
+    error = refused(data, max_bytes=len(data) - 1)
+    assert error.code == "oversize_frame"
+    assert isinstance(decode(data, max_bytes=len(data)), TickFrame)
+
+
+def fills_frame(**fill_changes: Any) -> bytes:
+    item = {"account": "acct-1", "symbol": "EURUSD", "qty": 10.0, "price": 1.1, "ts": T0}
+    item.update(fill_changes)
+    return msgpack.packb({"v": 1, "type": "fills", "fills": [item]}, use_bin_type=True)
+
+
+def test_wire_when_fill_qty_is_string_raises_bad_fill() -> None:
+    error = refused(fills_frame(qty="10"))
+    assert error.code == "bad_fill"
+    assert "qty" in error.message
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("price", None), ("ts", 1.5), ("account", 7), ("qty", True), ("fee", "0"), ("seq", "3")],
+)
+def test_wire_when_fill_field_mistyped_raises_bad_fill(field: str, value: Any) -> None:
+    assert refused(fills_frame(**{field: value})).code == "bad_fill"
+
+
+def test_wire_when_fill_missing_required_field_raises_bad_fill() -> None:
+    item = {"account": "acct-1", "symbol": "EURUSD", "qty": 10.0, "ts": T0}
+    assert refused(msgpack.packb({"v": 1, "type": "fills", "fills": [item]})).code == "bad_fill"
+
+
+def test_wire_when_fill_has_unknown_field_raises_bad_fill() -> None:
+    error = refused(fills_frame(venue="XLON"))
+    assert error.code == "bad_fill"
+    assert "venue" in error.message
+
+
+def test_wire_when_fill_has_unknown_keys_of_mixed_types_raises_bad_fill() -> None:
+    item: dict[Any, Any] = {"account": "acct-1", "symbol": "EURUSD", "qty": 10.0, "price": 1.1, "ts": T0}
+    item["venue"] = "XLON"
+    item[3] = 4
+    data = msgpack.packb({"v": 1, "type": "fills", "fills": [item]}, use_bin_type=True)
+    assert refused(data).code == "bad_fill"
+
+
+def test_wire_when_fill_not_a_map_raises_bad_fill() -> None:
+    assert refused(msgpack.packb({"v": 1, "type": "fills", "fills": [[1, 2]]})).code == "bad_fill"
+
+
+def test_wire_when_fills_not_a_list_raises_bad_frame() -> None:
+    assert refused(msgpack.packb({"v": 1, "type": "fills", "fills": {"a": 1}})).code == "bad_frame"
+
+
+@pytest.mark.parametrize("payload", [[1, 2, 3], "ticks", 42, None], ids=["list", "str", "int", "nil"])
+def test_wire_when_frame_is_not_a_map_raises_bad_frame(payload: Any) -> None:
+    error = refused(msgpack.packb(payload))
+    assert error.code == "bad_frame"
+    assert "map" in error.message
+
+
+def test_wire_when_frame_has_ext_type_raises_bad_frame() -> None:
+    data = msgpack.packb({"v": 1, "type": "ticks", "stream": msgpack.ExtType(1, b"xx")})
+    assert refused(data).code == "bad_frame"
+
+
+# --------------------------------------------------------------------------- properties
+
+
+@settings(max_examples=2500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=512))
+def test_wire_when_fed_arbitrary_bytes_returns_frame_or_raises_input_error(data: bytes) -> None:
+    try:
+        result = decode(data, symbol_count=8, max_bytes=4096)
+    except InputError as error:
+        assert error.code in {"bad_frame", "bad_fill", "oversize_frame"}
+        return
+    assert isinstance(result, (TickFrame, BatchFrame, list))
+    if isinstance(result, list):
+        assert all(isinstance(item, Fill) for item in result)
+
+
+@settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_wire_when_valid_frame_bytes_mutated_returns_frame_or_raises_input_error(data: st.DataObject) -> None:
+    # Arbitrary bytes rarely form a version-1 map, so also flip, cut and splice bytes of real frames.
+    base = data.draw(st.sampled_from([sample_ticks(), encode_fills(sample_fills()), encode_batch(sample_batch(), 1, 2)]))
+    buf = bytearray(base)
+    for _ in range(data.draw(st.integers(0, 4))):
+        at = data.draw(st.integers(0, len(buf) - 1))
+        buf[at] = data.draw(st.integers(0, 255))
+    cut = data.draw(st.integers(0, len(buf)))
+    blob = bytes(buf[:cut]) + data.draw(st.binary(max_size=16))
+    try:
+        result = decode(blob, symbol_count=3)
+    except InputError:
+        return
+    assert isinstance(result, (TickFrame, BatchFrame, list))
+
+
+# A generator of well-formed-looking frames with wrong-ish contents (any scalar as a mark value, fill keys of
+# mixed types): decode must answer with a frame or an InputError, nothing else.
+_SCALAR = st.one_of(st.none(), st.booleans(), INT64, FINITE, st.text(max_size=6), st.binary(max_size=24))
+_FILL = st.dictionaries(
+    st.one_of(
+        st.sampled_from(["account", "symbol", "qty", "price", "ts", "fee", "fill_id", "stream", "seq", "venue"]),
+        st.integers(0, 3),
+    ),
+    _SCALAR, max_size=10,
+)
+_COLUMN = st.one_of(st.binary(max_size=40), st.none(), st.integers(0, 3))
+_FRAME = st.fixed_dictionaries(
+    {"v": st.sampled_from([1, 1, 1, 2]), "type": st.sampled_from(["ticks", "fills", "batch", "nope"])},
+    optional={
+        "stream": st.one_of(st.text(max_size=4), INT64),
+        "streams": st.lists(st.one_of(st.text(max_size=3), INT64), max_size=3),
+        "symbols": st.lists(st.one_of(st.text(max_size=3), INT64), max_size=3),
+        "sym": _COLUMN, "bid": _COLUMN, "ask": _COLUMN, "ts": _COLUMN, "seq": _COLUMN,
+        "fills": st.one_of(st.lists(st.one_of(_FILL, _SCALAR), max_size=3), _SCALAR),
+        "fill_pos": st.lists(st.one_of(st.integers(-2, 6), st.booleans(), st.text(max_size=2)), max_size=3),
+        "marks": st.dictionaries(
+            st.one_of(st.integers(-2, 5), st.text(max_size=2)),
+            st.one_of(st.lists(st.one_of(FINITE, _SCALAR), max_size=3), _SCALAR), max_size=3,
+        ),
+        "batch": _SCALAR, "base_pos": _SCALAR,
+    },
+)
+
+
+@settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_FRAME)
+def test_wire_when_fed_structured_junk_frames_returns_frame_or_raises_input_error(frame: dict[str, Any]) -> None:
+    try:
+        result = decode(msgpack.packb(frame, use_bin_type=True), symbol_count=3)
+    except InputError:
+        return
+    assert isinstance(result, (TickFrame, BatchFrame, list))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.text(min_size=1, max_size=8), min_size=1, max_size=4, unique=True),
+    st.text(min_size=1, max_size=8),
+    st.data(),
+)
+def test_wire_when_random_tick_columns_round_trip_returns_identical_columns(
+    symbols: list[str], stream: str, data: st.DataObject
+) -> None:
+    rows = data.draw(st.lists(st.tuples(st.integers(0, len(symbols) - 1), FINITE, FINITE, INT64, INT64), max_size=50))
+    sym = np.array([r[0] for r in rows], np.int32)
+    bid = np.array([r[1] for r in rows], np.float64)
+    ask = np.array([r[2] for r in rows], np.float64)
+    ts = np.array([r[3] for r in rows], np.int64)
+    seq = np.array([r[4] for r in rows], np.int64)
+    frame = decode(encode_ticks(stream, symbols, sym, bid, ask, ts, seq))
+    assert isinstance(frame, TickFrame)
+    assert frame.stream == stream and frame.symbols == symbols and len(frame) == len(rows)
+    # Bit-identical: -0.0 stays -0.0, every int64 survives.
+    for got, want in ((frame.sym, sym), (frame.bid, bid), (frame.ask, ask), (frame.ts_ns, ts), (frame.seq, seq)):
+        assert got.tobytes() == want.tobytes()
