@@ -139,8 +139,12 @@ class AccountShard:
         self.batches += 1
         self.ticks_applied += len(ticks)
         self.fills_applied += len(fills)
+        # The batch's last event (a tick, or a fill that came after every tick) names aggregate breaches.
         watermark: dict[str, Any] = {"pos": base_pos + len(batch.ticks) + len(batch.fills) - 1}
-        if len(batch.ticks):
+        if batch.fills and batch.fill_pos[-1] >= len(batch.ticks):
+            last_fill = batch.fills[-1]
+            watermark.update(stream=last_fill.stream, seq=last_fill.seq, ts_ns=last_fill.ts_ns)
+        elif len(batch.ticks):
             last = len(batch.ticks) - 1
             watermark.update(
                 stream=batch.ticks.streams[int(batch.ticks.stream[last])], seq=int(batch.ticks.seq[last]),

@@ -82,7 +82,7 @@ class Supervisor:
         for pos, account_index, order, event in report.events:
             self._record((pos, account_index, order), event)
             if isinstance(event, BreakerEvent):
-                self.account_breakers[event.id] = {"state": event.state, "reason": event.reason}
+                self._set_account_breaker(event.id, event.state, event.reason)
         touched = self.aggregator.update(report.summaries)
         self.mids.update(report.mids)
         mark = report.watermark
@@ -157,7 +157,7 @@ class Supervisor:
         if scope == "account":
             shard = self._shard(target)
             event = await shard.engage.remote(target, now_ns, operator, reason)
-            self.account_breakers[target] = {"state": "ENGAGED", "reason": reason}
+            self._set_account_breaker(target, "ENGAGED", reason)
         else:
             breaker, _limits, _agg = self._aggregate_breaker(scope, target)
             breaker.engage(now_ns, EngageCause.OPERATOR, reason, operator)
@@ -174,7 +174,7 @@ class Supervisor:
         if scope == "account":
             event, refusal = await self._shard(target).reset.remote(target, now_ns, operator, reason)
             if event is not None:
-                self.account_breakers[target] = {"state": "SAFE", "reason": ""}
+                self._set_account_breaker(target, "SAFE", "")
         else:
             breaker, limits, aggregate = self._aggregate_breaker(scope, target)
             refusal = breaker.reset_refusal(now_ns, limits.recovery_cooldown_seconds, bool(breaches(aggregate, limits)),
@@ -189,6 +189,13 @@ class Supervisor:
         self._record((self.last_pos, len(self.account_index) + 2, len(self.log)), event if event is not None else record)
         self._bump()
         return {"ok": event is not None, "refusal": refusal, "event": None if event is None else event.to_dict()}
+
+    def _set_account_breaker(self, account: str, state: str, reason: str) -> None:
+        # The breaker counts per portfolio and firm come from the summaries: keep them in step at once.
+        self.account_breakers[account] = {"state": state, "reason": reason}
+        summary = self.aggregator.summaries.get(account)
+        if summary is not None:
+            summary.breaker = state
 
     def _shard(self, account: str) -> Any:
         shard = self.shard_of.get(account)

@@ -40,7 +40,9 @@ def start_system(ray_session: None) -> Iterator:
         system.shutdown()
 
 
+@pytest.fixture(scope="session")
 def eurusd_file() -> Path:
+    """The real EURUSD quotes in ../shared/data, read in place (never copied into the repository)."""
     if not EURUSD_FILE.exists():
         pytest.skip(f"real EURUSD quotes not found at {EURUSD_FILE} (shared/data sits beside the checkout)")
     return EURUSD_FILE
