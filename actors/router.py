@@ -116,9 +116,7 @@ class Router:
             shard = self.shard_of[fill.account]
             targets.add(shard)
             self.subscriptions[shard].add(self.symbol_ids[fill.symbol])
-        batch = EventBatch(ticks, fills, fill_pos, marks)
-        frame = encode_batch(batch, self.batches, self.position)
-        self.batches += 1
+        base_pos = self.position
         self.position += len(ticks) + len(fills)
         if len(ticks):
             order = np.argsort(ticks.symbol, kind="stable")
@@ -127,7 +125,10 @@ class Router:
             for i in last.tolist():
                 self.marks[int(ticks.symbol[i])] = (float(ticks.bid[i]), float(ticks.ask[i]))
         if not targets:
-            return []
+            return []  # nobody holds these symbols: marks updated, no batch number used
+        shards = sorted(targets)
+        frame = encode_batch(EventBatch(ticks, fills, fill_pos, marks), self.batches, base_pos, shards)
+        self.batches += 1
         ref = self.put(frame)
         self.sent += len(targets)
-        return [self.send(shard, ref) for shard in sorted(targets)]
+        return [self.send(shard, ref) for shard in shards]

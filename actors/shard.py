@@ -38,6 +38,7 @@ class ShardReport:
     summaries: list[AccountSummary]
     watermark: dict[str, Any] = field(default_factory=dict)  # last tick of the batch: pos, stream, seq, ts_ns
     mids: dict[str, float] = field(default_factory=dict)  # latest mid of every symbol the shard has a quote for
+    targets: tuple[str, ...] = ()  # every shard the batch went to (from the router's frame)
 
 
 def _keep_ticks(ticks: TickColumns, mask: np.ndarray) -> TickColumns:
@@ -103,6 +104,7 @@ class AccountShard:
             self._send(report)
             return report
         report = self.apply_batch(decoded.batch, decoded.number, decoded.base_pos)
+        report.targets = decoded.targets
         self._send(report)
         return report
 

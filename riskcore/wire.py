@@ -15,8 +15,10 @@ Frame types (key ``type``, version ``v`` = 1):
 ``batch``  router to account actors: ``streams`` (names), columns ``stream``
            (<i4), ``sym`` (<i4 config symbol id), ``bid``, ``ask``, ``ts``,
            ``seq``; ``fills`` and ``fill_pos``; ``marks`` {symbol id: [bid, ask]};
-           ``batch`` (router batch number) and ``base_pos`` (arrival position of
-           its first event).
+           ``batch`` (router batch number, counting only batches sent),
+           ``base_pos`` (arrival position of its first event) and ``targets``
+           (the shards it was sent to, so the supervisor knows when a batch
+           is complete).
 """
 
 from __future__ import annotations
@@ -160,13 +162,15 @@ class BatchFrame:
     batch: EventBatch
     number: int
     base_pos: int
+    targets: tuple[str, ...] = ()  # every shard this batch was sent to
 
 
-def encode_batch(batch: EventBatch, number: int, base_pos: int) -> bytes:
+def encode_batch(batch: EventBatch, number: int, base_pos: int, targets: Sequence[str] = ()) -> bytes:
     ticks = batch.ticks
     return msgpack.packb(
         {
-            "v": VERSION, "type": "batch", "batch": number, "base_pos": base_pos, "streams": list(ticks.streams),
+            "v": VERSION, "type": "batch", "batch": number, "base_pos": base_pos, "targets": list(targets),
+            "streams": list(ticks.streams),
             "stream": _column("stream", ticks.stream), "sym": _column("sym", ticks.symbol),
             "bid": _column("bid", ticks.bid), "ask": _column("ask", ticks.ask),
             "ts": _column("ts", ticks.ts_ns), "seq": _column("seq", ticks.seq),
@@ -215,8 +219,11 @@ def _batch_frame(frame: Mapping[str, Any], symbol_count: int) -> BatchFrame:
     number, base_pos = frame.get("batch"), frame.get("base_pos")
     if not isinstance(number, int) or not isinstance(base_pos, int):
         raise InputError("bad_frame", "batch frame needs integer 'batch' and 'base_pos'")
+    targets = frame.get("targets", [])
+    if not isinstance(targets, list) or not all(isinstance(t, str) for t in targets):
+        raise InputError("bad_frame", "'targets' must be a list of shard ids")
     batch = EventBatch(ticks, [fill_from_wire(item) for item in raw_fills], list(fill_pos), marks)
-    return BatchFrame(batch, number, base_pos)
+    return BatchFrame(batch, number, base_pos, tuple(targets))
 
 
 # --------------------------------------------------------------------------- entry point

@@ -50,6 +50,11 @@ class Supervisor:
         self._changed: asyncio.Condition | None = None
         self._view_cache: tuple[int, dict[str, Any]] | None = None
         self.mids: dict[str, float] = {}
+        # Batch-ordered aggregation: reports wait here until every shard their batch went to has reported.
+        self.pending: dict[int, dict[str, ShardReport]] = {}
+        self.targets_of: dict[int, tuple[str, ...]] = {}
+        self.next_batch = 0
+        self.down_shards: set[str] = set()
 
     # ------------------------------------------------------------------ wiring
 
@@ -76,6 +81,13 @@ class Supervisor:
     # ------------------------------------------------------------------ reports
 
     async def report(self, report: ShardReport) -> None:
+        """Take one shard's report: its events at once, its figures once the whole batch has reported.
+
+        Alert and breaker changes are recorded (and pushed to gates) the moment they arrive. Summaries are
+        applied to the aggregates batch by batch, in the router's order, once every shard the batch went to
+        has reported (or is down), so aggregate figures and breaches depend on batch boundaries only, never
+        on which shard happened to report first.
+        """
         self.reports += 1
         for refusal in report.refusals:
             self.refused[refusal.code] += 1
@@ -83,9 +95,46 @@ class Supervisor:
             self._record((pos, account_index, order), event)
             if isinstance(event, BreakerEvent):
                 self._set_account_breaker(event.id, event.state, event.reason)
-        touched = self.aggregator.update(report.summaries)
-        self.mids.update(report.mids)
-        mark = report.watermark
+        if report.targets:
+            self.pending.setdefault(report.batch, {})[report.shard] = report
+            self.targets_of.setdefault(report.batch, report.targets)
+            self._apply_complete_batches()
+        elif report.batch >= 0:
+            self._apply_reports([report])
+        self._bump()
+
+    def _apply_complete_batches(self) -> None:
+        while True:
+            targets = self.targets_of.get(self.next_batch)
+            if targets is None:
+                # Nothing heard of this batch yet. Only if its shards may all be dead, and a later batch is
+                # complete, is it skipped; otherwise it is on its way and later batches wait for it.
+                if self.down_shards and any(self._complete(b) for b in self.targets_of if b > self.next_batch):
+                    self.next_batch += 1
+                    continue
+                return
+            if not self._complete(self.next_batch):
+                return
+            got = self.pending.pop(self.next_batch, {})
+            del self.targets_of[self.next_batch]
+            self._apply_reports([got[shard] for shard in targets if shard in got])
+            self.next_batch += 1
+
+    def _complete(self, batch: int) -> bool:
+        got = self.pending.get(batch, {})
+        return all(shard in got or shard in self.down_shards for shard in self.targets_of[batch])
+
+    def _apply_reports(self, reports: list[ShardReport]) -> None:
+        touched: set[str] = set()
+        for report in reports:
+            for summary in report.summaries:
+                # The breaker recorded here is the newest (an operator may have acted since the batch).
+                summary.breaker = self.account_breakers[summary.account]["state"]
+            touched |= self.aggregator.update(report.summaries)
+            self.mids.update(report.mids)
+        if not reports:
+            return
+        mark = reports[0].watermark  # every shard derives the same watermark from the same frame
         if "pos" in mark:
             self.last_pos = max(self.last_pos, int(mark["pos"]))
         if "ts_ns" in mark:
@@ -93,7 +142,6 @@ class Supervisor:
                 self._check_aggregate(self.aggregator.portfolio(portfolio), self.portfolio_breakers[portfolio],
                                       self.config.portfolios[portfolio].limits, mark)
             self._check_aggregate(self.aggregator.firm(), self.global_breaker, self.config.firm, mark)
-        self._bump()
 
     def _check_aggregate(self, aggregate: Aggregate, breaker: Breaker, limits: AggregateLimits, mark: dict[str, Any]) -> None:
         found = breaches(aggregate, limits)
@@ -299,11 +347,16 @@ class Supervisor:
             changed = False
             for (shard_id, _handle), reply in zip(shards, replies):
                 alive = not isinstance(reply, BaseException)
+                if alive:
+                    self.down_shards.discard(shard_id)
+                else:
+                    self.down_shards.add(shard_id)
                 for account, shard in self.shard_of.items():
                     if shard == shard_id and self.up[account] != alive:
                         self.up[account] = alive
                         changed = True
             if changed:
+                self._apply_complete_batches()  # a batch waiting on a dead shard completes without it
                 self._bump()
             await asyncio.sleep(interval_s)
 

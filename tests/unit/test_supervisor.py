@@ -1,0 +1,98 @@
+"""The supervisor as a plain class (no Ray): aggregates must not depend on the order reports arrive in."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from actors.router import Router, place_accounts
+from actors.shard import AccountShard, ShardReport
+from riskcore.clock import NS_PER_SECOND, parse_rfc3339
+from riskcore.config import parse_config
+from riskcore.events import Tick
+from supervisor.supervisor import Supervisor
+
+T0 = parse_rfc3339("2020-01-02T14:30:00.000000Z")
+
+CONFIG = parse_config({
+    "symbols": {"EURUSD": {}},
+    "portfolios": {"desk": {}},
+    # A long and a short in different shards: their equities move in opposite directions on every tick.
+    "accounts": [
+        {"id": "long", "portfolio": "desk", "balance": 1_000_000, "positions": {"EURUSD": {"qty": 3_000_000, "avg_price": 1.1}}},
+        {"id": "short", "portfolio": "desk", "balance": 1_000_000, "positions": {"EURUSD": {"qty": -1_000_000, "avg_price": 1.1}}},
+    ],
+    "firm": {"limits": {"max_daily_loss": 4_000}},
+    "batching": {"max_ticks": 5},
+})
+
+
+def shard_reports() -> list[ShardReport]:
+    placement = place_accounts(CONFIG)
+    shards = {sid: AccountShard(CONFIG, sid, accounts) for sid, accounts in placement.items()}
+    router = Router(CONFIG, placement, send=lambda sid, frame: shards[sid].apply(frame))
+    bids = [1.1 + 0.002 * (i if i < 10 else 10 - 2 * (i - 10)) for i in range(20)]  # up, then well below the start
+    return router.route(Tick("EURUSD", b, b + 0.0001, T0 + i * NS_PER_SECOND, "f", i) for i, b in enumerate(bids))
+
+
+def supervise(reports: list[ShardReport]) -> Supervisor:
+    supervisor = Supervisor(CONFIG)
+
+    async def run() -> None:
+        await supervisor.register({}, place_accounts(CONFIG), [])
+        for report in reports:
+            await supervisor.report(report)
+
+    asyncio.run(run())
+    return supervisor
+
+
+def view(supervisor: Supervisor) -> dict[str, Any]:
+    status = supervisor.status()
+    return {"firm": status["firm"], "portfolios": status["portfolios"], "events": supervisor.event_log(),
+            "breakers": status["breakers"]}
+
+
+def test_supervisor_when_reports_arrive_in_any_order_aggregates_and_events_are_identical() -> None:
+    reports = shard_reports()
+    assert len({r.shard for r in reports}) == 2 and len({r.batch for r in reports}) == 4
+    by_batch = sorted(reports, key=lambda r: (r.batch, r.shard))
+    by_shard = sorted(reports, key=lambda r: (r.shard, r.batch))
+    reversed_shards = sorted(reports, key=lambda r: (r.shard != "shard-0001", r.batch))
+    expected = view(supervise(by_batch))
+    assert expected["firm"]["day_peak"] > expected["firm"]["equity"]  # the peak mattered in this run
+    for order in (by_shard, reversed_shards):
+        assert view(supervise(order)) == expected
+
+
+def test_supervisor_when_firm_daily_loss_breached_engages_global_breaker_at_batch_end() -> None:
+    supervisor = supervise(shard_reports())
+    engaged = [e for e in supervisor.event_log() if e.get("type") == "breaker" and e["scope"] == "global"]
+    assert [e["state"] for e in engaged] == ["ENGAGED"]
+    assert engaged[0]["tick_seq"] % 5 == 4  # the last tick of the batch that revealed it
+    assert supervisor.global_breaker.engaged
+
+
+def test_supervisor_when_a_batch_shard_is_down_later_batches_still_apply() -> None:
+    reports = shard_reports()
+    survivors = [r for r in reports if not (r.shard == "shard-0001" and r.batch >= 2)]
+    supervisor = supervise(survivors)
+    assert supervisor.next_batch == 2  # waiting for shard-0001's report of batch 2
+    supervisor.down_shards.add("shard-0001")
+    supervisor._apply_complete_batches()
+    assert supervisor.next_batch == 4
+    assert supervisor.pending == {} and supervisor.targets_of == {}
+
+
+def test_supervisor_when_operator_command_lacks_reason_refuses() -> None:
+    supervisor = Supervisor(CONFIG)
+    for operator, reason in (("", "x"), ("alice", " ")):
+        try:
+            asyncio.run(supervisor.engage("global", "firm", operator, reason, now_ns=T0))
+        except Exception as exc:  # RiskmonError
+            assert "operator" in str(exc)
+        else:
+            raise AssertionError("an operator command without operator and reason must be refused")
+    assert not supervisor.global_breaker.engaged
+
+
