@@ -116,6 +116,11 @@ def _mapping(path: str, value: Any) -> Mapping[str, Any]:
     return value
 
 
+def _or_empty(value: Any, empty: Any) -> Any:
+    """An absent (``null``) section is empty; any other value, falsy or not, is checked as given."""
+    return empty if value is None else value
+
+
 def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
@@ -314,7 +319,7 @@ def parse_config(raw: Any, source: str = "<memory>") -> RiskConfig:
     default_limits = _account_limits("limits", root.get("limits"), None)
 
     symbols: dict[str, SymbolSpec] = {}
-    raw_symbols = _mapping("symbols", root.get("symbols") or {})
+    raw_symbols = _mapping("symbols", _or_empty(root.get("symbols"), {}))
     for name, body in raw_symbols.items():
         path = f"symbols.{name}"
         if not re.fullmatch(r"[A-Za-z0-9._:/-]{1,32}", name):
@@ -324,7 +329,7 @@ def parse_config(raw: Any, source: str = "<memory>") -> RiskConfig:
 
     portfolios: dict[str, PortfolioSpec] = {}
     portfolio_account_limits: dict[str, dict[str, Any]] = {}
-    for name, body in _mapping("portfolios", root.get("portfolios") or {}).items():
+    for name, body in _mapping("portfolios", _or_empty(root.get("portfolios"), {})).items():
         path = f"portfolios.{name}"
         body = _fields(path, body, {"limits": (lambda p, v: v, None), "account_limits": (lambda p, v: v, None)})
         limits = AggregateLimits(**_fields(f"{path}.limits", body["limits"], _AGGREGATE_LIMITS_SPEC))
@@ -334,7 +339,7 @@ def parse_config(raw: Any, source: str = "<memory>") -> RiskConfig:
     firm_body = _fields("firm", root.get("firm"), {"limits": (lambda p, v: v, None)})
     firm = AggregateLimits(**_fields("firm.limits", firm_body["limits"], _AGGREGATE_LIMITS_SPEC))
 
-    raw_accounts = root.get("accounts") or []
+    raw_accounts = _or_empty(root.get("accounts"), [])
     if not isinstance(raw_accounts, list):
         raise ConfigError("accounts", f"must be a list, got {type(raw_accounts).__name__}")
     accounts: list[AccountSpec] = []
@@ -348,7 +353,7 @@ def parse_config(raw: Any, source: str = "<memory>") -> RiskConfig:
                 "id": (_text, _MISSING),
                 "portfolio": (_text, _MISSING),
                 "balance": (_positive, _MISSING),
-                "positions": (lambda p, v: _mapping(p, v or {}), {}),
+                "positions": (lambda p, v: _mapping(p, _or_empty(v, {})), {}),
                 "limits": (lambda p, v: v, None),
             },
         )
