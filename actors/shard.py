@@ -77,6 +77,7 @@ class AccountShard:
         self.config = config
         self.shard_id = shard_id
         self.engine = BatchedEngine(config, account_ids)
+        self.engine.warm_up()  # compile (or load) the kernel before serving, not on the first batch
         self.account_ids = [book.id for book in self.engine.books]
         self.config_index = {spec.id: index for index, spec in enumerate(config.accounts)}
         self.tick_screen = TickScreen()
@@ -166,6 +167,7 @@ class AccountShard:
         return {names[s]: (q[0] + q[1]) / 2.0 for s, q in self.engine.marks.items()}
 
     def summaries(self) -> list[AccountSummary]:
+        self.engine.sync()
         names = self.engine.symbol_names
         return [summarize(book, self.engine.marks, names) for book in self.engine.books]
 

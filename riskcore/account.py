@@ -202,38 +202,37 @@ class AccountBook:
 
     # ------------------------------------------------------------------ events
 
-    def begin_event(self, ts_ns: int) -> bool:
-        """Roll the trading day if ``ts_ns`` is past the boundary; True when it rolled."""
-        rolled = False
+    def begin_event(self, ts_ns: int) -> None:
+        """Roll the trading day first if ``ts_ns`` is at or past the boundary."""
         if self.next_roll_ns is None:
             self.next_roll_ns = self.calendar.next_roll_after(ts_ns)
         elif ts_ns >= self.next_roll_ns:
             self.roll_day()
             self.next_roll_ns = self.calendar.next_roll_after(ts_ns)
-            rolled = True
         self.ts_ns = ts_ns
-        return rolled
 
     def roll_day(self) -> None:
         equity = self.equity
         self.sod_equity = equity
         self.day_peak = equity
         self.closed_pnl = 0.0
+        if self.breaker.engaged:
+            self.breaker.day_rolled = True
 
     def on_tick(
         self, marks: Mapping[int, tuple[float, float]], ts_ns: int, stream: str, seq: int
     ) -> list[AlertEvent | BreakerEvent]:
-        rolled = self.begin_event(ts_ns)
+        self.begin_event(ts_ns)
         self.remark(marks)
-        return self.evaluate(ts_ns, stream, seq, rolled)
+        return self.evaluate(ts_ns, stream, seq)
 
     def on_fill(
         self, fill: Fill, symbol_id: int, marks: Mapping[int, tuple[float, float]]
     ) -> list[AlertEvent | BreakerEvent]:
-        rolled = self.begin_event(fill.ts_ns)
+        self.begin_event(fill.ts_ns)
         self.apply_fill_arithmetic(fill, symbol_id)
         self.remark(marks)
-        return self.evaluate(fill.ts_ns, fill.stream, fill.seq, rolled)
+        return self.evaluate(fill.ts_ns, fill.stream, fill.seq)
 
     def apply_fill_arithmetic(self, fill: Fill, symbol_id: int) -> None:
         slot = self._slot(symbol_id)
@@ -244,7 +243,7 @@ class AccountBook:
         # Daily PnL is net of fees: closed_pnl + open_pnl then equals equity - start-of-day equity.
         self.closed_pnl += realised - fill.fee
 
-    def evaluate(self, ts_ns: int, stream: str, seq: int, rolled: bool) -> list[AlertEvent | BreakerEvent]:
+    def evaluate(self, ts_ns: int, stream: str, seq: int) -> list[AlertEvent | BreakerEvent]:
         """Peak, levels, alert and breaker steps after the figures changed at one event."""
         equity = self.equity
         if equity > self.day_peak:
@@ -254,10 +253,10 @@ class AccountBook:
         limits = self.limits
         dd_rank = metric_rank(dd_pct, limits.drawdown_warning, limits.max_daily_drawdown)
         lev_rank = metric_rank(lev, limits.leverage_warning, limits.max_account_leverage)
-        return self.step_levels(dd_rank, lev_rank, dd_pct, lev, ts_ns, stream, seq, rolled)
+        return self.step_levels(dd_rank, lev_rank, dd_pct, lev, ts_ns, stream, seq)
 
     def step_levels(
-        self, dd_rank: int, lev_rank: int, dd_pct: float, lev: float, ts_ns: int, stream: str, seq: int, rolled: bool
+        self, dd_rank: int, lev_rank: int, dd_pct: float, lev: float, ts_ns: int, stream: str, seq: int
     ) -> list[AlertEvent | BreakerEvent]:
         events: list[AlertEvent | BreakerEvent] = []
         rank = max(dd_rank, lev_rank)
@@ -270,20 +269,21 @@ class AccountBook:
                 )
             )
         self.rank, self.dd_rank, self.lev_rank = rank, dd_rank, lev_rank
-        breaker_event = self.step_breaker(rank, dd_rank, dd_pct, lev, ts_ns, stream, seq, rolled)
+        breaker_event = self.step_breaker(rank, dd_rank, dd_pct, lev, ts_ns, stream, seq)
         if breaker_event is not None:
             events.append(breaker_event)
         return events
 
     def step_breaker(
-        self, rank: int, dd_rank: int, dd_pct: float, lev: float, ts_ns: int, stream: str, seq: int, rolled: bool
+        self, rank: int, dd_rank: int, dd_pct: float, lev: float, ts_ns: int, stream: str, seq: int
     ) -> BreakerEvent | None:
         breaker = self.breaker
         limits = self.limits
         if breaker.engaged:
             if rank == CRITICAL or breaker.cause is not EngageCause.LIMIT:
                 return None
-            day_release = rolled and limits.release_on_day_roll and breaker.metric == Metric.DRAWDOWN_PCT.field
+            # Released at the first event of a new day after the cooldown, if the daily drawdown engaged it.
+            day_release = breaker.day_rolled and limits.release_on_day_roll and breaker.metric == Metric.DRAWDOWN_PCT.field
             if not (limits.auto_reset or day_release):
                 return None
             if breaker.cooldown_left_seconds(ts_ns, limits.recovery_cooldown_seconds) > 0:

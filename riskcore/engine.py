@@ -3,11 +3,9 @@
 Both take an :class:`EventBatch` — columnar ticks plus the fills that arrived
 between them — and return the same alert and breaker events in the same order,
 leaving every account with the same figures. The reference applies each event
-to each account in turn; the batched engine, per account, gathers the ticks of
-the symbols it holds between two of its own fills and computes every figure for
-all of them with NumPy, in the same arithmetic order as
-:class:`riskcore.account.AccountBook`, then steps the alert/breaker machine only
-at the ticks where something can change.
+to each account in turn through :class:`riskcore.account.AccountBook`; the
+batched engine runs the same loop compiled (:mod:`riskcore.kernel`) over state
+packed into arrays, and applies fills through the same ``AccountBook`` code.
 """
 
 from __future__ import annotations
@@ -17,12 +15,13 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from riskcore.account import CRITICAL, AccountBook, AccountState
+from riskcore import kernel
+from riskcore.account import CRITICAL, AccountBook, AccountState, transition_metric
 from riskcore.clock import NS_PER_SECOND, TradingCalendar
 from riskcore.config import RiskConfig
 from riskcore.errors import UnknownAccountError
 from riskcore.events import AlertEvent, BreakerEvent, Fill, Tick
-from riskcore.states import EngageCause, KillSwitchMode, Metric
+from riskcore.states import AlertLevel, EngageCause, KillSwitchMode, Metric
 
 Event = AlertEvent | BreakerEvent
 Quote = tuple[float, float]
@@ -175,35 +174,170 @@ class ReferenceEngine(_EngineBase):
         return self.book(fill.account).on_fill(fill, self.symbol_ids[fill.symbol], self.marks)
 
 
-class _BatchView:
-    """Per-batch indexes: the ticks of each symbol, and quotes as of any position."""
-
-    def __init__(self, ticks: TickColumns, pre_marks: Mapping[int, Quote], fill_pos: Sequence[int]) -> None:
-        self.ticks = ticks
-        self.pre_marks = pre_marks
-        self.fill_pos = np.asarray(fill_pos, dtype=np.int64)
-        order = np.argsort(ticks.symbol, kind="stable")
-        sorted_symbols = ticks.symbol[order]
-        present, starts = np.unique(sorted_symbols, return_index=True)
-        ends = np.append(starts[1:], len(order))
-        self.by_symbol = {int(s): order[a:b] for s, a, b in zip(present, starts, ends)}
-        self._empty = np.zeros(0, dtype=np.int64)
-
-    def ticks_of(self, symbol_id: int) -> np.ndarray:
-        return self.by_symbol.get(symbol_id, self._empty)
-
-    def quote_before(self, symbol_id: int, position: int) -> Quote | None:
-        """The latest quote of a symbol among ``ticks[:position]``, else the pre-batch mark."""
-        indexes = self.ticks_of(symbol_id)
-        k = int(np.searchsorted(indexes, position, side="left")) - 1
-        if k >= 0:
-            i = int(indexes[k])
-            return float(self.ticks.bid[i]), float(self.ticks.ask[i])
-        return self.pre_marks.get(symbol_id)
+def _grow(array: np.ndarray, rows: int | None = None, cols: int | None = None) -> np.ndarray:
+    """A copy of a 2-D array with at least ``rows`` rows and ``cols`` columns (zero-filled)."""
+    r = max(array.shape[0], rows or 0)
+    c = max(array.shape[1], cols or 0)
+    out = np.zeros((r, c), dtype=array.dtype)
+    out[: array.shape[0], : array.shape[1]] = array
+    return out
 
 
 class BatchedEngine(_EngineBase):
-    """The engine the account actors run: vectorised per account, equal to the reference."""
+    """The engine the account actors run: the compiled reference loop over packed arrays.
+
+    Between batches the arrays hold each account's figures; the :class:`AccountBook` objects are
+    brought up to date on demand (:meth:`sync`) for views, fills and operator commands, and written
+    back after them. Fills run through the same ``AccountBook.on_fill`` as the reference engine.
+    """
+
+    def __init__(self, config: RiskConfig, account_ids: Iterable[str] | None = None) -> None:
+        super().__init__(config, account_ids)
+        n_accounts, n_symbols = len(self.books), len(self.symbol_names)
+        width = max([len(b.slot_symbols) for b in self.books] + [1])
+        self.slot_n = np.zeros(n_accounts, np.int64)
+        self.slot_sym = np.zeros((n_accounts, width), np.int64)
+        self.slot_qty = np.zeros((n_accounts, width))
+        self.slot_avg = np.zeros((n_accounts, width))
+        self.slot_mult = np.zeros((n_accounts, width))
+        self.hold_n = np.zeros(n_symbols, np.int64)
+        self.hold_acc = np.zeros((n_symbols, 1), np.int64)
+        f64 = lambda: np.zeros(n_accounts)  # noqa: E731
+        self.a_balance, self.a_closed, self.a_open, self.a_expo, self.a_sod, self.a_peak = (f64() for _ in range(6))
+        self.a_rank, self.a_ddr, self.a_levr = (np.zeros(n_accounts, np.int64) for _ in range(3))
+        self.a_ts = np.zeros(n_accounts, np.int64)
+        self.a_has_ts = np.zeros(n_accounts, np.bool_)
+        self.a_next_roll = np.full(n_accounts, -1, np.int64)
+        self.a_eng = np.zeros(n_accounts, np.bool_)
+        self.a_cause_limit = np.zeros(n_accounts, np.bool_)
+        self.a_eng_at = np.zeros(n_accounts, np.int64)
+        self.a_eng_dd = np.zeros(n_accounts, np.bool_)
+        self.a_day_rolled = np.zeros(n_accounts, np.bool_)
+        limits = [b.limits for b in self.books]
+        self.l_ddw = np.array([x.drawdown_warning for x in limits], dtype=np.float64).reshape(n_accounts)
+        self.l_ddh = np.array([x.max_daily_drawdown for x in limits], dtype=np.float64).reshape(n_accounts)
+        self.l_levw = np.array([x.leverage_warning for x in limits], dtype=np.float64).reshape(n_accounts)
+        self.l_levh = np.array([x.max_account_leverage for x in limits], dtype=np.float64).reshape(n_accounts)
+        self.l_auto = np.array([x.kill_switch_mode is KillSwitchMode.AUTO for x in limits], dtype=np.bool_).reshape(n_accounts)
+        self.l_autoreset = np.array([x.auto_reset for x in limits], dtype=np.bool_).reshape(n_accounts)
+        self.l_cool_s = np.array([x.recovery_cooldown_seconds for x in limits], dtype=np.float64).reshape(n_accounts)
+        self.l_roll_release = np.array([x.release_on_day_roll for x in limits], dtype=np.bool_).reshape(n_accounts)
+        self.m_bid = np.zeros(n_symbols)
+        self.m_ask = np.zeros(n_symbols)
+        self.m_has = np.zeros(n_symbols, np.bool_)
+        self.index_of = {book.id: index for index, book in enumerate(self.books)}
+        self._stale: set[int] = set()  # accounts whose book lags the arrays
+        self._out_i = np.zeros((4096, kernel.OUT_INT_COLS), np.int64)
+        self._out_f = np.zeros((4096, kernel.OUT_FLOAT_COLS))
+        for index in range(n_accounts):
+            self._pack(index)
+
+    # ------------------------------------------------------------------ book <-> arrays
+
+    def _pack(self, a: int) -> None:
+        """Write one account's book into the arrays (after a fill or an operator command)."""
+        book = self.books[a]
+        n = len(book.slot_symbols)
+        if n > self.slot_sym.shape[1]:
+            width = max(n, 2 * self.slot_sym.shape[1])
+            self.slot_sym, self.slot_qty = _grow(self.slot_sym, cols=width), _grow(self.slot_qty, cols=width)
+            self.slot_avg, self.slot_mult = _grow(self.slot_avg, cols=width), _grow(self.slot_mult, cols=width)
+        for j in range(int(self.slot_n[a]), n):  # new slots: this account now holds that symbol
+            self._add_holder(book.slot_symbols[j], a)
+        self.slot_n[a] = n
+        self.slot_sym[a, :n] = book.slot_symbols
+        self.slot_qty[a, :n] = book.qty
+        self.slot_avg[a, :n] = book.avg
+        self.slot_mult[a, :n] = book.mult
+        self.a_balance[a], self.a_closed[a], self.a_open[a] = book.balance, book.closed_pnl, book.open_pnl
+        self.a_expo[a], self.a_sod[a], self.a_peak[a] = book.exposure, book.sod_equity, book.day_peak
+        self.a_rank[a], self.a_ddr[a], self.a_levr[a] = book.rank, book.dd_rank, book.lev_rank
+        self.a_has_ts[a] = book.ts_ns is not None
+        self.a_ts[a] = book.ts_ns or 0
+        self.a_next_roll[a] = -1 if book.next_roll_ns is None else book.next_roll_ns
+        breaker = book.breaker
+        self.a_eng[a] = breaker.engaged
+        self.a_cause_limit[a] = breaker.engaged and breaker.cause is EngageCause.LIMIT
+        self.a_eng_at[a] = breaker.engaged_at_ns
+        self.a_eng_dd[a] = breaker.metric == Metric.DRAWDOWN_PCT.field
+        self.a_day_rolled[a] = breaker.day_rolled
+
+    def _unpack(self, a: int) -> None:
+        book = self.books[a]
+        book.balance, book.closed_pnl = float(self.a_balance[a]), float(self.a_closed[a])
+        book.open_pnl, book.exposure = float(self.a_open[a]), float(self.a_expo[a])
+        book.sod_equity, book.day_peak = float(self.a_sod[a]), float(self.a_peak[a])
+        book.rank, book.dd_rank, book.lev_rank = int(self.a_rank[a]), int(self.a_ddr[a]), int(self.a_levr[a])
+        book.ts_ns = int(self.a_ts[a]) if self.a_has_ts[a] else None
+        book.next_roll_ns = None if self.a_next_roll[a] < 0 else int(self.a_next_roll[a])
+        book.breaker.day_rolled = bool(self.a_day_rolled[a])
+        self._stale.discard(a)
+
+    def _add_holder(self, symbol_id: int, a: int) -> None:
+        n = int(self.hold_n[symbol_id])
+        row = self.hold_acc[symbol_id, :n]
+        if a in row:
+            return
+        if n + 1 > self.hold_acc.shape[1]:
+            self.hold_acc = _grow(self.hold_acc, cols=max(n + 1, 2 * self.hold_acc.shape[1]))
+            row = self.hold_acc[symbol_id, :n]
+        at = int(np.searchsorted(row, a))  # holders stay in account order, as the reference visits them
+        self.hold_acc[symbol_id, at + 1 : n + 1] = self.hold_acc[symbol_id, at:n].copy()
+        self.hold_acc[symbol_id, at] = a
+        self.hold_n[symbol_id] = n + 1
+
+    def sync(self) -> None:
+        """Bring every account's book up to date with the arrays."""
+        for a in sorted(self._stale):
+            self._unpack(a)
+
+    def states(self) -> dict[str, AccountState]:
+        self.sync()
+        return super().states()
+
+    def engage(self, account_id: str, now_ns: int, operator: str, reason: str) -> BreakerEvent:
+        a = self.index_of.get(account_id)
+        if a is not None:
+            self._unpack(a)
+        event = super().engage(account_id, now_ns, operator, reason)
+        self._pack(self.index_of[account_id])
+        return event
+
+    def reset(self, account_id: str, now_ns: int, operator: str, reason: str) -> tuple[BreakerEvent | None, str | None]:
+        a = self.index_of.get(account_id)
+        if a is not None:
+            self._unpack(a)
+        result = super().reset(account_id, now_ns, operator, reason)
+        self._pack(self.index_of[account_id])
+        return result
+
+    @staticmethod
+    def warm_up() -> None:
+        """Compile the kernel (or load it from numba's cache) on a one-account dummy, touching no state.
+
+        Both specialisations: tick columns decoded from a frame are read-only views, in-process ones are not.
+        """
+        for writeable in (True, False):
+            columns = [np.zeros(1, np.int32), np.zeros(1), np.zeros(1), np.zeros(1, np.int64)]
+            for column in columns:
+                column.flags.writeable = writeable
+            BatchedEngine._warm_call(*columns)
+
+    @staticmethod
+    def _warm_call(t_sym: np.ndarray, t_bid: np.ndarray, t_ask: np.ndarray, t_ts: np.ndarray) -> None:
+        one_f, one_i, one_b = np.zeros(1), np.zeros(1, np.int64), np.zeros(1, np.bool_)
+        grid_f, grid_i = np.zeros((1, 1)), np.zeros((1, 1), np.int64)
+        kernel.run_ticks(
+            t_sym, t_bid, t_ask, t_ts, 0, 0,
+            one_f.copy(), one_f.copy(), one_b.copy(), one_i.copy(), grid_i.copy(),
+            one_i.copy(), grid_i.copy(), grid_f.copy(), grid_f.copy(), grid_f.copy(),
+            *(one_f.copy() for _ in range(6)), *(one_i.copy() for _ in range(3)), one_i.copy(), one_b.copy(),
+            one_i.copy(), one_b.copy(), one_b.copy(), one_i.copy(), one_b.copy(), one_b.copy(),
+            *(one_f.copy() for _ in range(4)), one_b.copy(), one_b.copy(), one_f.copy(), one_b.copy(),
+            one_i.copy(), np.zeros((4, kernel.OUT_INT_COLS), np.int64), np.zeros((4, kernel.OUT_FLOAT_COLS)), 0,
+        )
+
+    # ------------------------------------------------------------------ batches
 
     def apply(self, batch: EventBatch) -> list[Event]:
         return [event for *_, event in self.apply_keyed(batch)]
@@ -211,142 +345,102 @@ class BatchedEngine(_EngineBase):
     def apply_keyed(self, batch: EventBatch) -> list[tuple[int, int, int, Event]]:
         """Events with their sort key: (position in the batch, account index, order at that event)."""
         self.marks.update(batch.marks)
+        for symbol_id, (bid, ask) in batch.marks.items():
+            self.m_bid[symbol_id], self.m_ask[symbol_id], self.m_has[symbol_id] = bid, ask, True
         ticks = batch.ticks
-        view = _BatchView(ticks, dict(self.marks), batch.fill_pos)
-        fills_by_account: dict[str, list[int]] = {}
-        for j, fill in enumerate(batch.fills):
-            fills_by_account.setdefault(fill.account, []).append(j)
         keyed: list[tuple[int, int, int, Event]] = []
-        for book_index, book in enumerate(self.books):
-            start = 0
-            for j in fills_by_account.get(book.id, ()):
-                end = batch.fill_pos[j]
-                self._run_ticks(book, book_index, view, start, end, keyed)
-                fill = batch.fills[j]
-                symbol_id = self.symbol_ids[fill.symbol]
-                marks = {s: q for s in {*book.slot_symbols, symbol_id} if (q := view.quote_before(s, end)) is not None}
-                for order, event in enumerate(book.on_fill(fill, symbol_id, marks)):
-                    keyed.append((end + j, book_index, order, event))
-                start = end
-            self._run_ticks(book, book_index, view, start, len(ticks), keyed)
-        for symbol_id, indexes in view.by_symbol.items():
-            last = int(indexes[-1])
-            self.marks[symbol_id] = (float(ticks.bid[last]), float(ticks.ask[last]))
-        keyed.sort(key=lambda item: item[:3])
+        rolls = self._roll_boundaries(ticks, batch.fills)
+        start = 0
+        for j, fill in enumerate(batch.fills):
+            end = batch.fill_pos[j]
+            self._run(ticks, start, end, j, rolls, keyed)
+            a = self.index_of[fill.account]
+            self._unpack(a)
+            book = self.books[a]
+            symbol_id = self.symbol_ids[fill.symbol]
+            marks = {
+                s: (float(self.m_bid[s]), float(self.m_ask[s]))
+                for s in {*book.slot_symbols, symbol_id} if self.m_has[s]
+            }
+            for order, event in enumerate(book.on_fill(fill, symbol_id, marks)):
+                keyed.append((end + j, a, order, event))
+            self._pack(a)
+            start = end
+        self._run(ticks, start, len(ticks), len(batch.fills), rolls, keyed)
+        for symbol_id in np.flatnonzero(self.m_has).tolist():
+            self.marks[symbol_id] = (float(self.m_bid[symbol_id]), float(self.m_ask[symbol_id]))
         return keyed
 
-    # ------------------------------------------------------------------ ticks between two fills
+    def _roll_boundaries(self, ticks: TickColumns, fills: list[Fill]) -> np.ndarray:
+        """Every trading-day boundary from three days before the batch to three days after it."""
+        stamps = [int(ticks.ts_ns.min()), int(ticks.ts_ns.max())] if len(ticks) else []
+        stamps += [f.ts_ns for f in fills]
+        if not stamps:
+            return np.zeros(0, np.int64)
+        day = 86_400 * NS_PER_SECOND
+        boundary = self.calendar.next_roll_after(min(stamps) - 3 * day)
+        out = [boundary]
+        while boundary <= max(stamps) + 3 * day:
+            boundary = self.calendar.next_roll_after(boundary)
+            out.append(boundary)
+        return np.asarray(out, dtype=np.int64)
 
-    def _run_ticks(
-        self, book: AccountBook, book_index: int, view: _BatchView, start: int, end: int,
-        keyed: list[tuple[int, int, int, Event]],
-    ) -> None:
-        if start >= end or not book.slot_symbols:
-            return
-        parts = []
-        for symbol_id in book.slot_symbols:
-            indexes = view.ticks_of(symbol_id)
-            if indexes.size:
-                lo, hi = np.searchsorted(indexes, (start, end), side="left")
-                if hi > lo:
-                    parts.append(indexes[lo:hi])
-        if not parts:
-            return
-        idx = parts[0] if len(parts) == 1 else np.sort(np.concatenate(parts))
-        ts = view.ticks.ts_ns[idx]
-        rolled = False
-        while idx.size:
-            # Same rule as AccountBook.begin_event: the first event past the boundary rolls the day.
-            if book.next_roll_ns is None:
-                book.next_roll_ns = self.calendar.next_roll_after(int(ts[0]))
-            elif ts[0] >= book.next_roll_ns:
-                book.roll_day()
-                book.next_roll_ns = self.calendar.next_roll_after(int(ts[0]))
-                rolled = True
-            beyond = np.flatnonzero(ts[1:] >= book.next_roll_ns)
-            cut = 1 + int(beyond[0]) if beyond.size else idx.size
-            self._run_part(book, book_index, view, idx[:cut], ts[:cut], rolled, keyed)
-            idx, ts, rolled = idx[cut:], ts[cut:], False
-
-    def _run_part(
-        self, book: AccountBook, book_index: int, view: _BatchView, idx: np.ndarray, ts: np.ndarray,
-        rolled_first: bool, keyed: list[tuple[int, int, int, Event]],
-    ) -> None:
-        """Ticks ``idx`` of one account with no fill and no day roll between them."""
-        ticks = view.ticks
-        n = idx.size
-        open_pnl = np.zeros(n)
-        exposure = np.zeros(n)
-        for slot, symbol_id in enumerate(book.slot_symbols):
-            qty = book.qty[slot]
-            if qty == 0.0:
-                continue
-            avg = book.avg[slot]
-            mult = book.mult[slot]
-            side = ticks.bid if qty > 0.0 else ticks.ask
-            pre = view.pre_marks.get(symbol_id)
-            fallback = avg if pre is None else (pre[0] if qty > 0.0 else pre[1])
-            indexes = view.ticks_of(symbol_id)
-            if indexes.size:
-                k = np.searchsorted(indexes, idx, side="right") - 1
-                mark = np.where(k >= 0, side[indexes[np.maximum(k, 0)]], fallback)
-            else:
-                mark = np.full(n, fallback)
-            # Same order of operations as AccountBook.remark: bit-identical results.
-            open_pnl = open_pnl + qty * (mark - avg) * mult
-            exposure = exposure + abs(qty) * mark * mult
-        equity = book.balance + open_pnl
-        peak = np.maximum.accumulate(np.concatenate(([book.day_peak], equity)))[1:]
-        drawdown = peak - equity
-        with np.errstate(divide="ignore", invalid="ignore"):
-            dd_pct = np.where(peak > 0.0, drawdown / peak, np.where(drawdown > 0.0, np.inf, 0.0))
-            lev = np.where(equity > 0.0, exposure / equity, np.inf)
-        limits = book.limits
-        dd_rank = (dd_pct > limits.drawdown_warning).astype(np.int8) + (dd_pct > limits.max_daily_drawdown)
-        lev_rank = (lev > limits.leverage_warning).astype(np.int8) + (lev > limits.max_account_leverage)
-        rank = np.maximum(dd_rank, lev_rank)
-
-        i = 0
-        while i < n:
-            k = self._next_change(book, rank, ts, i, rolled_first)
-            if k is None:
-                break
-            if k > 0:
-                book.dd_rank, book.lev_rank = int(dd_rank[k - 1]), int(lev_rank[k - 1])
-            book.open_pnl, book.exposure = float(open_pnl[k]), float(exposure[k])
-            book.day_peak, book.ts_ns = float(peak[k]), int(ts[k])
-            tick = int(idx[k])
-            events = book.step_levels(
-                int(dd_rank[k]), int(lev_rank[k]), float(dd_pct[k]), float(lev[k]), int(ts[k]),
-                ticks.streams[int(ticks.stream[tick])], int(ticks.seq[tick]), rolled_first and k == 0,
+    def _run(self, ticks: TickColumns, start: int, end: int, fills_before: int, rolls: np.ndarray,
+             keyed: list[tuple[int, int, int, Event]]) -> None:
+        while start < end:
+            held = int(self.hold_n[ticks.symbol[start:end]].max()) if end > start else 0
+            if 2 * held + 2 > self._out_i.shape[0]:
+                self._out_i = _grow(self._out_i, rows=4 * held + 4)
+                self._out_f = _grow(self._out_f, rows=4 * held + 4)
+            status, start, rows = kernel.run_ticks(
+                ticks.symbol, ticks.bid, ticks.ask, ticks.ts_ns, start, end,
+                self.m_bid, self.m_ask, self.m_has, self.hold_n, self.hold_acc,
+                self.slot_n, self.slot_sym, self.slot_qty, self.slot_avg, self.slot_mult,
+                self.a_balance, self.a_closed, self.a_open, self.a_expo, self.a_sod, self.a_peak,
+                self.a_rank, self.a_ddr, self.a_levr, self.a_ts, self.a_has_ts, self.a_next_roll,
+                self.a_eng, self.a_cause_limit, self.a_eng_at, self.a_eng_dd, self.a_day_rolled,
+                self.l_ddw, self.l_ddh, self.l_levw, self.l_levh, self.l_auto, self.l_autoreset, self.l_cool_s,
+                self.l_roll_release, rolls, self._out_i, self._out_f, 0,
             )
-            position = tick + int(np.searchsorted(view.fill_pos, tick, side="right"))
-            for order, event in enumerate(events):
-                keyed.append((position, book_index, order, event))
-            i = k + 1
-        book.open_pnl, book.exposure = float(open_pnl[-1]), float(exposure[-1])
-        book.day_peak, book.ts_ns = float(peak[-1]), int(ts[-1])
-        book.rank, book.dd_rank, book.lev_rank = int(rank[-1]), int(dd_rank[-1]), int(lev_rank[-1])
+            if status == kernel.NO_ROLL_BOUNDARY:  # pragma: no cover - boundaries span the whole batch
+                raise AssertionError("trading-day boundaries do not cover the batch")
+            self._events(ticks, rows, fills_before, keyed)
+        # Every account whose symbol ticked may have moved: its book is stale until the next sync.
+        if end > 0:
+            for symbol_id in np.unique(ticks.symbol[:end]).tolist():
+                self._stale.update(self.hold_acc[symbol_id, : self.hold_n[symbol_id]].tolist())
 
-    @staticmethod
-    def _next_change(book: AccountBook, rank: np.ndarray, ts: np.ndarray, start: int, rolled_first: bool) -> int | None:
-        """The first tick at or after ``start`` where the level or the breaker may change.
-
-        A superset is fine (``step_levels`` decides exactly); missing one is not.
-        """
-        if start == 0 and rolled_first:
-            return 0  # a roll may release a breaker at its first event
-        candidates = rank[start:] != book.rank
-        breaker = book.breaker
-        limits = book.limits
-        if breaker.engaged:
-            if breaker.cause is EngageCause.LIMIT and limits.auto_reset:
-                cooled = (ts[start:] - breaker.engaged_at_ns) >= int(limits.recovery_cooldown_seconds * NS_PER_SECOND) - 1_000
-                candidates |= (rank[start:] < CRITICAL) & cooled
-        elif limits.kill_switch_mode is KillSwitchMode.AUTO:
-            candidates |= rank[start:] == CRITICAL
-        hits = np.flatnonzero(candidates)
-        return start + int(hits[0]) if hits.size else None
+    def _events(self, ticks: TickColumns, rows: int, fills_before: int, keyed: list[tuple[int, int, int, Event]]) -> None:
+        out_i, out_f = self._out_i, self._out_f
+        order_at: dict[tuple[int, int], int] = {}
+        for r in range(rows):
+            kind, i, a = int(out_i[r, 0]), int(out_i[r, 1]), int(out_i[r, 2])
+            book = self.books[a]
+            limits = book.limits
+            stream, seq, ts = ticks.streams[int(ticks.stream[i])], int(ticks.seq[i]), int(ticks.ts_ns[i])
+            dd_pct, lev = float(out_f[r, 0]), float(out_f[r, 1])
+            event: Event
+            if kind == kernel.ALERT:
+                from_rank, to_rank, dd_rank, old_dd_rank = (int(x) for x in out_i[r, 3:7])
+                metric, value, threshold = transition_metric(to_rank, dd_rank, 0, old_dd_rank, dd_pct, lev, limits)
+                event = AlertEvent(book.id, str(AlertLevel.from_rank(from_rank)), str(AlertLevel.from_rank(to_rank)),
+                                   metric, value, threshold, stream, seq, ts)
+            elif kind == kernel.ENGAGE:
+                if int(out_i[r, 5]) == CRITICAL:
+                    metric, value, threshold = "drawdown_pct", dd_pct, limits.max_daily_drawdown
+                else:
+                    metric, value, threshold = "leverage", lev, limits.max_account_leverage
+                reason = f"{metric} {value:.6g} > {threshold:g}"
+                book.breaker.engage(ts, EngageCause.LIMIT, reason, "limit", metric)
+                event = BreakerEvent("account", book.id, "ENGAGED", reason, "limit", "", stream, seq, ts)
+            else:
+                cause = "day_roll" if kind == kernel.DAY_ROLL else "auto_reset"
+                book.breaker.reset()
+                event = BreakerEvent("account", book.id, "SAFE", f"{cause}: back within limits", cause, "",
+                                     stream, seq, ts)
+            order = order_at.get((i, a), 0)
+            order_at[(i, a)] = order + 1
+            keyed.append((i + fills_before, a, order, event))
 
 
 __all__ = ["BatchedEngine", "EventBatch", "Metric", "ReferenceEngine", "TickColumns"]

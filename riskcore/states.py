@@ -98,6 +98,8 @@ class Breaker:
     engaged_at_ns: int = 0
     # For a limit engagement: which metric (e.g. "drawdown_pct", "gross_exposure") tripped it.
     metric: str = ""
+    # A trading day has rolled since it engaged: a daily limit's breach is behind it.
+    day_rolled: bool = False
 
     @property
     def engaged(self) -> bool:
@@ -110,6 +112,7 @@ class Breaker:
         self.engaged_by = by
         self.engaged_at_ns = now_ns
         self.metric = metric
+        self.day_rolled = False
 
     def cooldown_left_seconds(self, now_ns: int, cooldown_seconds: float) -> float:
         return max(0.0, cooldown_seconds - (now_ns - self.engaged_at_ns) / NS_PER_SECOND)
@@ -137,6 +140,7 @@ class Breaker:
         self.reason = ""
         self.engaged_by = ""
         self.metric = ""
+        self.day_rolled = False
 
     def snapshot(self) -> dict[str, object]:
         return {

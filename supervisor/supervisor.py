@@ -95,7 +95,10 @@ class Supervisor:
             self._record((pos, account_index, order), event)
             if isinstance(event, BreakerEvent):
                 self._set_account_breaker(event.id, event.state, event.reason)
-        if report.targets:
+        if report.targets and report.batch < self.next_batch:
+            # Its batch closed without it (the shard was down): the figures are still the newest we have.
+            self._apply_reports([report])
+        elif report.targets:
             self.pending.setdefault(report.batch, {})[report.shard] = report
             self.targets_of.setdefault(report.batch, report.targets)
             self._apply_complete_batches()
@@ -337,16 +340,19 @@ class Supervisor:
         }
 
     async def watch(self, interval_s: float) -> None:
-        """Ping every shard at once each interval; an account whose actor does not answer is down (gates deny it)."""
+        """Liveness of every shard: an account whose actor has died is down, and gates deny it.
+
+        Each shard has at most one ping outstanding. A ping still pending means busy (a long batch, a first
+        compile), not dead; only a ping that fails (the actor died) marks its accounts down.
+        """
+        pings: dict[str, asyncio.Future[Any]] = {}
         while True:
-            shards = list(self.shards.items())
-            replies = await asyncio.gather(
-                *(asyncio.wait_for(handle.ping.remote(), timeout=max(interval_s, 1.0)) for _, handle in shards),
-                return_exceptions=True,
-            )
             changed = False
-            for (shard_id, _handle), reply in zip(shards, replies):
-                alive = not isinstance(reply, BaseException)
+            for shard_id, handle in list(self.shards.items()):
+                ping = pings.get(shard_id)
+                if ping is not None and not ping.done():
+                    continue
+                alive = ping is None or ping.exception() is None
                 if alive:
                     self.down_shards.discard(shard_id)
                 else:
@@ -355,6 +361,7 @@ class Supervisor:
                     if shard == shard_id and self.up[account] != alive:
                         self.up[account] = alive
                         changed = True
+                pings[shard_id] = asyncio.wrap_future(handle.ping.remote().future())
             if changed:
                 self._apply_complete_batches()  # a batch waiting on a dead shard completes without it
                 self._bump()

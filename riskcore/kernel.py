@@ -1,0 +1,160 @@
+"""The compiled tick kernel: the reference loop, in machine code.
+
+:func:`run_ticks` applies ticks in arrival order to every account holding the
+tick's symbol, in account order, doing exactly what
+:meth:`riskcore.account.AccountBook.on_tick` does — the same sums over
+position slots in slot order, the same comparisons, the same breaker steps —
+so its results are bit-identical to the reference engine. What it does not do
+is build Python objects: each alert or breaker change is written as one row of
+``out_i`` / ``out_f`` and the caller turns rows into events.
+
+State lives in arrays (one row per account, slots padded to a fixed width);
+:class:`riskcore.engine.BatchedEngine` packs and unpacks it around each batch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+# Row kinds written to out_i[:, 0].
+ALERT = 0
+ENGAGE = 1
+AUTO_RESET = 2
+DAY_ROLL = 3
+OUT_INT_COLS = 7  # kind, tick, account, from_rank, to_rank, dd_rank, lev_rank(or old dd_rank for alerts)
+OUT_FLOAT_COLS = 2  # dd_pct, leverage
+
+# Status codes returned by run_ticks.
+DONE = 0
+OUT_FULL = 1
+NO_ROLL_BOUNDARY = 2
+
+
+@njit(cache=True, nogil=True)
+def run_ticks(  # noqa: PLR0913 - a kernel's signature is its data layout
+    t_sym, t_bid, t_ask, t_ts, start, end,
+    m_bid, m_ask, m_has,
+    hold_n, hold_acc,
+    slot_n, slot_sym, slot_qty, slot_avg, slot_mult,
+    a_balance, a_closed, a_open, a_expo, a_sod, a_peak, a_rank, a_ddr, a_levr, a_ts, a_has_ts, a_next_roll,
+    a_eng, a_cause_limit, a_eng_at, a_eng_dd, a_day_rolled,
+    l_ddw, l_ddh, l_levw, l_levh, l_auto, l_autoreset, l_cool_s, l_roll_release,
+    rolls,
+    out_i, out_f, n_out,
+):
+    """Apply ticks ``[start, end)``; return ``(status, next tick, rows written)``.
+
+    Stops early (status OUT_FULL) before a tick whose events might not fit, so the caller can drain
+    the rows and call again from the returned tick.
+    """
+    cap = out_i.shape[0]
+    i = start
+    while i < end:
+        s = t_sym[i]
+        holders = hold_n[s]
+        # Worst case a tick writes two rows per holder (an alert and a breaker change).
+        if n_out + 2 * holders > cap:
+            return OUT_FULL, i, n_out
+        m_bid[s] = t_bid[i]
+        m_ask[s] = t_ask[i]
+        m_has[s] = True
+        ts = t_ts[i]
+        for h in range(holders):
+            a = hold_acc[s, h]
+            # Trading-day roll at the first event at or after the boundary (AccountBook.begin_event).
+            if a_next_roll[a] < 0:
+                k = np.searchsorted(rolls, ts, side="right")
+                if k >= rolls.shape[0]:
+                    return NO_ROLL_BOUNDARY, i, n_out
+                a_next_roll[a] = rolls[k]
+            elif ts >= a_next_roll[a]:
+                equity = a_balance[a] + a_open[a]
+                a_sod[a] = equity
+                a_peak[a] = equity
+                a_closed[a] = 0.0
+                k = np.searchsorted(rolls, ts, side="right")
+                if k >= rolls.shape[0]:
+                    return NO_ROLL_BOUNDARY, i, n_out
+                a_next_roll[a] = rolls[k]
+                if a_eng[a]:
+                    a_day_rolled[a] = True
+            a_ts[a] = ts
+            a_has_ts[a] = True
+            # AccountBook.remark: sums over slots in slot order.
+            open_pnl = 0.0
+            exposure = 0.0
+            for j in range(slot_n[a]):
+                qty = slot_qty[a, j]
+                if qty == 0.0:
+                    continue
+                sym = slot_sym[a, j]
+                if m_has[sym]:
+                    mark = m_bid[sym] if qty > 0.0 else m_ask[sym]
+                else:
+                    mark = slot_avg[a, j]
+                open_pnl += qty * (mark - slot_avg[a, j]) * slot_mult[a, j]
+                exposure += abs(qty) * mark * slot_mult[a, j]
+            a_open[a] = open_pnl
+            a_expo[a] = exposure
+            # AccountBook.evaluate.
+            equity = a_balance[a] + open_pnl
+            if equity > a_peak[a]:
+                a_peak[a] = equity
+            peak = a_peak[a]
+            drawdown = peak - equity
+            if peak > 0.0:
+                dd_pct = drawdown / peak
+            elif drawdown > 0.0:
+                dd_pct = np.inf
+            else:
+                dd_pct = 0.0
+            lev = exposure / equity if equity > 0.0 else np.inf
+            dd_rank = 2 if dd_pct > l_ddh[a] else (1 if dd_pct > l_ddw[a] else 0)
+            lev_rank = 2 if lev > l_levh[a] else (1 if lev > l_levw[a] else 0)
+            rank = dd_rank if dd_rank > lev_rank else lev_rank
+            # AccountBook.step_levels.
+            if rank != a_rank[a]:
+                out_i[n_out, 0] = ALERT
+                out_i[n_out, 1] = i
+                out_i[n_out, 2] = a
+                out_i[n_out, 3] = a_rank[a]
+                out_i[n_out, 4] = rank
+                out_i[n_out, 5] = dd_rank
+                out_i[n_out, 6] = a_ddr[a]  # the previous drawdown rank names a fall to NORMAL
+                out_f[n_out, 0] = dd_pct
+                out_f[n_out, 1] = lev
+                n_out += 1
+            a_rank[a] = rank
+            a_ddr[a] = dd_rank
+            a_levr[a] = lev_rank
+            # AccountBook.step_breaker.
+            if a_eng[a]:
+                if rank != 2 and a_cause_limit[a]:
+                    day_release = a_day_rolled[a] and l_roll_release[a] and a_eng_dd[a]
+                    if l_autoreset[a] or day_release:
+                        left = l_cool_s[a] - (ts - a_eng_at[a]) / 1e9
+                        if not left > 0.0:
+                            a_eng[a] = False
+                            a_cause_limit[a] = False
+                            a_eng_dd[a] = False
+                            a_day_rolled[a] = False
+                            out_i[n_out, 0] = DAY_ROLL if day_release else AUTO_RESET
+                            out_i[n_out, 1] = i
+                            out_i[n_out, 2] = a
+                            n_out += 1
+            elif rank == 2 and l_auto[a]:
+                a_eng[a] = True
+                a_cause_limit[a] = True
+                a_eng_at[a] = ts
+                a_eng_dd[a] = dd_rank == 2
+                a_day_rolled[a] = False
+                out_i[n_out, 0] = ENGAGE
+                out_i[n_out, 1] = i
+                out_i[n_out, 2] = a
+                out_i[n_out, 5] = dd_rank
+                out_f[n_out, 0] = dd_pct
+                out_f[n_out, 1] = lev
+                n_out += 1
+        i += 1
+    return DONE, end, n_out
