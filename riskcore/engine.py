@@ -200,8 +200,12 @@ class BatchedEngine(_EngineBase):
         self.slot_qty = np.zeros((n_accounts, width))
         self.slot_avg = np.zeros((n_accounts, width))
         self.slot_mult = np.zeros((n_accounts, width))
+        # Each slot's open-PnL and exposure terms at its symbol's current mark (the kernel re-sums them).
+        self.slot_upnl = np.zeros((n_accounts, width))
+        self.slot_expo = np.zeros((n_accounts, width))
         self.hold_n = np.zeros(n_symbols, np.int64)
-        self.hold_acc = np.zeros((n_symbols, 1), np.int64)
+        self.hold_acc = np.zeros((n_symbols, 1), np.int64)  # holders of each symbol, in account order
+        self.hold_slot = np.zeros((n_symbols, 1), np.int64)  # ... and the slot each keeps it in
         f64 = lambda: np.zeros(n_accounts)  # noqa: E731
         self.a_balance, self.a_closed, self.a_open, self.a_expo, self.a_sod, self.a_peak = (f64() for _ in range(6))
         self.a_rank, self.a_ddr, self.a_levr = (np.zeros(n_accounts, np.int64) for _ in range(3))
@@ -242,13 +246,23 @@ class BatchedEngine(_EngineBase):
             width = max(n, 2 * self.slot_sym.shape[1])
             self.slot_sym, self.slot_qty = _grow(self.slot_sym, cols=width), _grow(self.slot_qty, cols=width)
             self.slot_avg, self.slot_mult = _grow(self.slot_avg, cols=width), _grow(self.slot_mult, cols=width)
+            self.slot_upnl, self.slot_expo = _grow(self.slot_upnl, cols=width), _grow(self.slot_expo, cols=width)
         for j in range(int(self.slot_n[a]), n):  # new slots: this account now holds that symbol
-            self._add_holder(book.slot_symbols[j], a)
+            self._add_holder(book.slot_symbols[j], a, j)
         self.slot_n[a] = n
         self.slot_sym[a, :n] = book.slot_symbols
         self.slot_qty[a, :n] = book.qty
         self.slot_avg[a, :n] = book.avg
         self.slot_mult[a, :n] = book.mult
+        for j, symbol_id in enumerate(book.slot_symbols):
+            qty, avg, mult = book.qty[j], book.avg[j], book.mult[j]
+            if qty == 0.0:
+                self.slot_upnl[a, j] = self.slot_expo[a, j] = 0.0
+                continue
+            # The same terms, in the same order of operations, as AccountBook.remark and the kernel.
+            mark = avg if not self.m_has[symbol_id] else float(self.m_bid[symbol_id] if qty > 0.0 else self.m_ask[symbol_id])
+            self.slot_upnl[a, j] = qty * (mark - avg) * mult
+            self.slot_expo[a, j] = abs(qty) * mark * mult
         self.a_balance[a], self.a_closed[a], self.a_open[a] = book.balance, book.closed_pnl, book.open_pnl
         self.a_expo[a], self.a_sod[a], self.a_peak[a] = book.exposure, book.sod_equity, book.day_peak
         self.a_rank[a], self.a_ddr[a], self.a_levr[a] = book.rank, book.dd_rank, book.lev_rank
@@ -273,17 +287,15 @@ class BatchedEngine(_EngineBase):
         book.breaker.day_rolled = bool(self.a_day_rolled[a])
         self._stale.discard(a)
 
-    def _add_holder(self, symbol_id: int, a: int) -> None:
+    def _add_holder(self, symbol_id: int, a: int, slot: int) -> None:
         n = int(self.hold_n[symbol_id])
-        row = self.hold_acc[symbol_id, :n]
-        if a in row:
-            return
         if n + 1 > self.hold_acc.shape[1]:
-            self.hold_acc = _grow(self.hold_acc, cols=max(n + 1, 2 * self.hold_acc.shape[1]))
-            row = self.hold_acc[symbol_id, :n]
-        at = int(np.searchsorted(row, a))  # holders stay in account order, as the reference visits them
-        self.hold_acc[symbol_id, at + 1 : n + 1] = self.hold_acc[symbol_id, at:n].copy()
-        self.hold_acc[symbol_id, at] = a
+            width = max(n + 1, 2 * self.hold_acc.shape[1])
+            self.hold_acc, self.hold_slot = _grow(self.hold_acc, cols=width), _grow(self.hold_slot, cols=width)
+        at = int(np.searchsorted(self.hold_acc[symbol_id, :n], a))  # account order, as the reference visits
+        for table, value in ((self.hold_acc, a), (self.hold_slot, slot)):
+            table[symbol_id, at + 1 : n + 1] = table[symbol_id, at:n].copy()
+            table[symbol_id, at] = value
         self.hold_n[symbol_id] = n + 1
 
     def sync(self) -> None:
@@ -329,8 +341,8 @@ class BatchedEngine(_EngineBase):
         grid_f, grid_i = np.zeros((1, 1)), np.zeros((1, 1), np.int64)
         kernel.run_ticks(
             t_sym, t_bid, t_ask, t_ts, 0, 0,
-            one_f.copy(), one_f.copy(), one_b.copy(), one_i.copy(), grid_i.copy(),
-            one_i.copy(), grid_i.copy(), grid_f.copy(), grid_f.copy(), grid_f.copy(),
+            one_f.copy(), one_f.copy(), one_b.copy(), one_i.copy(), grid_i.copy(), grid_i.copy(),
+            one_i.copy(), grid_i.copy(), grid_f.copy(), grid_f.copy(), grid_f.copy(), grid_f.copy(), grid_f.copy(),
             *(one_f.copy() for _ in range(6)), *(one_i.copy() for _ in range(3)), one_i.copy(), one_b.copy(),
             one_i.copy(), one_b.copy(), one_b.copy(), one_i.copy(), one_b.copy(), one_b.copy(),
             *(one_f.copy() for _ in range(4)), one_b.copy(), one_b.copy(), one_f.copy(), one_b.copy(),
@@ -394,8 +406,8 @@ class BatchedEngine(_EngineBase):
                 self._out_f = _grow(self._out_f, rows=4 * held + 4)
             status, start, rows = kernel.run_ticks(
                 ticks.symbol, ticks.bid, ticks.ask, ticks.ts_ns, start, end,
-                self.m_bid, self.m_ask, self.m_has, self.hold_n, self.hold_acc,
-                self.slot_n, self.slot_sym, self.slot_qty, self.slot_avg, self.slot_mult,
+                self.m_bid, self.m_ask, self.m_has, self.hold_n, self.hold_acc, self.hold_slot,
+                self.slot_n, self.slot_sym, self.slot_qty, self.slot_avg, self.slot_mult, self.slot_upnl, self.slot_expo,
                 self.a_balance, self.a_closed, self.a_open, self.a_expo, self.a_sod, self.a_peak,
                 self.a_rank, self.a_ddr, self.a_levr, self.a_ts, self.a_has_ts, self.a_next_roll,
                 self.a_eng, self.a_cause_limit, self.a_eng_at, self.a_eng_dd, self.a_day_rolled,

@@ -35,8 +35,8 @@ NO_ROLL_BOUNDARY = 2
 def run_ticks(  # noqa: PLR0913 - a kernel's signature is its data layout
     t_sym, t_bid, t_ask, t_ts, start, end,
     m_bid, m_ask, m_has,
-    hold_n, hold_acc,
-    slot_n, slot_sym, slot_qty, slot_avg, slot_mult,
+    hold_n, hold_acc, hold_slot,
+    slot_n, slot_sym, slot_qty, slot_avg, slot_mult, slot_upnl, slot_expo,
     a_balance, a_closed, a_open, a_expo, a_sod, a_peak, a_rank, a_ddr, a_levr, a_ts, a_has_ts, a_next_roll,
     a_eng, a_cause_limit, a_eng_at, a_eng_dd, a_day_rolled,
     l_ddw, l_ddh, l_levw, l_levh, l_auto, l_autoreset, l_cool_s, l_roll_release,
@@ -81,20 +81,20 @@ def run_ticks(  # noqa: PLR0913 - a kernel's signature is its data layout
                     a_day_rolled[a] = True
             a_ts[a] = ts
             a_has_ts[a] = True
-            # AccountBook.remark: sums over slots in slot order.
+            # AccountBook.remark. Only the ticked slot's mark moved: recompute its terms, then sum every
+            # slot's terms in slot order. A flat slot's terms are +0.0, which leaves a sum unchanged exactly
+            # as skipping it does, so the totals are bit-identical to the reference's.
+            j = hold_slot[s, h]
+            qty = slot_qty[a, j]
+            if qty != 0.0:
+                mark = m_bid[s] if qty > 0.0 else m_ask[s]
+                slot_upnl[a, j] = qty * (mark - slot_avg[a, j]) * slot_mult[a, j]
+                slot_expo[a, j] = abs(qty) * mark * slot_mult[a, j]
             open_pnl = 0.0
             exposure = 0.0
             for j in range(slot_n[a]):
-                qty = slot_qty[a, j]
-                if qty == 0.0:
-                    continue
-                sym = slot_sym[a, j]
-                if m_has[sym]:
-                    mark = m_bid[sym] if qty > 0.0 else m_ask[sym]
-                else:
-                    mark = slot_avg[a, j]
-                open_pnl += qty * (mark - slot_avg[a, j]) * slot_mult[a, j]
-                exposure += abs(qty) * mark * slot_mult[a, j]
+                open_pnl += slot_upnl[a, j]
+                exposure += slot_expo[a, j]
             a_open[a] = open_pnl
             a_expo[a] = exposure
             # AccountBook.evaluate.
