@@ -217,6 +217,7 @@ class BatchedEngine(_EngineBase):
         self.a_eng_at = np.zeros(n_accounts, np.int64)
         self.a_eng_dd = np.zeros(n_accounts, np.bool_)
         self.a_day_rolled = np.zeros(n_accounts, np.bool_)
+        self.a_touched = np.zeros(n_accounts, np.bool_)  # accounts whose book lags the arrays
         limits = [b.limits for b in self.books]
         self.l_ddw = np.array([x.drawdown_warning for x in limits], dtype=np.float64).reshape(n_accounts)
         self.l_ddh = np.array([x.max_daily_drawdown for x in limits], dtype=np.float64).reshape(n_accounts)
@@ -230,7 +231,6 @@ class BatchedEngine(_EngineBase):
         self.m_ask = np.zeros(n_symbols)
         self.m_has = np.zeros(n_symbols, np.bool_)
         self.index_of = {book.id: index for index, book in enumerate(self.books)}
-        self._stale: set[int] = set()  # accounts whose book lags the arrays
         self._out_i = np.zeros((4096, kernel.OUT_INT_COLS), np.int64)
         self._out_f = np.zeros((4096, kernel.OUT_FLOAT_COLS))
         for index in range(n_accounts):
@@ -285,7 +285,7 @@ class BatchedEngine(_EngineBase):
         book.ts_ns = int(self.a_ts[a]) if self.a_has_ts[a] else None
         book.next_roll_ns = None if self.a_next_roll[a] < 0 else int(self.a_next_roll[a])
         book.breaker.day_rolled = bool(self.a_day_rolled[a])
-        self._stale.discard(a)
+        self.a_touched[a] = False
 
     def _add_holder(self, symbol_id: int, a: int, slot: int) -> None:
         n = int(self.hold_n[symbol_id])
@@ -300,7 +300,7 @@ class BatchedEngine(_EngineBase):
 
     def sync(self) -> None:
         """Bring every account's book up to date with the arrays."""
-        for a in sorted(self._stale):
+        for a in np.flatnonzero(self.a_touched).tolist():
             self._unpack(a)
 
     def states(self) -> dict[str, AccountState]:
@@ -344,7 +344,7 @@ class BatchedEngine(_EngineBase):
             one_f.copy(), one_f.copy(), one_b.copy(), one_i.copy(), grid_i.copy(), grid_i.copy(),
             one_i.copy(), grid_i.copy(), grid_f.copy(), grid_f.copy(), grid_f.copy(), grid_f.copy(), grid_f.copy(),
             *(one_f.copy() for _ in range(6)), *(one_i.copy() for _ in range(3)), one_i.copy(), one_b.copy(),
-            one_i.copy(), one_b.copy(), one_b.copy(), one_i.copy(), one_b.copy(), one_b.copy(),
+            one_i.copy(), one_b.copy(), one_b.copy(), one_i.copy(), one_b.copy(), one_b.copy(), one_b.copy(),
             *(one_f.copy() for _ in range(4)), one_b.copy(), one_b.copy(), one_f.copy(), one_b.copy(),
             one_i.copy(), np.zeros((4, kernel.OUT_INT_COLS), np.int64), np.zeros((4, kernel.OUT_FLOAT_COLS)), 0,
         )
@@ -410,17 +410,13 @@ class BatchedEngine(_EngineBase):
                 self.slot_n, self.slot_sym, self.slot_qty, self.slot_avg, self.slot_mult, self.slot_upnl, self.slot_expo,
                 self.a_balance, self.a_closed, self.a_open, self.a_expo, self.a_sod, self.a_peak,
                 self.a_rank, self.a_ddr, self.a_levr, self.a_ts, self.a_has_ts, self.a_next_roll,
-                self.a_eng, self.a_cause_limit, self.a_eng_at, self.a_eng_dd, self.a_day_rolled,
+                self.a_eng, self.a_cause_limit, self.a_eng_at, self.a_eng_dd, self.a_day_rolled, self.a_touched,
                 self.l_ddw, self.l_ddh, self.l_levw, self.l_levh, self.l_auto, self.l_autoreset, self.l_cool_s,
                 self.l_roll_release, rolls, self._out_i, self._out_f, 0,
             )
             if status == kernel.NO_ROLL_BOUNDARY:  # pragma: no cover - boundaries span the whole batch
                 raise AssertionError("trading-day boundaries do not cover the batch")
             self._events(ticks, rows, fills_before, keyed)
-        # Every account whose symbol ticked may have moved: its book is stale until the next sync.
-        if end > 0:
-            for symbol_id in np.unique(ticks.symbol[:end]).tolist():
-                self._stale.update(self.hold_acc[symbol_id, : self.hold_n[symbol_id]].tolist())
 
     def _events(self, ticks: TickColumns, rows: int, fills_before: int, keyed: list[tuple[int, int, int, Event]]) -> None:
         out_i, out_f = self._out_i, self._out_f

@@ -38,7 +38,7 @@ def run_ticks(  # noqa: PLR0913 - a kernel's signature is its data layout
     hold_n, hold_acc, hold_slot,
     slot_n, slot_sym, slot_qty, slot_avg, slot_mult, slot_upnl, slot_expo,
     a_balance, a_closed, a_open, a_expo, a_sod, a_peak, a_rank, a_ddr, a_levr, a_ts, a_has_ts, a_next_roll,
-    a_eng, a_cause_limit, a_eng_at, a_eng_dd, a_day_rolled,
+    a_eng, a_cause_limit, a_eng_at, a_eng_dd, a_day_rolled, a_touched,
     l_ddw, l_ddh, l_levw, l_levh, l_auto, l_autoreset, l_cool_s, l_roll_release,
     rolls,
     out_i, out_f, n_out,
@@ -81,6 +81,7 @@ def run_ticks(  # noqa: PLR0913 - a kernel's signature is its data layout
                     a_day_rolled[a] = True
             a_ts[a] = ts
             a_has_ts[a] = True
+            a_touched[a] = True  # its book now lags the arrays
             # AccountBook.remark. Only the ticked slot's mark moved: recompute its terms, then sum every
             # slot's terms in slot order. A flat slot's terms are +0.0, which leaves a sum unchanged exactly
             # as skipping it does, so the totals are bit-identical to the reference's.

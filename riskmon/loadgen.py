@@ -1,0 +1,155 @@
+"""Synthetic firms and tick streams for `riskmon stress` and the benchmarks.
+
+Prices are random walks with jumps; the tick volatility and spread are those
+of the real EURUSD file (:mod:`riskmon.quotes`). Ticks come from ``streams``
+feeds (stream ``k`` quotes symbol ``k % symbols``, as several venues quote one
+pair) interleaved at random; each stream numbers its quotes with the global
+tick index, so a tick's ``seq`` also says when it was sent. Fills arrive on
+about 1 % of ticks. Everything is generated as columns, so a driver measures
+the risk system, not the creation of Python objects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import numpy as np
+
+from riskcore.config import RiskConfig, parse_config
+from riskcore.engine import TickColumns
+from riskcore.events import Fill
+from riskmon.quotes import EURUSD_REL_SPREAD, EURUSD_TICK_VOL
+
+SCENARIOS = ("normal", "flash_crash", "fat_finger", "volatility", "mixed")
+T0_NS = 1_578_000_000_000_000_000  # 2020-01-02T21:20:00Z, inside one trading day
+TICK_NS = 10_000  # 100,000 simulated ticks per second
+JUMP_PROBABILITY = 2e-4  # per tick: a jump of JUMP_SIZE tick volatilities
+JUMP_SIZE = 25.0
+
+
+def firm_config(accounts: int, portfolios: int, symbols: int, *, seed: int = 7, accounts_per_actor: int | None = None,
+                max_ticks: int = 65_536, min_positions: int = 1, max_positions: int = 8) -> RiskConfig:
+    """A firm: ``accounts`` in ``portfolios``, each holding 1-8 of ``symbols`` long or short, about 1.4x levered."""
+    rng = np.random.default_rng(seed)
+    names = [f"SYM{i:03d}" for i in range(symbols)]
+    rows = []
+    for a in range(accounts):
+        held = rng.choice(symbols, size=int(rng.integers(min_positions, min(max_positions, symbols) + 1)), replace=False)
+        rows.append({
+            "id": f"acct-{a:05d}", "portfolio": f"desk-{a % portfolios:02d}", "balance": 1_000_000,
+            "positions": {names[s]: {"qty": float(rng.choice([-1, 1]) * rng.integers(5, 50) * 10_000), "avg_price": 1.0}
+                          for s in held},
+        })
+    per_actor = accounts_per_actor or max(1, -(-accounts // 2))  # two shards: one per core here
+    return parse_config({
+        "symbols": {name: {"multiplier": 1} for name in names},
+        "portfolios": {f"desk-{p:02d}": {} for p in range(portfolios)},
+        "accounts": rows,
+        "placement": {"accounts_per_actor": per_actor},
+        "batching": {"max_ticks": max_ticks, "max_delay_ms": 5, "max_in_flight": 4},
+        "gate": {"max_staleness_ms": 2000, "poll_interval_ms": 200},
+    })
+
+
+@dataclass
+class Chunk:
+    """One submission: columns of ticks and the fills placed between them."""
+
+    ticks: TickColumns
+    fills: list[Fill] = field(default_factory=list)
+    fill_pos: list[int] = field(default_factory=list)
+    first: int = 0  # global index of the first tick
+
+
+class LoadGenerator:
+    def __init__(self, config: RiskConfig, *, streams: int = 128, scenario: str = "normal", seed: int = 7,
+                 fill_rate: float = 0.01, total_ticks: int | None = None) -> None:
+        if scenario not in SCENARIOS:
+            raise ValueError(f"scenario must be one of {', '.join(SCENARIOS)}")
+        self.config = config
+        self.streams = streams
+        self.scenario = scenario
+        self.rng = np.random.default_rng(seed)
+        self.fill_rate = fill_rate
+        self.total = total_ticks
+        self.n_symbols = len(config.symbols)
+        self.log_mid = np.zeros(self.n_symbols)  # every symbol starts at 1.0
+        self.accounts = [spec.id for spec in config.accounts]
+        self.symbols = list(config.symbols)
+        self.sent = 0
+        self.fills_sent = 0
+        self.stream_names = tuple(f"feed-{k:03d}" for k in range(streams))
+        # Where each scenario effect starts (a fraction of the run; needs the run's length).
+        at = {"flash_crash": 0.3, "fat_finger": 0.5, "volatility": 0.7} if scenario == "mixed" else {scenario: 0.5}
+        self.starts = {name: int(total_ticks * f) for name, f in at.items() if name != "normal" and total_ticks}
+        # Accounts that hold each symbol, for counting account-ticks (the work a tick causes).
+        self.holders = np.zeros(self.n_symbols, np.int64)
+        ids = config.symbol_ids()
+        for spec in config.accounts:
+            for pos in spec.positions:
+                self.holders[ids[pos.symbol]] += 1
+
+    def chunk(self, size: int) -> Chunk:
+        """The next ``size`` ticks, with fills and any scenario effect that falls in them."""
+        lo = self.sent
+        stream = self.rng.integers(0, self.streams, size).astype(np.int32)
+        symbol = (stream % self.n_symbols).astype(np.int32)
+        shocks = self.rng.normal(0.0, EURUSD_TICK_VOL, size)
+        jumps = self.rng.random(size) < JUMP_PROBABILITY
+        shocks[jumps] += self.rng.choice([-1.0, 1.0], int(jumps.sum())) * JUMP_SIZE * EURUSD_TICK_VOL
+        if "volatility" in self.starts:
+            shocks[max(0, self.starts["volatility"] - lo):] *= 10.0  # ten times the tick volatility from there on
+        crash_at = self.starts.get("flash_crash", -1) - lo
+        if 0 <= crash_at < size:
+            crash = np.flatnonzero(symbol[crash_at:] == 0)[:300] + crash_at
+            shocks[crash] += np.log(0.95) / max(1, crash.size)  # -5 % over symbol 0's next 300 quotes
+        # Each symbol's path: its running sum of shocks, continuing from where it stood.
+        order = np.argsort(symbol, kind="stable")
+        sorted_symbol = symbol[order]
+        path = np.cumsum(shocks[order])
+        starts = np.flatnonzero(np.r_[True, sorted_symbol[1:] != sorted_symbol[:-1]])
+        offsets = np.zeros(size)
+        for k, begin in enumerate(starts):
+            end = starts[k + 1] if k + 1 < starts.size else size
+            s = int(sorted_symbol[begin])
+            base = self.log_mid[s] - (path[begin - 1] if begin > 0 else 0.0)
+            offsets[begin:end] = base
+            self.log_mid[s] = path[end - 1] + base
+        log_mid = np.empty(size)
+        log_mid[order] = path + offsets
+        mid = np.exp(log_mid)
+        half = mid * EURUSD_REL_SPREAD / 2.0
+        bid, ask = mid - half, mid + half
+        index = np.arange(lo, lo + size, dtype=np.int64)
+        ticks = TickColumns(symbol, bid, ask, T0_NS + index * TICK_NS, index, stream, self.stream_names)
+        fills, fill_pos = self._fills(size, symbol, bid, ask, lo)
+        self.sent += size
+        return Chunk(ticks, fills, fill_pos, lo)
+
+    def _fills(self, size: int, symbol: np.ndarray, bid: np.ndarray, ask: np.ndarray,
+               lo: int) -> tuple[list[Fill], list[int]]:
+        fills: list[Fill] = []
+        positions = np.flatnonzero(self.rng.random(size) < self.fill_rate)
+        fat_at = self.starts.get("fat_finger", -1) - lo
+        if 0 <= fat_at < size:
+            positions = np.unique(np.append(positions, fat_at))
+        for pos in positions.tolist():
+            fat = pos == fat_at
+            account = self.accounts[0] if fat else self.accounts[int(self.rng.integers(len(self.accounts)))]
+            sign = 1.0 if self.rng.random() < 0.5 else -1.0
+            qty = sign * (8_000_000.0 if fat else float(self.rng.integers(1, 20) * 1_000))  # fat: 8x the balance
+            s = int(symbol[pos])
+            price = float(ask[pos] if qty > 0 else bid[pos])
+            self.fills_sent += 1
+            fills.append(Fill(account, self.symbols[s], qty, price, T0_NS + (lo + pos) * TICK_NS, fee=1.0,
+                              fill_id=f"f{lo + pos}-{self.fills_sent}", stream="fills", seq=lo + pos))
+        return fills, [int(p) + 1 for p in positions.tolist()]  # each fill follows the tick it was priced on
+
+    def chunks(self, size: int, total: int) -> Iterator[Chunk]:
+        while self.sent < total:
+            yield self.chunk(min(size, total - self.sent))
+
+    def account_ticks(self, ticks: TickColumns) -> int:
+        """How many account-ticks these ticks cause at the configured positions (fills add a few more)."""
+        return int(self.holders[ticks.symbol].sum())
