@@ -157,6 +157,16 @@ class GateCore:
         )
         self.received_ns = received_ns
 
+    def halted_accounts(self) -> list[tuple[str, str, float]]:
+        """Accounts whose own breaker is engaged, each with a symbol and a quantity that would add risk."""
+        snap = self._snap
+        out = []
+        for account_id, view in snap.accounts.items():
+            if view.engaged:
+                symbol, position = next(iter(view.positions.items()), (next(iter(snap.multipliers), ""), 0.0))
+                out.append((account_id, symbol, 1.0 if position >= 0.0 else -1.0))
+        return out
+
     def touch(self, received_ns: int) -> None:
         """The supervisor confirmed the view is still current (a long-poll heartbeat)."""
         self.received_ns = received_ns

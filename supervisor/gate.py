@@ -23,8 +23,11 @@ class OrderGate:
         supervisor: Any,
         gate_config: GateConfig | None = None,
         clock: Callable[[], int] = time.monotonic_ns,
+        on_update: Callable[["OrderGate"], None] | None = None,
     ) -> None:
+        """``on_update`` is called (on the poll thread) after each new view is installed."""
         config = gate_config or GateConfig()
+        self.on_update = on_update
         self.core = GateCore(int(config.max_staleness_ms * 1_000_000))
         self.poll_timeout_s = config.poll_interval_ms / 1000.0
         self.supervisor = supervisor
@@ -83,5 +86,34 @@ class OrderGate:
                 self.core.touch(now)
             else:
                 self.core.update(reply["view"], now)
+                if self.on_update is not None:
+                    self.on_update(self)
             with self._updated:
                 self._updated.notify_all()
+
+
+class GateProbe:
+    """An order gate in a process of its own that notes when it first denies each halted account.
+
+    Used to measure breach-to-deny latency: the time a breaching tick entered the system, on one
+    side, and the ``time.monotonic_ns()`` at which this gate denied an order of that account, on the
+    other (CLOCK_MONOTONIC is shared by every process on a machine).
+    """
+
+    def __init__(self, supervisor: Any, gate_config: GateConfig | None = None) -> None:
+        self.first_denied: dict[str, int] = {}
+        self.gate = OrderGate(supervisor, gate_config, on_update=self._on_update)
+
+    def _on_update(self, gate: OrderGate) -> None:
+        for account, symbol, qty in gate.core.halted_accounts():
+            if account not in self.first_denied and not gate.check(Order(account, symbol, qty, 1.0)).allowed:
+                self.first_denied[account] = time.monotonic_ns()
+
+    def denials(self) -> dict[str, int]:
+        return dict(self.first_denied)
+
+    def ready(self) -> bool:
+        return self.gate.wait_for(lambda g: g.version >= 0, timeout_s=30)
+
+    def close(self) -> None:
+        self.gate.close()

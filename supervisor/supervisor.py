@@ -49,6 +49,9 @@ class Supervisor:
         self.version = 0
         self._changed: asyncio.Condition | None = None
         self._view_cache: tuple[int, dict[str, Any]] | None = None
+        # Figures (positions, equity) changed since the last view; sent with the next heartbeat, not at once.
+        self._positions_dirty = False
+        self._breaker_changed = False
         self.mids: dict[str, float] = {}
         # Batch-ordered aggregation: reports wait here until every shard their batch went to has reported.
         self.pending: dict[int, dict[str, ShardReport]] = {}
@@ -68,7 +71,12 @@ class Supervisor:
         return self.version
 
     def _bump(self) -> None:
+        """A change gates must see at once (a breaker, an account's liveness): a new view version."""
         self.version += 1
+        self._positions_dirty = False
+        self._notify()
+
+    def _notify(self) -> None:
         if self._changed is not None:
             condition = self._changed
 
@@ -104,7 +112,12 @@ class Supervisor:
             self._apply_complete_batches()
         elif report.batch >= 0:
             self._apply_reports([report])
-        self._bump()
+        if self._breaker_changed:
+            self._breaker_changed = False
+            self._bump()
+        else:
+            self._positions_dirty = True
+            self._notify()  # wakes wait_reports; gates keep waiting for a new version
 
     def _apply_complete_batches(self) -> None:
         while True:
@@ -176,6 +189,7 @@ class Supervisor:
 
     def _push_upper_breakers(self) -> None:
         """Tell every shard the portfolio and global breaker states (fire and forget, versioned)."""
+        self._breaker_changed = True
         states = {"global": str(self.global_breaker.state)}
         states.update({f"portfolio:{pid}": str(b.state) for pid, b in self.portfolio_breakers.items()})
         for handle in self.shards.values():
@@ -244,6 +258,7 @@ class Supervisor:
     def _set_account_breaker(self, account: str, state: str, reason: str) -> None:
         # The breaker counts per portfolio and firm come from the summaries: keep them in step at once.
         self.account_breakers[account] = {"state": state, "reason": reason}
+        self._breaker_changed = True
         summary = self.aggregator.summaries.get(account)
         if summary is not None:
             summary.breaker = state
@@ -284,7 +299,10 @@ class Supervisor:
                 try:
                     await asyncio.wait_for(condition.wait_for(lambda: self.version > known_version), timeout_s)
                 except asyncio.TimeoutError:
-                    return {"version": self.version, "unchanged": True}
+                    if not self._positions_dirty:
+                        return {"version": self.version, "unchanged": True}
+                    self.version += 1  # the heartbeat carries the figures that changed meanwhile
+                    self._positions_dirty = False
         return {"version": self.version, "unchanged": False, "view": self.gate_view()}
 
     def gate_view(self) -> dict[str, Any]:
