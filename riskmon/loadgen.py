@@ -64,7 +64,8 @@ class Chunk:
 
 class LoadGenerator:
     def __init__(self, config: RiskConfig, *, streams: int = 128, scenario: str = "normal", seed: int = 7,
-                 fill_rate: float = 0.01, total_ticks: int | None = None) -> None:
+                 fill_rate: float = 0.01, total_ticks: int | None = None, breach_every: int | None = None) -> None:
+        """``breach_every``: every that many ticks, a fat-finger fill on the next account not yet hit (latency runs)."""
         if scenario not in SCENARIOS:
             raise ValueError(f"scenario must be one of {', '.join(SCENARIOS)}")
         self.config = config
@@ -80,6 +81,8 @@ class LoadGenerator:
         self.sent = 0
         self.fills_sent = 0
         self.stream_names = tuple(f"feed-{k:03d}" for k in range(streams))
+        self.breach_every = breach_every
+        self.victims = 0
         # Where each scenario effect starts (a fraction of the run; needs the run's length).
         at = {"flash_crash": 0.3, "fat_finger": 0.5, "volatility": 0.7} if scenario == "mixed" else {scenario: 0.5}
         self.starts = {name: int(total_ticks * f) for name, f in at.items() if name != "normal" and total_ticks}
@@ -131,14 +134,19 @@ class LoadGenerator:
                lo: int) -> tuple[list[Fill], list[int]]:
         fills: list[Fill] = []
         positions = np.flatnonzero(self.rng.random(size) < self.fill_rate)
-        fat_at = self.starts.get("fat_finger", -1) - lo
-        if 0 <= fat_at < size:
-            positions = np.unique(np.append(positions, fat_at))
+        fat = {self.starts.get("fat_finger", -1) - lo: self.accounts[0]}
+        if self.breach_every:
+            for at in range(-lo % self.breach_every, size, self.breach_every):
+                if self.victims < len(self.accounts):
+                    fat[at] = self.accounts[self.victims]
+                    self.victims += 1
+        fat = {at: account for at, account in fat.items() if 0 <= at < size}
+        if fat:
+            positions = np.unique(np.append(positions, list(fat)))
         for pos in positions.tolist():
-            fat = pos == fat_at
-            account = self.accounts[0] if fat else self.accounts[int(self.rng.integers(len(self.accounts)))]
+            account = fat.get(pos) or self.accounts[int(self.rng.integers(len(self.accounts)))]
             sign = 1.0 if self.rng.random() < 0.5 else -1.0
-            qty = sign * (8_000_000.0 if fat else float(self.rng.integers(1, 20) * 1_000))  # fat: 8x the balance
+            qty = sign * (8_000_000.0 if pos in fat else float(self.rng.integers(1, 20) * 1_000))  # fat: 8x balance
             s = int(symbol[pos])
             price = float(ask[pos] if qty > 0 else bid[pos])
             self.fills_sent += 1

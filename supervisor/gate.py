@@ -112,6 +112,11 @@ class GateProbe:
     def denials(self) -> dict[str, int]:
         return dict(self.first_denied)
 
+    def wait_denied(self, accounts: list[str], timeout_s: float) -> dict[str, int]:
+        """Wait until every one of ``accounts`` has been denied (or the timeout); return all first denials."""
+        self.gate.wait_for(lambda g: all(a in self.first_denied for a in accounts), timeout_s)
+        return dict(self.first_denied)
+
     def ready(self) -> bool:
         return self.gate.wait_for(lambda g: g.version >= 0, timeout_s=30)
 

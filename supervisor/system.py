@@ -112,6 +112,10 @@ class RiskSystem:
             self._timer = None
         pending, self._pending, self._pending_ticks = self._pending, [], 0
         self._in_flight.extend(self.router.route(pending))
+        self._bound_in_flight()
+
+    def _bound_in_flight(self) -> None:
+        """Back-pressure: wait while more than ``max_in_flight`` batches per shard are unacknowledged."""
         limit = self.config.batching.max_in_flight * max(1, len(self.shards))
         if len(self._in_flight) > limit:
             done, self._in_flight = ray.wait(self._in_flight, num_returns=len(self._in_flight) - limit)
@@ -122,6 +126,7 @@ class RiskSystem:
         with self._lock:
             self._send_pending()  # keep arrival order with anything queued by submit()
             self._in_flight.extend(self.router.send_columns(ticks, fills or [], fill_pos or []))
+            self._bound_in_flight()
 
     def flush(self, timeout_s: float = 120.0) -> None:
         """Send what is queued, then wait until it is applied and the supervisor has seen every report."""
