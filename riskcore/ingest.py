@@ -64,26 +64,34 @@ class TickScreen:
                 np.isfinite(bid) & np.isfinite(ask) & (bid > 0.0) & (ask > 0.0) & (bid <= ask)
                 & (bid < MAX_PRICE) & (ask < MAX_PRICE)
             )
-        if bool(row_ok.all()) and self._in_order(ticks):
-            for index, name in enumerate(ticks.streams):
-                rows = np.flatnonzero(ticks.stream == index)
-                if rows.size:
-                    self.last_seq[name] = int(ticks.seq[rows[-1]])
-                    self.last_ts[name] = int(ticks.ts_ns[rows[-1]])
-            return np.ones(n, dtype=bool), []
+        if bool(row_ok.all()):
+            ends = self._ends_if_in_order(ticks)
+            if ends is not None:
+                for name, (seq, ts) in ends.items():
+                    self.last_seq[name], self.last_ts[name] = seq, ts
+                return np.ones(n, dtype=bool), []
         return self._screen_rows(ticks)
 
-    def _in_order(self, ticks: TickColumns) -> bool:
-        for index, name in enumerate(ticks.streams):
-            rows = np.flatnonzero(ticks.stream == index)
-            if not rows.size:
-                continue
-            seq, ts = ticks.seq[rows], ticks.ts_ns[rows]
-            if name in self.last_seq and (seq[0] <= self.last_seq[name] or ts[0] < self.last_ts[name]):
-                return False
-            if rows.size > 1 and (bool(np.any(np.diff(seq) <= 0)) or bool(np.any(np.diff(ts) < 0))):
-                return False
-        return True
+    def _ends_if_in_order(self, ticks: TickColumns) -> dict[str, tuple[int, int]] | None:
+        """Each stream's last (seq, ts) if every stream is in order in this batch and after its past, else None.
+
+        One stable sort by stream, whatever the number of streams.
+        """
+        order = np.argsort(ticks.stream, kind="stable")
+        streams = ticks.stream[order]
+        seq, ts = ticks.seq[order], ticks.ts_ns[order]
+        same = streams[1:] == streams[:-1]
+        if bool(np.any(same & (np.diff(seq) <= 0))) or bool(np.any(same & (np.diff(ts) < 0))):
+            return None
+        firsts = np.flatnonzero(np.r_[True, ~same])
+        lasts = np.r_[firsts[1:] - 1, streams.size - 1]
+        ends: dict[str, tuple[int, int]] = {}
+        for first, last in zip(firsts.tolist(), lasts.tolist()):
+            name = ticks.streams[int(streams[first])]
+            if name in self.last_seq and (int(seq[first]) <= self.last_seq[name] or int(ts[first]) < self.last_ts[name]):
+                return None
+            ends[name] = (int(seq[last]), int(ts[last]))
+        return ends
 
     def _screen_rows(self, ticks: TickColumns) -> tuple[np.ndarray, list[Refusal]]:
         mask = np.zeros(len(ticks), dtype=bool)
