@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from riskcore.aggregate import AccountSummary, summarize
+from riskcore.aggregate import SummaryRow, summarize
 from riskcore.config import RiskConfig
 from riskcore.engine import BatchedEngine, EventBatch, TickColumns
 from riskcore.errors import InputError
@@ -35,10 +35,21 @@ class ShardReport:
     fills_applied: int
     refusals: list[Refusal]
     events: list[KeyedEvent]  # (arrival position, config account index, order, event)
-    summaries: list[AccountSummary]
+    summaries: list[SummaryRow]  # AccountSummary.to_row() of every hosted account
     watermark: dict[str, Any] = field(default_factory=dict)  # last tick of the batch: pos, stream, seq, ts_ns
     mids: dict[str, float] = field(default_factory=dict)  # latest mid of every symbol the shard has a quote for
     targets: tuple[str, ...] = ()  # every shard the batch went to (from the router's frame)
+
+
+@dataclass(slots=True)
+class ShardAck:
+    """What the sender of a batch gets back over Ray: counts and refusals (the figures go to the supervisor)."""
+
+    shard: str
+    batch: int
+    ticks_applied: int
+    fills_applied: int
+    refusals: list[Refusal]
 
 
 def _keep_ticks(ticks: TickColumns, mask: np.ndarray) -> TickColumns:
@@ -156,6 +167,11 @@ class AccountShard:
         return ShardReport(self.shard_id, number, len(ticks), len(fills), refusals, events, self.summaries(), watermark,
                            self.mids())
 
+    def apply_and_ack(self, frame: bytes) -> ShardAck:
+        """:meth:`apply`, answering the sender with an acknowledgement instead of the whole report."""
+        report = self.apply(frame)
+        return ShardAck(report.shard, report.batch, report.ticks_applied, report.fills_applied, report.refusals)
+
     def _send(self, report: ShardReport) -> None:
         if self.supervisor is not None:
             self.supervisor.report.remote(report)
@@ -166,10 +182,10 @@ class AccountShard:
         names = self.engine.symbol_names
         return {names[s]: (q[0] + q[1]) / 2.0 for s, q in self.engine.marks.items()}
 
-    def summaries(self) -> list[AccountSummary]:
+    def summaries(self) -> list[SummaryRow]:
         self.engine.sync()
         names = self.engine.symbol_names
-        return [summarize(book, self.engine.marks, names) for book in self.engine.books]
+        return [summarize(book, self.engine.marks, names).to_row() for book in self.engine.books]
 
     def states(self) -> dict[str, dict[str, Any]]:
         return {account: state.to_dict() for account, state in self.engine.states().items()}

@@ -19,7 +19,7 @@ from typing import Any, Iterable
 import ray
 
 from actors.router import Router, place_accounts
-from actors.shard import ShardReport
+from actors.shard import ShardAck
 from riskcore.config import RiskConfig
 from riskcore.engine import TickColumns
 from riskcore.events import Fill, Tick
@@ -52,7 +52,9 @@ class RiskSystem:
         self.placement = placement
         self.name = name
         self.owns_ray = owns_ray
-        self.router = Router(config, placement, send=lambda shard, ref: shards[shard].apply.remote(ref), put=ray.put)
+        # Shards send their figures to the supervisor; the sender only needs an acknowledgement back.
+        self.router = Router(config, placement, send=lambda shard, ref: shards[shard].apply_and_ack.remote(ref),
+                             put=ray.put)
         self._in_flight: list[Any] = []
         # Coalescing: events wait here until max_ticks of them or max_delay_ms since the first.
         self._lock = threading.RLock()
@@ -139,10 +141,10 @@ class RiskSystem:
             raise TimeoutError(f"supervisor saw {seen} of {self.router.sent} shard reports in {timeout_s} s")
 
     def _collect(self, refs: list[Any]) -> None:
-        for report in ray.get(refs):
-            assert isinstance(report, ShardReport)
-            self.shard_refusals.extend(report.refusals)
-            self.ticks_applied += report.ticks_applied
+        for ack in ray.get(refs):
+            assert isinstance(ack, ShardAck)
+            self.shard_refusals.extend(ack.refusals)
+            self.ticks_applied += ack.ticks_applied
 
     @property
     def refusals(self) -> list[Refusal]:
