@@ -1,0 +1,1 @@
+"""Benchmarks: programs that print JSON and measure their baselines in the same run."""

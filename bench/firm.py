@@ -1,0 +1,186 @@
+"""``python -m bench.firm [--quick]``: riskmon's throughput and latency, each against its baseline, in one run.
+
+Prints one JSON document:
+
+- ``firm_1k_ticks_per_s`` / ``firm_1k_account_ticks_per_s``: 1,000 accounts in 10 portfolios, 50 symbols,
+  1-8 positions each, 128 streams, fills on 1 % of ticks, end to end on Ray to the applied watermark;
+- ``kernel_ticks_per_s``: the same ticks through the in-process batched engine on one core (no Ray);
+- ``firm_10_ticks_per_s`` and ``naive_firm_10_ticks_per_s``: 10 accounts, 5 symbols, through riskmon and
+  through the naive design (one actor per account, one actor call per tick per account; bench/naive.py);
+- ``breach_to_deny_ms``: from the batch holding a breaching fill entering the system to an order gate in
+  another process denying that account, while firm-1k is fed at 100,000 ticks/s;
+- ``gate_check_us``: ``OrderGate.check`` in process, per call;
+- ``scaling``: 100, 1,000 and 10,000 accounts at the same fan-out (symbols grow with accounts, so a tick
+  reaches ~90 accounts at every size): ticks/s and the resident memory of every riskmon process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from typing import Any
+
+import numpy as np
+import ray
+
+from riskcore.engine import BatchedEngine, EventBatch
+from riskcore.events import Tick
+from riskcore.gate import GateCore, Order
+from riskmon.loadgen import LoadGenerator, firm_config
+from riskmon.stress import run_stress
+from supervisor.system import RiskSystem
+
+FULL = {"firm_ticks": 1_000_000, "firm10_ticks": 300_000, "naive_ticks": 4_000, "latency_ticks": 1_500_000,
+        "breach_every": 5_000, "scaling_ticks": 400_000, "gate_checks": 200_000, "scaling": (100, 1000, 10000)}
+QUICK = {"firm_ticks": 100_000, "firm10_ticks": 30_000, "naive_ticks": 400, "latency_ticks": 200_000,
+         "breach_every": 2_000, "scaling_ticks": 40_000, "gate_checks": 20_000, "scaling": (100, 1000, 10000)}
+# For the test suite: every code path, tiny sizes (the figures mean nothing).
+SMOKE = {"firm_ticks": 5_000, "firm10_ticks": 2_000, "naive_ticks": 50, "latency_ticks": 5_000,
+         "breach_every": 1_000, "scaling_ticks": 2_000, "gate_checks": 1_000, "scaling": (20, 40, 80)}
+CHUNK = 16_384
+# At 100,000 ticks/s a live feed's batches close on the 5 ms time bound, so the latency run sends what
+# arrives in 10 ms at a time; a 16k-tick chunk would be 164 ms of feed handed over at once.
+LATENCY_CHUNK = 1_000
+
+
+def rss_mb(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/status") as status:
+                total += next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
+        except (OSError, StopIteration):
+            continue
+    return round(total / 1024, 1)
+
+
+def system_pids(system: RiskSystem) -> list[int]:
+    handles = [system.supervisor, *system.shards.values()]
+    return [os.getpid(), *ray.get([h.__ray_call__.remote(lambda self: os.getpid()) for h in handles])]
+
+
+def firm_run(accounts: int, symbols: int, ticks: int, chunk: int = CHUNK, **stress: Any) -> tuple[dict[str, Any], float]:
+    config = firm_config(accounts, 10 if accounts >= 10 else 2, symbols)
+    system = RiskSystem.start(config)
+    try:
+        summary = run_stress(config, ticks=ticks, scenario="normal", progress=False, chunk=chunk, system=system, **stress)
+        return summary, rss_mb(system_pids(system))
+    finally:
+        system.shutdown()
+
+
+def kernel_run(accounts: int, symbols: int, ticks: int) -> dict[str, Any]:
+    """The same generated load through the in-process engine, one core, no Ray: the practical ceiling."""
+    config = firm_config(accounts, 10, symbols)
+    generator = LoadGenerator(config, seed=7)
+    parts = list(generator.chunks(CHUNK, ticks))
+    engine = BatchedEngine(config)
+    engine.warm_up()  # load the compiled kernel before the clock starts, as a shard does when it is built
+    account_ticks = sum(generator.account_ticks(p.ticks) for p in parts)
+    started = time.perf_counter()
+    for part in parts:
+        engine.apply(EventBatch(part.ticks, part.fills, part.fill_pos))
+    seconds = time.perf_counter() - started
+    return {"ticks_per_s": round(ticks / seconds), "account_ticks_per_s": round(account_ticks / seconds)}
+
+
+def naive_run(ticks: int) -> dict[str, Any]:
+    from bench.naive import run_naive
+
+    config = firm_config(10, 2, 5)
+    generator = LoadGenerator(config, seed=7, fill_rate=0.0)
+    columns = generator.chunk(ticks).ticks
+    names = list(config.symbols)
+    events = [Tick(names[int(columns.symbol[i])], float(columns.bid[i]), float(columns.ask[i]), int(columns.ts_ns[i]),
+                   columns.streams[int(columns.stream[i])], int(columns.seq[i])) for i in range(ticks)]
+    return run_naive(config, events)
+
+
+def gate_run(checks: int) -> dict[str, Any]:
+    """``OrderGate.check`` timed per call on a 1,000-account view (the poll thread is not involved)."""
+    config = firm_config(1000, 10, 50)
+    accounts = {
+        spec.id: {"portfolio": spec.portfolio, "engaged": False, "reduce_only": True, "up": True, "equity": 1e6,
+                  "exposure": 1.4e6, "positions": {p.symbol: p.qty for p in spec.positions},
+                  "max_account_leverage": 5.0, "max_order_notional": 5e6, "max_position_notional": 2e7,
+                  "max_orders_per_second": None}
+        for spec in config.accounts
+    }
+    core = GateCore(max_staleness_ns=10**18)
+    core.update({"version": 1, "global_engaged": False, "global_reduce_only": True,
+                 "portfolios": {p: (False, True) for p in config.portfolios}, "accounts": accounts,
+                 "marks": {s: 1.0 for s in config.symbols}, "multipliers": {s: 1.0 for s in config.symbols},
+                 "price_bands": {s: 0.05 for s in config.symbols}}, received_ns=0)
+    rng = np.random.default_rng(3)
+    ids = list(accounts)
+    orders = [Order(ids[int(rng.integers(len(ids)))], f"SYM{int(rng.integers(50)):03d}", 1_000.0, 1.0001)
+              for _ in range(1000)]
+    clock = time.perf_counter_ns
+    samples = np.empty(checks, dtype=np.int64)
+    allowed = 0
+    for n in range(checks):
+        order = orders[n % 1000]
+        t0 = clock()
+        decision = core.check(order, 1)
+        samples[n] = clock() - t0
+        allowed += decision.allowed
+    overhead = min(-(clock() - clock()) for _ in range(1000))  # the timer's own cost, for the reader
+    return {"p50": round(float(np.percentile(samples, 50)) / 1000, 3), "p99": round(float(np.percentile(samples, 99)) / 1000, 3),
+            "timer_overhead_us": round(overhead / 1000, 3), "allowed_fraction": round(allowed / checks, 3)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.firm", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a reduced run, under a minute")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, only to prove the program runs (tests)")
+    args = parser.parse_args(argv)
+    size = SMOKE if args.smoke else QUICK if args.quick else FULL
+    started = time.monotonic()
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", namespace="riskmon")
+    out: dict[str, Any] = {"quick": args.quick, "smoke": args.smoke, "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                                                            "ray": ray.__version__}}
+    try:
+        firm_size = (1000, 50) if not args.smoke else (40, 5)
+        firm, _ = firm_run(*firm_size, size["firm_ticks"])
+        out["firm_1k_ticks_per_s"] = firm["ticks_per_s"]
+        out["firm_1k_account_ticks_per_s"] = firm["account_ticks_per_s"]
+        kernel = kernel_run(*firm_size, size["firm_ticks"])
+        out["kernel_ticks_per_s"] = kernel["ticks_per_s"]
+        out["kernel_account_ticks_per_s"] = kernel["account_ticks_per_s"]
+        out["firm_1k_over_kernel"] = round(firm["ticks_per_s"] / kernel["ticks_per_s"], 3)
+
+        firm10, _ = firm_run(10, 5, size["firm10_ticks"])
+        naive = naive_run(size["naive_ticks"])
+        out["firm_10_ticks_per_s"] = firm10["ticks_per_s"]
+        out["naive_firm_10_ticks_per_s"] = round(naive["ticks_per_s"])
+        out["firm_10_over_naive"] = round(firm10["ticks_per_s"] / naive["ticks_per_s"], 1)
+
+        latency, _ = firm_run(1000 if not args.smoke else 40, 50 if not args.smoke else 5, size["latency_ticks"],
+                              rate=100_000, breach_every=size["breach_every"], chunk=LATENCY_CHUNK)
+        out["breach_to_deny_ms"] = latency["breach_to_deny_ms"]
+        out["breach_to_deny_rate_ticks_per_s"] = latency["ticks_per_s"]
+        out["breach_to_deny_undenied"] = len(latency["undenied_breaches"])
+
+        out["gate_check_us"] = gate_run(size["gate_checks"])
+
+        scaling = []
+        for accounts in size["scaling"]:
+            symbols = max(5, 50 * accounts // 1000)
+            run, memory = firm_run(accounts, symbols, size["scaling_ticks"])
+            scaling.append({"accounts": accounts, "symbols": symbols, "ticks_per_s": run["ticks_per_s"],
+                            "account_ticks_per_s": run["account_ticks_per_s"], "rss_mb": memory})
+        out["scaling"] = scaling
+    finally:
+        ray.shutdown()
+    out["seconds"] = round(time.monotonic() - started, 1)
+    json.dump(out, sys.stdout, indent=2)
+    print()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

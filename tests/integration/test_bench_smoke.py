@@ -1,0 +1,41 @@
+"""`riskmon stress` and `python -m bench.firm` at tiny sizes, so they cannot rot. No timing is asserted."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run(*args: str, timeout: int = 400) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL)
+
+
+def test_stress_when_tiny_firm_runs_writes_summary_with_every_figure(tmp_path: Path) -> None:
+    out = tmp_path / "stress.json"
+    done = run("-m", "riskmon.cli", "stress", "--accounts", "30", "--portfolios", "3", "--symbols", "6",
+               "--streams", "12", "--ticks", "20000", "--scenario", "mixed", "--json", str(out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(out.read_text())
+    assert summary["ticks"] == 20_000 and summary["accounts"] == 30 and summary["streams"] == 12
+    assert summary["account_ticks"] > summary["ticks"]  # each tick reaches several accounts
+    assert summary["breaches"]["account"] >= 1  # the mixed scenario's fat-finger fill
+    assert summary["breach_to_deny_ms"]["count"] == summary["breaches"]["account"] - len(summary["undenied_breaches"])
+    assert summary["undenied_breaches"] == []
+    assert "ticks/s" in done.stdout
+
+
+def test_bench_firm_when_smoke_sized_prints_every_key() -> None:
+    done = run("-m", "bench.firm", "--smoke")
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout)
+    for key in ("firm_1k_ticks_per_s", "kernel_ticks_per_s", "firm_10_ticks_per_s", "naive_firm_10_ticks_per_s"):
+        assert isinstance(result[key], int) and result[key] > 0, key
+    assert set(result["breach_to_deny_ms"]) >= {"p50", "p99", "max"} and result["breach_to_deny_ms"]["count"] > 0
+    assert set(result["gate_check_us"]) >= {"p50", "p99"}
+    assert [row["accounts"] for row in result["scaling"]] == [20, 40, 80]
+    assert all(row["ticks_per_s"] > 0 and row["rss_mb"] > 0 for row in result["scaling"])
