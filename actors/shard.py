@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from riskcore.aggregate import SummaryRow, summarize
+from riskcore.aggregate import SummaryColumns
 from riskcore.config import RiskConfig
 from riskcore.engine import BatchedEngine, EventBatch, TickColumns
 from riskcore.errors import InputError
@@ -35,7 +35,7 @@ class ShardReport:
     fills_applied: int
     refusals: list[Refusal]
     events: list[KeyedEvent]  # (arrival position, config account index, order, event)
-    summaries: list[SummaryRow]  # AccountSummary.to_row() of every hosted account
+    summaries: SummaryColumns  # every hosted account's figures
     watermark: dict[str, Any] = field(default_factory=dict)  # last tick of the batch: pos, stream, seq, ts_ns
     mids: dict[str, float] = field(default_factory=dict)  # latest mid of every symbol the shard has a quote for
     targets: tuple[str, ...] = ()  # every shard the batch went to (from the router's frame)
@@ -182,10 +182,8 @@ class AccountShard:
         names = self.engine.symbol_names
         return {names[s]: (q[0] + q[1]) / 2.0 for s, q in self.engine.marks.items()}
 
-    def summaries(self) -> list[SummaryRow]:
-        self.engine.sync()
-        names = self.engine.symbol_names
-        return [summarize(book, self.engine.marks, names).to_row() for book in self.engine.books]
+    def summaries(self) -> SummaryColumns:
+        return self.engine.summary_columns()
 
     def states(self) -> dict[str, dict[str, Any]]:
         return {account: state.to_dict() for account, state in self.engine.states().items()}

@@ -11,6 +11,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
+import numpy as np
+
 from riskcore.account import AccountBook
 from riskcore.config import AggregateLimits, RiskConfig
 from riskcore.states import AlertLevel
@@ -37,20 +39,39 @@ class AccountSummary:
     def daily_pnl(self) -> float:
         return self.equity - self.sod_equity
 
-    def to_row(self) -> SummaryRow:
-        """A plain tuple: pickles about three times faster than the object, and shards send one per account."""
-        return (self.account, self.portfolio, self.equity, self.sod_equity, self.exposure, tuple(self.net.items()),
-                tuple(self.positions.items()), self.alert_level, self.breaker, self.ts_ns)
 
-    @classmethod
-    def from_row(cls, row: SummaryRow) -> "AccountSummary":
-        account, portfolio, equity, sod_equity, exposure, net, positions, alert_level, breaker, ts_ns = row
-        return cls(account, portfolio, equity, sod_equity, exposure, dict(net), dict(positions), alert_level, breaker,
-                   ts_ns)
+@dataclass(slots=True)
+class SummaryColumns:
+    """Many accounts' summaries as columns: what a shard sends after each batch (NumPy pickles out of band)."""
 
+    accounts: list[str]
+    portfolios: list[str]
+    equity: np.ndarray
+    sod_equity: np.ndarray
+    exposure: np.ndarray
+    rank: np.ndarray
+    engaged: np.ndarray
+    ts_ns: np.ndarray  # -1: no event yet
+    symbols: list[str]  # names for pos_symbol
+    pos_account: np.ndarray  # one row per non-flat position: index into accounts
+    pos_symbol: np.ndarray
+    pos_qty: np.ndarray
+    pos_net: np.ndarray
 
-SummaryRow = tuple[str, str, float, float, float, tuple[tuple[str, float], ...], tuple[tuple[str, float], ...], str, str,
-                   int | None]
+    def to_summaries(self) -> list[AccountSummary]:
+        out = [
+            AccountSummary(account, portfolio, equity, sod, exposure, {}, {}, str(AlertLevel.from_rank(rank)),
+                           "ENGAGED" if engaged else "SAFE", None if ts < 0 else ts)
+            for account, portfolio, equity, sod, exposure, rank, engaged, ts in zip(
+                self.accounts, self.portfolios, self.equity.tolist(), self.sod_equity.tolist(),
+                self.exposure.tolist(), self.rank.tolist(), self.engaged.tolist(), self.ts_ns.tolist())
+        ]
+        for a, s, qty, net in zip(self.pos_account.tolist(), self.pos_symbol.tolist(), self.pos_qty.tolist(),
+                                  self.pos_net.tolist()):
+            name = self.symbols[s]
+            out[a].positions[name] = qty
+            out[a].net[name] = net
+        return out
 
 
 def summarize(book: AccountBook, marks: Mapping[int, tuple[float, float]], symbol_names: list[str]) -> AccountSummary:

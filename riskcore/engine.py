@@ -17,6 +17,7 @@ import numpy as np
 
 from riskcore import kernel
 from riskcore.account import CRITICAL, AccountBook, AccountState, transition_metric
+from riskcore.aggregate import SummaryColumns
 from riskcore.clock import NS_PER_SECOND, TradingCalendar
 from riskcore.config import RiskConfig
 from riskcore.errors import UnknownAccountError
@@ -306,6 +307,23 @@ class BatchedEngine(_EngineBase):
     def states(self) -> dict[str, AccountState]:
         self.sync()
         return super().states()
+
+    def summary_columns(self) -> SummaryColumns:
+        """Every account's summary straight from the arrays: the figures ``summarize`` gives, as columns."""
+        width = self.slot_qty.shape[1]
+        held = (np.arange(width) < self.slot_n[:, None]) & (self.slot_qty != 0.0)
+        pos_account, pos_slot = np.nonzero(held)
+        qty = self.slot_qty[pos_account, pos_slot]
+        symbol = self.slot_sym[pos_account, pos_slot]
+        quoted = np.where(qty > 0.0, self.m_bid[symbol], self.m_ask[symbol])
+        mark = np.where(self.m_has[symbol], quoted, self.slot_avg[pos_account, pos_slot])
+        return SummaryColumns(
+            accounts=[b.id for b in self.books], portfolios=[b.portfolio for b in self.books],
+            equity=self.a_balance + self.a_open, sod_equity=self.a_sod.copy(), exposure=self.a_expo.copy(),
+            rank=self.a_rank.astype(np.int8), engaged=self.a_eng.copy(), ts_ns=np.where(self.a_has_ts, self.a_ts, -1),
+            symbols=self.symbol_names, pos_account=pos_account.astype(np.int32), pos_symbol=symbol.astype(np.int32),
+            pos_qty=qty, pos_net=qty * mark * self.slot_mult[pos_account, pos_slot],
+        )
 
     def engage(self, account_id: str, now_ns: int, operator: str, reason: str) -> BreakerEvent:
         a = self.index_of.get(account_id)

@@ -15,7 +15,7 @@ from collections import Counter
 from typing import Any
 
 from actors.shard import ShardReport
-from riskcore.aggregate import AccountSummary, Aggregate, Aggregator, SummaryRow, breaches
+from riskcore.aggregate import Aggregate, Aggregator, SummaryColumns, breaches
 from riskcore.clock import rfc3339_us
 from riskcore.config import AggregateLimits, RiskConfig
 from riskcore.errors import RiskmonError, UnknownAccountError
@@ -61,10 +61,12 @@ class Supervisor:
 
     # ------------------------------------------------------------------ wiring
 
-    async def register(self, shards: dict[str, Any], placement: dict[str, list[str]], summaries: list[SummaryRow]) -> int:
+    async def register(self, shards: dict[str, Any], placement: dict[str, list[str]],
+                       summaries: list[SummaryColumns]) -> int:
         self.shards = dict(shards)
         self.shard_of = {account: shard for shard, accounts in placement.items() for account in accounts}
-        self.aggregator.update(AccountSummary.from_row(row) for row in summaries)
+        for columns in summaries:
+            self.aggregator.update(columns.to_summaries())
         for account in self.shard_of:
             self.up[account] = True
         self._bump()
@@ -143,7 +145,7 @@ class Supervisor:
     def _apply_reports(self, reports: list[ShardReport]) -> None:
         touched: set[str] = set()
         for report in reports:
-            summaries = [AccountSummary.from_row(row) for row in report.summaries]
+            summaries = report.summaries.to_summaries()
             for summary in summaries:
                 # The breaker recorded here is the newest (an operator may have acted since the batch).
                 summary.breaker = self.account_breakers[summary.account]["state"]

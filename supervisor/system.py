@@ -74,7 +74,7 @@ class RiskSystem:
         supervisor = create_supervisor(config, name)
         placement = place_accounts(config)
         shards = {sid: create_shard(config, name, sid, accounts, supervisor) for sid, accounts in placement.items()}
-        summaries = [s for batch in ray.get([h.summaries.remote() for h in shards.values()]) for s in batch]
+        summaries = ray.get([h.summaries.remote() for h in shards.values()])
         ray.get(supervisor.register.remote(shards, placement, summaries))
         # Liveness: well inside the gates' staleness bound, so a dead shard's accounts are denied within about it.
         interval = watch_interval_s if watch_interval_s is not None else config.gate.max_staleness_ms / 2000.0

@@ -463,3 +463,24 @@ def test_account_shard_when_fill_for_account_hosted_elsewhere_ignores_it() -> No
     shard = AccountShard(config, "shard-0000", ["A1", "A2"])
     report = shard.apply(frames[0])
     assert (report.ticks_applied, report.fills_applied, report.refusals) == (1, 0, [])
+
+
+def test_account_shard_when_summarising_columns_equal_per_book_summaries() -> None:
+    # The shard sends columns built from the engine's arrays; riskcore.aggregate.summarize is the per-book
+    # definition. After ticks, fills (a flip, a symbol opened) and an operator halt they must agree exactly.
+    from riskcore.aggregate import summarize
+
+    config = make_config(accounts_per_actor=5)
+    shard = AccountShard(config, "shard-0000", ["A1", "A2", "A3", "A4", "A5"])
+    router = Router(config, place_accounts(config), lambda s, f: shard.apply(f))
+    router.route([
+        tick("EURUSD", 1.0900, 1.0902, 1), fill("A4", "GBPUSD", 50_000, 1.2990, 2), tick("GBPUSD", 1.2980, 1.2982, 3),
+        fill("A1", "EURUSD", -2_500_000, 1.0900, 4), tick("XAUUSD", 1490.0, 1490.5, 5), tick("EURUSD", 1.0950, 1.0952, 6),
+    ])
+    shard.engage("A2", T0 + 10 * MS, "ops", "check")
+    columns = shard.summaries().to_summaries()
+    shard.engine.sync()
+    expected = [summarize(book, shard.engine.marks, shard.engine.symbol_names) for book in shard.engine.books]
+    assert columns == expected
+    assert columns[0].positions == {"EURUSD": -500_000.0} and columns[1].breaker == "ENGAGED"
+    assert "GBPUSD" in columns[3].positions
