@@ -5,7 +5,8 @@ of the real EURUSD file (:mod:`riskmon.quotes`). Ticks come from ``streams``
 feeds (stream ``k`` quotes symbol ``k % symbols``, as several venues quote one
 pair) interleaved at random; each stream numbers its quotes with the global
 tick index, so a tick's ``seq`` also says when it was sent. Fills arrive on
-about 1 % of ticks. Everything is generated as columns, so a driver measures
+about 1 % of ticks, each for an account already holding the ticked symbol.
+Everything is generated as columns, so a driver measures
 the risk system, not the creation of Python objects.
 """
 
@@ -88,10 +89,12 @@ class LoadGenerator:
         self.starts = {name: int(total_ticks * f) for name, f in at.items() if name != "normal" and total_ticks}
         # Accounts that hold each symbol, for counting account-ticks (the work a tick causes).
         self.holders = np.zeros(self.n_symbols, np.int64)
+        self.holder_ids: list[list[str]] = [[] for _ in range(self.n_symbols)]
         ids = config.symbol_ids()
         for spec in config.accounts:
             for pos in spec.positions:
                 self.holders[ids[pos.symbol]] += 1
+                self.holder_ids[ids[pos.symbol]].append(spec.id)
 
     def chunk(self, size: int) -> Chunk:
         """The next ``size`` ticks, with fills and any scenario effect that falls in them."""
@@ -144,10 +147,13 @@ class LoadGenerator:
         if fat:
             positions = np.unique(np.append(positions, list(fat)))
         for pos in positions.tolist():
-            account = fat.get(pos) or self.accounts[int(self.rng.integers(len(self.accounts)))]
+            s = int(symbol[pos])
+            # A desk trades its book: the fill goes to an account already holding the ticked symbol, so
+            # positions stay 1-8 per account and the fan-out (accounts per tick) holds steady over a run.
+            book = self.holder_ids[s] or self.accounts
+            account = fat.get(pos) or book[int(self.rng.integers(len(book)))]
             sign = 1.0 if self.rng.random() < 0.5 else -1.0
             qty = sign * (8_000_000.0 if pos in fat else float(self.rng.integers(1, 20) * 1_000))  # fat: 8x balance
-            s = int(symbol[pos])
             price = float(ask[pos] if qty > 0 else bid[pos])
             self.fills_sent += 1
             fills.append(Fill(account, self.symbols[s], qty, price, T0_NS + (lo + pos) * TICK_NS, fee=1.0,
