@@ -9,7 +9,6 @@ override both.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import re
 from dataclasses import dataclass, field
@@ -428,11 +427,3 @@ def load_config(path: str | Path) -> RiskConfig:
         raise ConfigError("", f"{path} is not valid YAML: {exc}") from None
     return parse_config(raw, source=str(path))
 
-
-def replace_limits(config: RiskConfig, account_id: str, **changes: Any) -> RiskConfig:
-    """A copy of ``config`` with one account's limits changed (tests and what-if runs)."""
-    accounts = tuple(
-        dataclasses.replace(spec, limits=dataclasses.replace(spec.limits, **changes)) if spec.id == account_id else spec
-        for spec in config.accounts
-    )
-    return dataclasses.replace(config, accounts=accounts)

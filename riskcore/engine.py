@@ -126,9 +126,6 @@ class _EngineBase:
         except KeyError:
             raise UnknownAccountError(account_id) from None
 
-    def held_symbols(self) -> set[int]:
-        return {symbol_id for book in self.books for symbol_id in book.slot_symbols}
-
     # ------------------------------------------------------------------ operator commands
 
     def engage(self, account_id: str, now_ns: int, operator: str, reason: str) -> BreakerEvent:

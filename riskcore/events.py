@@ -101,6 +101,3 @@ class BreakerEvent:
 
 Event = AlertEvent | BreakerEvent
 
-
-def event_to_dict(event: Event) -> dict[str, Any]:
-    return event.to_dict()

@@ -76,28 +76,6 @@ class AccountView:
     recent_orders: deque[int] = field(default_factory=deque)
 
 
-@dataclass(frozen=True, slots=True)
-class GateView:
-    """What the supervisor pushes: one consistent, versioned picture."""
-
-    version: int
-    global_engaged: bool
-    global_reduce_only: bool
-    portfolios: Mapping[str, tuple[bool, bool]]  # id -> (engaged, reduce_only)
-    accounts: Mapping[str, Mapping[str, Any]]
-    marks: Mapping[str, float]  # symbol -> mid
-    multipliers: Mapping[str, float]
-    price_bands: Mapping[str, float | None]
-
-    def to_wire(self) -> dict[str, Any]:
-        return {
-            "version": self.version, "global_engaged": self.global_engaged,
-            "global_reduce_only": self.global_reduce_only, "portfolios": dict(self.portfolios),
-            "accounts": dict(self.accounts), "marks": dict(self.marks), "multipliers": dict(self.multipliers),
-            "price_bands": dict(self.price_bands),
-        }
-
-
 def _reduces(position: float, qty: float) -> bool:
     """True when the order only moves the position toward zero (never across it)."""
     return (position > 0.0 and -position <= qty < 0.0) or (position < 0.0 and 0.0 < qty <= -position)
@@ -134,7 +112,7 @@ class GateCore:
         return self._snap.version
 
     def update(self, view: Mapping[str, Any], received_ns: int) -> None:
-        """Install a pushed view (``GateView.to_wire()`` form), keeping per-account order-rate history."""
+        """Install a pushed view (``Supervisor.gate_view()`` form), keeping per-account order-rate history."""
         old_accounts = self._snap.accounts
         accounts: dict[str, AccountView] = {}
         for account_id, raw in view["accounts"].items():

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 import uuid
 from typing import Any, Iterable
 
@@ -200,12 +199,3 @@ class RiskSystem:
     def __exit__(self, *exc: object) -> None:
         self.shutdown()
 
-
-def wait_until(predicate: Any, timeout_s: float, interval_s: float = 0.01) -> bool:
-    """Poll a cheap local predicate (tools only; tests await events instead where they can)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval_s)
-    return bool(predicate())
