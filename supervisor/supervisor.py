@@ -52,6 +52,7 @@ class Supervisor:
         # Figures (positions, equity) changed since the last view; sent with the next heartbeat, not at once.
         self._positions_dirty = False
         self._breaker_changed = False
+        self._upper_pushes = 0
         self.mids: dict[str, float] = {}
         # Batch-ordered aggregation: reports wait here until every shard their batch went to has reported.
         self.pending: dict[int, dict[str, ShardReport]] = {}
@@ -195,8 +196,10 @@ class Supervisor:
         self._breaker_changed = True
         states = {"global": str(self.global_breaker.state)}
         states.update({f"portfolio:{pid}": str(b.state) for pid, b in self.portfolio_breakers.items()})
+        # Numbered by their own counter: two changes in one report (a portfolio and the firm) must both land.
+        self._upper_pushes += 1
         for handle in self.shards.values():
-            handle.set_upper_breakers.remote(self.version + 1, states)
+            handle.set_upper_breakers.remote(self._upper_pushes, states)
 
     def _record(self, key: tuple[int, int, int], event: AlertEvent | BreakerEvent | dict[str, Any]) -> None:
         body = event if isinstance(event, dict) else event.to_dict()

@@ -27,10 +27,10 @@ CONFIG = parse_config({
 })
 
 
-def shard_reports() -> list[ShardReport]:
-    placement = place_accounts(CONFIG)
-    shards = {sid: AccountShard(CONFIG, sid, accounts) for sid, accounts in placement.items()}
-    router = Router(CONFIG, placement, send=lambda sid, frame: shards[sid].apply(frame))
+def shard_reports(config: Any = CONFIG) -> list[ShardReport]:
+    placement = place_accounts(config)
+    shards = {sid: AccountShard(config, sid, accounts) for sid, accounts in placement.items()}
+    router = Router(config, placement, send=lambda sid, frame: shards[sid].apply(frame))
     bids = [1.1 + 0.002 * (i if i < 10 else 10 - 2 * (i - 10)) for i in range(20)]  # up, then well below the start
     return router.route(Tick("EURUSD", b, b + 0.0001, T0 + i * NS_PER_SECOND, "f", i) for i, b in enumerate(bids))
 
@@ -96,3 +96,44 @@ def test_supervisor_when_operator_command_lacks_reason_refuses() -> None:
     assert not supervisor.global_breaker.engaged
 
 
+
+
+class _RecordingShard:
+    """Stands in for a shard handle: set_upper_breakers pushes are applied like AccountShard applies them."""
+
+    def __init__(self) -> None:
+        self.shard = AccountShard(CONFIG, "shard-x", [])
+        outer = self
+
+        class _Method:
+            def remote(self, version: int, breakers: dict[str, str]) -> None:
+                outer.shard.set_upper_breakers(version, breakers)
+
+        self.set_upper_breakers = _Method()
+
+
+def test_supervisor_when_portfolio_and_firm_breach_in_one_batch_shards_learn_both() -> None:
+    # The same daily-loss limit on the desk and the firm: one report reveals both breaches at once.
+    config = parse_config({
+        "symbols": {"EURUSD": {}},
+        "portfolios": {"desk": {"limits": {"max_daily_loss": 4_000}}},
+        "accounts": [
+            {"id": "long", "portfolio": "desk", "balance": 1_000_000, "positions": {"EURUSD": {"qty": 3_000_000, "avg_price": 1.1}}},
+            {"id": "short", "portfolio": "desk", "balance": 1_000_000, "positions": {"EURUSD": {"qty": -1_000_000, "avg_price": 1.1}}},
+        ],
+        "firm": {"limits": {"max_daily_loss": 4_000}},
+        "batching": {"max_ticks": 5},
+    })
+    supervisor = Supervisor(config)
+    recording = _RecordingShard()
+
+    async def run() -> None:
+        await supervisor.register({"shard-x": recording}, place_accounts(config), [])
+        for report in shard_reports(config):
+            await supervisor.report(report)
+
+    asyncio.run(run())
+    engaged = [(e["scope"], e["tick_seq"]) for e in supervisor.event_log()
+               if e.get("type") == "breaker" and e["scope"] != "account"]
+    assert [scope for scope, _ in engaged] == ["portfolio", "global"] and engaged[0][1] == engaged[1][1]
+    assert recording.shard.upper_breakers == {"global": "ENGAGED", "portfolio:desk": "ENGAGED"}
