@@ -84,9 +84,9 @@ class LoadGenerator:
         self.stream_names = tuple(f"feed-{k:03d}" for k in range(streams))
         self.breach_every = breach_every
         self.victims = 0
-        # Where each scenario effect starts (a fraction of the run; needs the run's length).
-        at = {"flash_crash": 0.3, "fat_finger": 0.5, "volatility": 0.7} if scenario == "mixed" else {scenario: 0.5}
-        self.starts = {name: int(total_ticks * f) for name, f in at.items() if name != "normal" and total_ticks}
+        self.starts: dict[str, int] = {}
+        if total_ticks:
+            self.plan(total_ticks)
         # Accounts that hold each symbol, for counting account-ticks (the work a tick causes).
         self.holders = np.zeros(self.n_symbols, np.int64)
         self.holder_ids: list[list[str]] = [[] for _ in range(self.n_symbols)]
@@ -95,6 +95,12 @@ class LoadGenerator:
             for pos in spec.positions:
                 self.holders[ids[pos.symbol]] += 1
                 self.holder_ids[ids[pos.symbol]].append(spec.id)
+
+    def plan(self, ticks: int) -> None:
+        """Place the scenario's effects within the next ``ticks`` ticks (a fraction of the way in)."""
+        at = {"flash_crash": 0.3, "fat_finger": 0.5, "volatility": 0.7} if self.scenario == "mixed" else {self.scenario: 0.5}
+        self.total = self.sent + ticks
+        self.starts = {name: self.sent + int(ticks * f) for name, f in at.items() if name != "normal"}
 
     def chunk(self, size: int) -> Chunk:
         """The next ``size`` ticks, with fills and any scenario effect that falls in them."""

@@ -44,29 +44,32 @@ def run_stress(config: RiskConfig, *, streams: int = 128, ticks: int | None = No
     probe = create_gate_probe(system.supervisor, config)
     try:
         ray.get(probe.ready.remote())
+        generator = LoadGenerator(config, streams=streams, scenario=scenario, seed=seed, breach_every=breach_every)
         if ticks is None:
-            # A duration: size the run from a short calibration so scenario effects land where they should.
-            ticks = int((rate or _calibrate(config, streams, seed, chunk)) * (duration or 10.0))
-        generator = LoadGenerator(config, streams=streams, scenario=scenario, seed=seed, total_ticks=ticks,
-                                  breach_every=breach_every)
+            # A duration: size the run from the rate, or from a second of real load through this system (not
+            # counted), so the scenario's effects land where they should and the run takes about that long.
+            ticks = int((rate or _calibrate(system, generator, chunk)) * (duration or 10.0))
+        generator.plan(ticks)
+        first, fills_before = generator.sent, generator.fills_sent
         sent: list[tuple[int, int]] = []  # (first global tick index of a batch, monotonic ns when submitted)
         account_ticks = 0
         started = time.monotonic()
         with Progress(TextColumn("[bold]stress"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,} ticks"),
                       TimeElapsedColumn(), console=console, disable=not progress, transient=True) as bar:
             task = bar.add_task("ticks", total=ticks)
-            for part in generator.chunks(chunk, ticks):
+            for part in generator.chunks(chunk, first + ticks):
                 if rate:
                     # Pace to the requested rate: wait until this chunk is due.
-                    time.sleep(max(0.0, started + part.first / rate - time.monotonic()))
+                    time.sleep(max(0.0, started + (part.first - first) / rate - time.monotonic()))
                 sent.append((part.first, time.monotonic_ns()))
                 system.submit_columns(part.ticks, part.fills, part.fill_pos)
                 account_ticks += generator.account_ticks(part.ticks)
-                bar.update(task, completed=part.first + len(part.ticks))
+                bar.update(task, completed=part.first - first + len(part.ticks))
             system.flush()
         seconds = time.monotonic() - started
         events = system.events()
-        engaged = [e for e in events if e.get("type") == "breaker" and e["state"] == "ENGAGED"]
+        engaged = [e for e in events if e.get("type") == "breaker" and e["state"] == "ENGAGED"
+                   and (e["tick_seq"] is None or e["tick_seq"] >= first)]
         first_engaged: dict[str, int] = {}
         for e in engaged:
             if e["scope"] == "account" and e["id"] not in first_engaged:
@@ -81,10 +84,10 @@ def run_stress(config: RiskConfig, *, streams: int = 128, ticks: int | None = No
         return {
             "accounts": len(config.accounts), "portfolios": len(config.portfolios), "symbols": len(config.symbols),
             "streams": streams, "scenario": scenario, "seed": seed, "rate": rate,
-            "ticks": ticks, "fills": generator.fills_sent, "seconds": round(seconds, 3),
+            "ticks": ticks, "fills": generator.fills_sent - fills_before, "seconds": round(seconds, 3),
             "ticks_per_s": round(ticks / seconds), "account_ticks": account_ticks,
             "account_ticks_per_s": round(account_ticks / seconds),
-            "alerts": sum(1 for e in events if e.get("type") == "alert"),
+            "alerts": sum(1 for e in events if e.get("type") == "alert" and e["tick_seq"] >= first),
             "breaches": {scope: sum(1 for e in engaged if e["scope"] == scope) for scope in ("account", "portfolio", "global")},
             "breach_to_deny_ms": percentiles(latencies),
             "undenied_breaches": sorted(set(first_engaged) - set(denied)),
@@ -96,18 +99,15 @@ def run_stress(config: RiskConfig, *, streams: int = 128, ticks: int | None = No
             system.shutdown()
 
 
-def _calibrate(config: RiskConfig, streams: int, seed: int, chunk: int) -> float:
-    """Ticks per second of the in-process engine on this firm: the sizing for a --duration run."""
-    from riskcore.engine import BatchedEngine, EventBatch
-
-    generator = LoadGenerator(config, streams=streams, seed=seed)
-    engine = BatchedEngine(config)
+def _calibrate(system: RiskSystem, generator: LoadGenerator, chunk: int) -> float:
+    """Ticks per second this system sustains on this load: about a second of it, applied and reported."""
     started = time.monotonic()
     done = 0
     while time.monotonic() - started < 1.0:
         part = generator.chunk(chunk)
-        engine.apply(EventBatch(part.ticks, part.fills, part.fill_pos))
+        system.submit_columns(part.ticks, part.fills, part.fill_pos)
         done += len(part.ticks)
+    system.flush()
     return done / (time.monotonic() - started)
 
 
@@ -125,7 +125,7 @@ def print_summary(console: Console, summary: dict[str, Any]) -> None:
         ("account-ticks/s", f"{summary['account_ticks_per_s']:,}"),
         ("alert changes", f"{summary['alerts']:,}"),
         ("breaches account / portfolio / global", " / ".join(str(v) for v in summary["breaches"].values())),
-        ("breach-to-deny ms p50 / p99 / max (n)",
+        ("breach-to-deny ms p50 / p99 / max (n)" + ("" if summary["rate"] else "\n  (unpaced feed: includes queueing; see --rate)"),
          "-" if not latency["count"] else f"{latency['p50']} / {latency['p99']} / {latency['max']} ({latency['count']})"),
         ("rejected inputs", f"{summary['rejected']:,}"),
     ]
