@@ -172,8 +172,10 @@ class RiskSystem:
         return ray.get(self.supervisor.reset.remote(scope, target, operator, reason, now_ns))
 
     def gate(self) -> OrderGate:
+        """An in-process OrderGate that has received its first view (until then any gate denies, as stale)."""
         gate = OrderGate(self.supervisor, self.config.gate)
         self._gates.append(gate)
+        gate.wait_for(lambda g: g.version >= 0, timeout_s=max(5.0, self.config.gate.max_staleness_ms / 1000.0))
         return gate
 
     def kill_shard(self, shard_id: str) -> None:
