@@ -35,9 +35,9 @@ class ShardReport:
     fills_applied: int
     refusals: list[Refusal]
     events: list[KeyedEvent]  # (arrival position, config account index, order, event)
-    summaries: SummaryColumns  # every hosted account's figures
+    summaries: SummaryColumns  # the figures of every hosted account an event reached since the last report
     watermark: dict[str, Any] = field(default_factory=dict)  # last tick of the batch: pos, stream, seq, ts_ns
-    mids: dict[str, float] = field(default_factory=dict)  # latest mid of every symbol the shard has a quote for
+    mids: dict[str, float] = field(default_factory=dict)  # latest mid of every symbol the batch quoted
     targets: tuple[str, ...] = ()  # every shard the batch went to (from the router's frame)
 
 
@@ -112,7 +112,7 @@ class AccountShard:
         except InputError as exc:
             self.tick_screen.refused[exc.code] += 1
             report = ShardReport(self.shard_id, -1, 0, 0, [Refusal("frame", -1, exc.code, exc.message)], [],
-                                 self.summaries())
+                                 self.engine.summary_columns(changed_only=True))
             self._send(report)
             return report
         report = self.apply_batch(decoded.batch, decoded.number, decoded.base_pos)
@@ -164,8 +164,9 @@ class AccountShard:
                 stream=batch.ticks.streams[int(batch.ticks.stream[last])], seq=int(batch.ticks.seq[last]),
                 ts_ns=int(batch.ticks.ts_ns[last]),
             )
-        return ShardReport(self.shard_id, number, len(ticks), len(fills), refusals, events, self.summaries(), watermark,
-                           self.mids())
+        quoted = set(np.unique(ticks.symbol).tolist()) | set(batch.marks)
+        return ShardReport(self.shard_id, number, len(ticks), len(fills), refusals, events,
+                           self.engine.summary_columns(changed_only=True), watermark, self.mids(quoted))
 
     def apply_and_ack(self, frame: bytes) -> ShardAck:
         """:meth:`apply`, answering the sender with an acknowledgement instead of the whole report."""
@@ -178,11 +179,14 @@ class AccountShard:
 
     # ------------------------------------------------------------------ views and commands
 
-    def mids(self) -> dict[str, float]:
-        names = self.engine.symbol_names
-        return {names[s]: (q[0] + q[1]) / 2.0 for s, q in self.engine.marks.items()}
+    def mids(self, symbols: set[int] | None = None) -> dict[str, float]:
+        """The latest mid of ``symbols`` (default: every symbol the shard has a quote for)."""
+        names, marks = self.engine.symbol_names, self.engine.marks
+        wanted = marks if symbols is None else [s for s in symbols if s in marks]
+        return {names[s]: (marks[s][0] + marks[s][1]) / 2.0 for s in wanted}
 
     def summaries(self) -> SummaryColumns:
+        """Every hosted account's figures (registration, views)."""
         return self.engine.summary_columns()
 
     def states(self) -> dict[str, dict[str, Any]]:

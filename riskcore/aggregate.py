@@ -42,35 +42,41 @@ class AccountSummary:
 
 @dataclass(slots=True)
 class SummaryColumns:
-    """Many accounts' summaries as columns: what a shard sends after each batch (NumPy pickles out of band)."""
+    """Accounts' summaries as columns: what a shard sends after each batch (NumPy pickles out of band).
 
-    accounts: list[str]
-    portfolios: list[str]
+    ``index`` holds each row's position in the config's account list; ``pos_*`` hold one row per non-flat
+    position, ``pos_account`` indexing the rows above and ``pos_symbol`` the config's symbols, in account
+    order and, within an account, in the account's slot order.
+    """
+
+    index: np.ndarray  # int32, config account index of each row
     equity: np.ndarray
     sod_equity: np.ndarray
     exposure: np.ndarray
     rank: np.ndarray
     engaged: np.ndarray
     ts_ns: np.ndarray  # -1: no event yet
-    symbols: list[str]  # names for pos_symbol
-    pos_account: np.ndarray  # one row per non-flat position: index into accounts
+    pos_account: np.ndarray
     pos_symbol: np.ndarray
     pos_qty: np.ndarray
     pos_net: np.ndarray
 
-    def to_summaries(self) -> list[AccountSummary]:
+    def __len__(self) -> int:
+        return int(self.index.shape[0])
+
+    def to_summaries(self, config: RiskConfig) -> list[AccountSummary]:
+        specs, symbols = config.accounts, list(config.symbols)
         out = [
-            AccountSummary(account, portfolio, equity, sod, exposure, {}, {}, str(AlertLevel.from_rank(rank)),
-                           "ENGAGED" if engaged else "SAFE", None if ts < 0 else ts)
-            for account, portfolio, equity, sod, exposure, rank, engaged, ts in zip(
-                self.accounts, self.portfolios, self.equity.tolist(), self.sod_equity.tolist(),
-                self.exposure.tolist(), self.rank.tolist(), self.engaged.tolist(), self.ts_ns.tolist())
+            AccountSummary(specs[i].id, specs[i].portfolio, equity, sod, exposure, {}, {},
+                           str(AlertLevel.from_rank(rank)), "ENGAGED" if engaged else "SAFE", None if ts < 0 else ts)
+            for i, equity, sod, exposure, rank, engaged, ts in zip(
+                self.index.tolist(), self.equity.tolist(), self.sod_equity.tolist(), self.exposure.tolist(),
+                self.rank.tolist(), self.engaged.tolist(), self.ts_ns.tolist())
         ]
         for a, s, qty, net in zip(self.pos_account.tolist(), self.pos_symbol.tolist(), self.pos_qty.tolist(),
                                   self.pos_net.tolist()):
-            name = self.symbols[s]
-            out[a].positions[name] = qty
-            out[a].net[name] = net
+            out[a].positions[symbols[s]] = qty
+            out[a].net[symbols[s]] = net
         return out
 
 
@@ -146,57 +152,144 @@ def breaches(aggregate: Aggregate, limits: AggregateLimits) -> list[Breach]:
 
 
 class Aggregator:
-    """Latest summary per account; totals per portfolio and for the firm."""
+    """Every account's latest figures as columns; totals per portfolio and for the firm, with NumPy.
+
+    Sums run in a fixed order — accounts in config order and, within an account, positions in slot order,
+    each scope's total accumulated one term at a time (``np.bincount``) — so a total depends only on the
+    figures, never on the order reports arrived in. Scope row ``p`` is portfolio ``p`` (config order); the
+    last row is the firm.
+    """
 
     def __init__(self, config: RiskConfig) -> None:
-        self.portfolio_of = {spec.id: spec.portfolio for spec in config.accounts}
-        self.members: dict[str, list[str]] = {pid: [] for pid in config.portfolios}
-        for spec in config.accounts:
-            self.members[spec.portfolio].append(spec.id)
-        self.summaries: dict[str, AccountSummary] = {}
-        self.peaks: dict[str, float] = {}  # scope id -> highest aggregate equity this trading day
-        self.sod: dict[str, float] = {}
+        self.account_ids = [spec.id for spec in config.accounts]
+        self.portfolio_ids = list(config.portfolios)
+        self.symbol_names = list(config.symbols)
+        scope_of = {pid: p for p, pid in enumerate(self.portfolio_ids)}
+        n = len(self.account_ids)
+        self.p_of = np.array([scope_of[spec.portfolio] for spec in config.accounts], dtype=np.int64)
+        self.index_of = {account: i for i, account in enumerate(self.account_ids)}
+        self.has = np.zeros(n, np.bool_)  # reported at least once
+        self.equity, self.sod_equity, self.exposure = np.zeros(n), np.zeros(n), np.zeros(n)
+        self.rank = np.zeros(n, np.int64)
+        self.engaged = np.zeros(n, np.bool_)  # the supervisor's breaker state, not the report's
+        self.pos_count = np.zeros(n, np.int64)
+        self.pos_sym = np.zeros((n, 1), np.int64)
+        self.pos_qty = np.zeros((n, 1))
+        self.pos_net = np.zeros((n, 1))
+        rows = len(self.portfolio_ids) + 1
+        self.peak = np.zeros(rows)
+        self.peak_sod = np.full(rows, np.nan)  # the start-of-day equity each peak started from
+        self._totals: _Totals | None = None
 
-    def update(self, summaries: Iterable[AccountSummary]) -> set[str]:
+    def update(self, columns: SummaryColumns) -> set[str]:
         """Install fresh summaries; return the portfolios they touch."""
-        touched: set[str] = set()
-        for summary in summaries:
-            self.summaries[summary.account] = summary
-            touched.add(summary.portfolio)
-        return touched
+        rows = columns.index.astype(np.int64)
+        if rows.size == 0:
+            return set()
+        self._totals = None
+        self.has[rows] = True
+        self.equity[rows], self.sod_equity[rows] = columns.equity, columns.sod_equity
+        self.exposure[rows], self.rank[rows] = columns.exposure, columns.rank
+        counts = np.bincount(columns.pos_account, minlength=rows.size)
+        width = int(counts.max())
+        if width > self.pos_sym.shape[1]:
+            grow = ((0, 0), (0, width - self.pos_sym.shape[1]))
+            self.pos_sym, self.pos_qty, self.pos_net = (np.pad(a, grow) for a in (self.pos_sym, self.pos_qty, self.pos_net))
+        self.pos_count[rows] = counts
+        slot = np.arange(columns.pos_account.size) - (np.cumsum(counts) - counts)[columns.pos_account]
+        owner = rows[columns.pos_account]
+        self.pos_sym[owner, slot] = columns.pos_symbol
+        self.pos_qty[owner, slot] = columns.pos_qty
+        self.pos_net[owner, slot] = columns.pos_net
+        return {self.portfolio_ids[p] for p in np.unique(self.p_of[rows]).tolist()}
 
-    def _total(self, scope: str, scope_id: str, accounts: Iterable[str]) -> Aggregate:
-        total = Aggregate(scope, scope_id)
-        levels: Counter[str] = Counter()
-        states: Counter[str] = Counter()
-        for account_id in accounts:
-            summary = self.summaries.get(account_id)
-            if summary is None:
-                continue
-            total.accounts += 1
-            total.gross_exposure += summary.exposure
-            total.equity += summary.equity
-            total.sod_equity += summary.sod_equity
-            for symbol, value in summary.net.items():
-                total.net_exposure[symbol] = total.net_exposure.get(symbol, 0.0) + value
-            levels[summary.alert_level] += 1
-            states[summary.breaker] += 1
-        total.daily_pnl = total.equity - total.sod_equity
+    def set_engaged(self, account: str, engaged: bool) -> None:
+        self.engaged[self.index_of[account]] = engaged
+        self._totals = None
+
+    def positions(self, account: str) -> dict[str, float]:
+        i = self.index_of[account]
+        n = int(self.pos_count[i])
+        return {self.symbol_names[s]: q for s, q in zip(self.pos_sym[i, :n].tolist(), self.pos_qty[i, :n].tolist())}
+
+    def totals(self) -> _Totals:
+        """Every scope's totals (computed once per change of figures; the day peaks move here)."""
+        if self._totals is not None:
+            return self._totals
+        scopes, symbols = len(self.portfolio_ids), len(self.symbol_names)
+        acc = np.flatnonzero(self.has)
+        # The firm is one more scope over the same accounts: row `scopes`.
+        key = np.concatenate((self.p_of[acc], np.full(acc.size, scopes)))
+        acc2 = np.concatenate((acc, acc))
+        rows = scopes + 1
+
+        def per_scope(values: np.ndarray) -> np.ndarray:
+            return np.bincount(key, weights=values[acc2], minlength=rows)
+
+        equity, sod = per_scope(self.equity), per_scope(self.sod_equity)
+        held = (np.arange(self.pos_sym.shape[1]) < self.pos_count[:, None]) & self.has[:, None]
+        owner, slot = np.nonzero(held)
+        sym = self.pos_sym[owner, slot]
+        pkey = np.concatenate((self.p_of[owner] * symbols + sym, scopes * symbols + sym))
+        net_values = self.pos_net[owner, slot]
+        net = np.bincount(pkey, weights=np.concatenate((net_values, net_values)), minlength=rows * symbols)
+        present = np.bincount(pkey, minlength=rows * symbols) > 0
         # A start-of-day change (an account rolled its day) restarts the aggregate peak.
-        key = f"{scope}:{scope_id}"
-        if self.sod.get(key) != total.sod_equity:
-            self.sod[key] = total.sod_equity
-            self.peaks[key] = total.sod_equity
-        peak = max(self.peaks.get(key, total.sod_equity), total.equity)
-        self.peaks[key] = peak
-        total.day_peak = peak
-        total.drawdown = peak - total.equity
-        total.by_level = {str(level): levels.get(str(level), 0) for level in AlertLevel}
-        total.by_breaker = {"SAFE": states.get("SAFE", 0), "ENGAGED": states.get("ENGAGED", 0)}
-        return total
+        restart = self.peak_sod != sod
+        self.peak_sod = sod
+        self.peak = np.where(restart, sod, self.peak)
+        self.peak = np.maximum(self.peak, equity)
+        self._totals = _Totals(
+            accounts=np.bincount(key, minlength=rows), gross=per_scope(self.exposure), equity=equity, sod=sod,
+            peak=self.peak.copy(), net=net.reshape(rows, symbols), present=present.reshape(rows, symbols),
+            levels=np.bincount(key * 3 + self.rank[acc2], minlength=rows * 3).reshape(rows, 3),
+            engaged=np.bincount(key, weights=self.engaged[acc2].astype(np.float64), minlength=rows).astype(np.int64),
+        )
+        return self._totals
+
+    def may_breach(self, row: int, limits: AggregateLimits) -> bool:
+        """Whether scope ``row`` breaches any limit (the vectorised test; :func:`breaches` names them)."""
+        t = self.totals()
+        if limits.max_gross_exposure is not None and t.gross[row] > limits.max_gross_exposure:
+            return True
+        if limits.max_daily_loss is not None and t.sod[row] - t.equity[row] > limits.max_daily_loss:
+            return True
+        return limits.max_net_exposure_per_symbol is not None and bool(
+            np.any(np.abs(t.net[row][t.present[row]]) > limits.max_net_exposure_per_symbol))
+
+    def aggregate(self, row: int) -> Aggregate:
+        t = self.totals()
+        portfolio = row < len(self.portfolio_ids)
+        names = self.symbol_names
+        equity, sod = float(t.equity[row]), float(t.sod[row])
+        return Aggregate(
+            scope="portfolio" if portfolio else "global", id=self.portfolio_ids[row] if portfolio else FIRM,
+            accounts=int(t.accounts[row]), gross_exposure=float(t.gross[row]),
+            net_exposure={names[s]: float(t.net[row, s]) for s in np.flatnonzero(t.present[row]).tolist()},
+            equity=equity, sod_equity=sod, daily_pnl=equity - sod, day_peak=float(t.peak[row]),
+            drawdown=float(t.peak[row]) - equity,
+            by_level={str(level): int(t.levels[row, level.rank]) for level in AlertLevel},
+            by_breaker={"SAFE": int(t.accounts[row] - t.engaged[row]), "ENGAGED": int(t.engaged[row])},
+        )
+
+    def row(self, portfolio_id: str) -> int:
+        return self.portfolio_ids.index(portfolio_id)
 
     def portfolio(self, portfolio_id: str) -> Aggregate:
-        return self._total("portfolio", portfolio_id, self.members.get(portfolio_id, ()))
+        return self.aggregate(self.row(portfolio_id))
 
     def firm(self) -> Aggregate:
-        return self._total("global", FIRM, self.portfolio_of)
+        return self.aggregate(len(self.portfolio_ids))
+
+
+@dataclass(frozen=True, slots=True)
+class _Totals:
+    accounts: np.ndarray
+    gross: np.ndarray
+    equity: np.ndarray
+    sod: np.ndarray
+    peak: np.ndarray
+    net: np.ndarray  # [scope, symbol]
+    present: np.ndarray  # [scope, symbol]: some account in the scope holds the symbol
+    levels: np.ndarray  # [scope, rank]
+    engaged: np.ndarray

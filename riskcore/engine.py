@@ -215,7 +215,11 @@ class BatchedEngine(_EngineBase):
         self.a_eng_at = np.zeros(n_accounts, np.int64)
         self.a_eng_dd = np.zeros(n_accounts, np.bool_)
         self.a_day_rolled = np.zeros(n_accounts, np.bool_)
-        self.a_touched = np.zeros(n_accounts, np.bool_)  # accounts whose book lags the arrays
+        self.a_lag = np.zeros(n_accounts, np.bool_)  # accounts whose book lags the arrays
+        # Reached by an event (the kernel sets it on a tick) since the last changed-only summary.
+        self.a_changed = np.zeros(n_accounts, np.bool_)
+        position_in_config = {spec.id: i for i, spec in enumerate(config.accounts)}
+        self.config_index = np.array([position_in_config[b.id] for b in self.books], dtype=np.int32)
         limits = [b.limits for b in self.books]
         self.l_ddw = np.array([x.drawdown_warning for x in limits], dtype=np.float64).reshape(n_accounts)
         self.l_ddh = np.array([x.max_daily_drawdown for x in limits], dtype=np.float64).reshape(n_accounts)
@@ -273,6 +277,7 @@ class BatchedEngine(_EngineBase):
         self.a_eng_at[a] = breaker.engaged_at_ns
         self.a_eng_dd[a] = breaker.metric == Metric.DRAWDOWN_PCT.field
         self.a_day_rolled[a] = breaker.day_rolled
+        self.a_changed[a] = True
 
     def _unpack(self, a: int) -> None:
         book = self.books[a]
@@ -283,7 +288,7 @@ class BatchedEngine(_EngineBase):
         book.ts_ns = int(self.a_ts[a]) if self.a_has_ts[a] else None
         book.next_roll_ns = None if self.a_next_roll[a] < 0 else int(self.a_next_roll[a])
         book.breaker.day_rolled = bool(self.a_day_rolled[a])
-        self.a_touched[a] = False
+        self.a_lag[a] = False
 
     def _add_holder(self, symbol_id: int, a: int, slot: int) -> None:
         n = int(self.hold_n[symbol_id])
@@ -298,27 +303,37 @@ class BatchedEngine(_EngineBase):
 
     def sync(self) -> None:
         """Bring every account's book up to date with the arrays."""
-        for a in np.flatnonzero(self.a_touched).tolist():
+        for a in np.flatnonzero(self.a_lag).tolist():
             self._unpack(a)
 
     def states(self) -> dict[str, AccountState]:
         self.sync()
         return super().states()
 
-    def summary_columns(self) -> SummaryColumns:
-        """Every account's summary straight from the arrays: the figures ``summarize`` gives, as columns."""
-        width = self.slot_qty.shape[1]
-        held = (np.arange(width) < self.slot_n[:, None]) & (self.slot_qty != 0.0)
-        pos_account, pos_slot = np.nonzero(held)
-        qty = self.slot_qty[pos_account, pos_slot]
+    def summary_columns(self, changed_only: bool = False) -> SummaryColumns:
+        """Accounts' summaries straight from the arrays: the figures ``summarize`` gives, as columns.
+
+        ``changed_only``: only accounts an event has reached since the last such call (a tick of a symbol
+        they hold, a fill, an operator command); every other account's figures are as last reported.
+        """
+        if changed_only:
+            rows = np.flatnonzero(self.a_changed)
+            self.a_changed[:] = False
+        else:
+            rows = np.arange(len(self.books))
+        slot_n, slot_qty = self.slot_n[rows], self.slot_qty[rows]
+        held = (np.arange(slot_qty.shape[1]) < slot_n[:, None]) & (slot_qty != 0.0)
+        pos_row, pos_slot = np.nonzero(held)
+        pos_account = rows[pos_row]
+        qty = slot_qty[pos_row, pos_slot]
         symbol = self.slot_sym[pos_account, pos_slot]
         quoted = np.where(qty > 0.0, self.m_bid[symbol], self.m_ask[symbol])
         mark = np.where(self.m_has[symbol], quoted, self.slot_avg[pos_account, pos_slot])
         return SummaryColumns(
-            accounts=[b.id for b in self.books], portfolios=[b.portfolio for b in self.books],
-            equity=self.a_balance + self.a_open, sod_equity=self.a_sod.copy(), exposure=self.a_expo.copy(),
-            rank=self.a_rank.astype(np.int8), engaged=self.a_eng.copy(), ts_ns=np.where(self.a_has_ts, self.a_ts, -1),
-            symbols=self.symbol_names, pos_account=pos_account.astype(np.int32), pos_symbol=symbol.astype(np.int32),
+            index=self.config_index[rows], equity=self.a_balance[rows] + self.a_open[rows],
+            sod_equity=self.a_sod[rows], exposure=self.a_expo[rows], rank=self.a_rank[rows].astype(np.int8),
+            engaged=self.a_eng[rows], ts_ns=np.where(self.a_has_ts[rows], self.a_ts[rows], -1),
+            pos_account=pos_row.astype(np.int32), pos_symbol=symbol.astype(np.int32),
             pos_qty=qty, pos_net=qty * mark * self.slot_mult[pos_account, pos_slot],
         )
 
@@ -394,7 +409,7 @@ class BatchedEngine(_EngineBase):
             self._pack(a)
             start = end
         self._run(ticks, start, len(ticks), len(batch.fills), rolls, keyed)
-        for symbol_id in np.flatnonzero(self.m_has).tolist():
+        for symbol_id in np.unique(ticks.symbol).tolist():  # the marks the batch moved
             self.marks[symbol_id] = (float(self.m_bid[symbol_id]), float(self.m_ask[symbol_id]))
         return keyed
 
@@ -425,10 +440,11 @@ class BatchedEngine(_EngineBase):
                 self.slot_n, self.slot_sym, self.slot_qty, self.slot_avg, self.slot_mult, self.slot_upnl, self.slot_expo,
                 self.a_balance, self.a_closed, self.a_open, self.a_expo, self.a_sod, self.a_peak,
                 self.a_rank, self.a_ddr, self.a_levr, self.a_ts, self.a_has_ts, self.a_next_roll,
-                self.a_eng, self.a_cause_limit, self.a_eng_at, self.a_eng_dd, self.a_day_rolled, self.a_touched,
+                self.a_eng, self.a_cause_limit, self.a_eng_at, self.a_eng_dd, self.a_day_rolled, self.a_changed,
                 self.l_ddw, self.l_ddh, self.l_levw, self.l_levh, self.l_auto, self.l_autoreset, self.l_cool_s,
                 self.l_roll_release, rolls, self._out_i, self._out_f, 0,
             )
+            np.logical_or(self.a_lag, self.a_changed, out=self.a_lag)
             if status == kernel.NO_ROLL_BOUNDARY:  # pragma: no cover - boundaries span the whole batch
                 raise AssertionError("trading-day boundaries do not cover the batch")
             self._events(ticks, rows, fills_before, keyed)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, Mapping
 
@@ -132,6 +132,26 @@ class GateCore:
             marks=dict(view["marks"]),
             multipliers=dict(view["multipliers"]),
             bands=dict(view["price_bands"]),
+        )
+        self.received_ns = received_ns
+
+    def update_breakers(self, table: Mapping[str, Any], received_ns: int) -> None:
+        """Install a pushed breaker table (``Supervisor.breaker_table()`` form) over the current view.
+
+        Breaker states and liveness change; every other figure stays as the last whole view gave it. Accounts
+        whose state did not change keep their view object, so this costs little beyond the changed accounts.
+        """
+        snap = self._snap
+        engaged, down = set(table["engaged"]), set(table["down"])
+        accounts = dict(snap.accounts)
+        for account_id, view in snap.accounts.items():
+            now_engaged, now_up = account_id in engaged, account_id not in down
+            if view.engaged != now_engaged or view.up != now_up:
+                accounts[account_id] = replace(view, engaged=now_engaged, up=now_up)
+        self._snap = replace(
+            snap, version=table["version"], global_halt=(bool(table["global_engaged"]), snap.global_halt[1]),
+            portfolios={k: (bool(v), snap.portfolios.get(k, (False, True))[1]) for k, v in table["portfolios"].items()},
+            accounts=accounts,
         )
         self.received_ns = received_ns
 

@@ -81,7 +81,7 @@ def run_ticks(  # noqa: PLR0913 - a kernel's signature is its data layout
                     a_day_rolled[a] = True
             a_ts[a] = ts
             a_has_ts[a] = True
-            a_touched[a] = True  # its book now lags the arrays
+            a_touched[a] = True  # reached: its figures go in the next report, and its book lags the arrays
             # AccountBook.remark. Only the ticked slot's mark moved: recompute its terms, then sum every
             # slot's terms in slot order. A flat slot's terms are +0.0, which leaves a sum unchanged exactly
             # as skipping it does, so the totals are bit-identical to the reference's.

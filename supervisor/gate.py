@@ -85,7 +85,10 @@ class OrderGate:
             if reply.get("unchanged"):
                 self.core.touch(now)
             else:
-                self.core.update(reply["view"], now)
+                if "breakers" in reply:
+                    self.core.update_breakers(reply["breakers"], now)
+                else:
+                    self.core.update(reply["view"], now)
                 if self.on_update is not None:
                     self.on_update(self)
             with self._updated:

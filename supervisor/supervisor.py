@@ -37,7 +37,6 @@ class Supervisor:
         self.portfolio_breakers = {pid: Breaker(Scope.PORTFOLIO, pid) for pid in config.portfolios}
         self.account_breakers: dict[str, dict[str, Any]] = {spec.id: {"state": "SAFE", "reason": ""} for spec in config.accounts}
         self.account_index = {spec.id: i for i, spec in enumerate(config.accounts)}
-        self.limits = {spec.id: spec.limits for spec in config.accounts}
         self.shards: dict[str, Any] = {}
         self.shard_of: dict[str, str] = {}
         self.up: dict[str, bool] = {spec.id: False for spec in config.accounts}  # fail closed until registered
@@ -67,7 +66,7 @@ class Supervisor:
         self.shards = dict(shards)
         self.shard_of = {account: shard for shard, accounts in placement.items() for account in accounts}
         for columns in summaries:
-            self.aggregator.update(columns.to_summaries())
+            self.aggregator.update(columns)
         for account in self.shard_of:
             self.up[account] = True
         self._bump()
@@ -146,11 +145,8 @@ class Supervisor:
     def _apply_reports(self, reports: list[ShardReport]) -> None:
         touched: set[str] = set()
         for report in reports:
-            summaries = report.summaries.to_summaries()
-            for summary in summaries:
-                # The breaker recorded here is the newest (an operator may have acted since the batch).
-                summary.breaker = self.account_breakers[summary.account]["state"]
-            touched |= self.aggregator.update(summaries)
+            # Breaker counts come from the supervisor's own states (an operator may have acted since the batch).
+            touched |= self.aggregator.update(report.summaries)
             self.mids.update(report.mids)
         if not reports:
             return
@@ -159,11 +155,16 @@ class Supervisor:
             self.last_pos = max(self.last_pos, int(mark["pos"]))
         if "ts_ns" in mark:
             for portfolio in sorted(touched):
-                self._check_aggregate(self.aggregator.portfolio(portfolio), self.portfolio_breakers[portfolio],
+                self._check_aggregate(self.aggregator.row(portfolio), self.portfolio_breakers[portfolio],
                                       self.config.portfolios[portfolio].limits, mark)
-            self._check_aggregate(self.aggregator.firm(), self.global_breaker, self.config.firm, mark)
+            self._check_aggregate(len(self.config.portfolios), self.global_breaker, self.config.firm, mark)
 
-    def _check_aggregate(self, aggregate: Aggregate, breaker: Breaker, limits: AggregateLimits, mark: dict[str, Any]) -> None:
+    def _check_aggregate(self, row: int, breaker: Breaker, limits: AggregateLimits, mark: dict[str, Any]) -> None:
+        scope = ("portfolio", self.aggregator.portfolio_ids[row]) if row < len(self.config.portfolios) else ("global", "firm")
+        if (not breaker.engaged and not self.aggregator.may_breach(row, limits)
+                and not any(k[:2] == scope for k in self.active_breaches)):
+            return  # nothing breached, nothing to clear, nothing to release
+        aggregate = self.aggregator.aggregate(row)
         found = breaches(aggregate, limits)
         key_base = (int(mark["pos"]), len(self.account_index) + (0 if aggregate.scope == "portfolio" else 1))
         current = {(b.scope, b.id, b.metric) for b in found}
@@ -265,9 +266,7 @@ class Supervisor:
         # The breaker counts per portfolio and firm come from the summaries: keep them in step at once.
         self.account_breakers[account] = {"state": state, "reason": reason}
         self._breaker_changed = True
-        summary = self.aggregator.summaries.get(account)
-        if summary is not None:
-            summary.breaker = state
+        self.aggregator.set_engaged(account, state == "ENGAGED")
 
     def _shard(self, account: str) -> Any:
         shard = self.shard_of.get(account)
@@ -298,7 +297,12 @@ class Supervisor:
         return self._changed
 
     async def poll(self, known_version: int, timeout_s: float) -> dict[str, Any]:
-        """Long-poll: the view as soon as it is newer than ``known_version``, else a heartbeat at the timeout."""
+        """Long-poll: news as soon as the view is newer than ``known_version``, else a heartbeat at the timeout.
+
+        A gate with no view yet gets the whole view. After that a breaker or liveness change sends only the
+        breaker table (``"breakers"``: small, whatever the number of accounts), and figures (equity, exposure,
+        positions, marks) that changed meanwhile ride the next heartbeat as a whole view.
+        """
         condition = self._condition()
         if self.version <= known_version:
             async with condition:
@@ -309,23 +313,37 @@ class Supervisor:
                         return {"version": self.version, "unchanged": True}
                     self.version += 1  # the heartbeat carries the figures that changed meanwhile
                     self._positions_dirty = False
-        return {"version": self.version, "unchanged": False, "view": self.gate_view()}
+                    return {"version": self.version, "unchanged": False, "view": self.gate_view()}
+        if known_version < 0:
+            return {"version": self.version, "unchanged": False, "view": self.gate_view()}
+        return {"version": self.version, "unchanged": False, "breakers": self.breaker_table()}
+
+    def breaker_table(self) -> dict[str, Any]:
+        """Every breaker's state and every account's liveness: what a gate needs to deny at once."""
+        return {
+            "version": self.version,
+            "global_engaged": self.global_breaker.engaged,
+            "portfolios": {pid: b.engaged for pid, b in self.portfolio_breakers.items()},
+            "engaged": [a for a, b in self.account_breakers.items() if b["state"] == "ENGAGED"],
+            "down": [a for a, up in self.up.items() if not up],
+        }
 
     def gate_view(self) -> dict[str, Any]:
         if self._view_cache is not None and self._view_cache[0] == self.version:
             return self._view_cache[1]
+        agg = self.aggregator
+        equity, exposure = agg.equity.tolist(), agg.exposure.tolist()
         accounts: dict[str, Any] = {}
-        for account, index in self.account_index.items():
-            summary = self.aggregator.summaries.get(account)
-            limits = self.limits[account]
+        for index, spec in enumerate(self.config.accounts):
+            account, limits, reported = spec.id, spec.limits, bool(agg.has[index])
             accounts[account] = {
-                "portfolio": self.config.accounts[index].portfolio,
+                "portfolio": spec.portfolio,
                 "engaged": self.account_breakers[account]["state"] == "ENGAGED",
                 "reduce_only": limits.reduce_only_when_halted,
                 "up": self.up[account],
-                "equity": summary.equity if summary else self.config.accounts[index].balance,
-                "exposure": summary.exposure if summary else 0.0,
-                "positions": dict(summary.positions) if summary else {},
+                "equity": equity[index] if reported else spec.balance,
+                "exposure": exposure[index] if reported else 0.0,
+                "positions": agg.positions(account) if reported else {},
                 "max_account_leverage": limits.max_account_leverage,
                 "max_order_notional": limits.max_order_notional,
                 "max_position_notional": limits.max_position_notional,

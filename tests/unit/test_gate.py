@@ -434,3 +434,34 @@ def test_gate_when_malformed_order_while_halted_reduce_only_denies_invalid_order
     # A NaN quantity must not slip through the reduce-only test either.
     gate = make_gate(halted_view("account", reduce_only=True))
     assert gate.check(buy(math.nan), T0).reason is Reason.INVALID_ORDER
+
+
+# --------------------------------------------------------------------------- breaker tables
+
+
+def breaker_table(version: int = 2, engaged: tuple[str, ...] = (), down: tuple[str, ...] = (),
+                  global_engaged: bool = False, portfolios: dict[str, bool] | None = None) -> dict[str, Any]:
+    return {"version": version, "global_engaged": global_engaged,
+            "portfolios": {"desk": False} if portfolios is None else portfolios,
+            "engaged": list(engaged), "down": list(down)}
+
+
+def test_gate_when_breaker_table_engages_account_denies_and_keeps_figures_and_flags() -> None:
+    gate = make_gate(gate_view({"A": account_view(), "B": account_view()}))
+    gate.update_breakers(breaker_table(engaged=("A",)), T0 + 1)
+    assert gate.version == 2 and gate.received_ns == T0 + 1
+    assert gate.check(buy(10.0), T0 + 1).reason is Reason.REDUCE_ONLY  # reduce-only kept from the whole view
+    assert gate.check(buy(-50.0), T0 + 1).reason is Reason.REDUCE_ONLY_OK  # positions kept: 100 XYZ long
+    assert gate.check(buy(10.0, account="B"), T0 + 1).allowed
+    gate.update_breakers(breaker_table(version=3), T0 + 2)
+    assert gate.check(buy(10.0), T0 + 2).allowed
+
+
+def test_gate_when_breaker_table_marks_account_down_or_scope_engaged_denies() -> None:
+    gate = make_gate(gate_view(portfolios={"desk": (False, False)}, global_reduce_only=False))
+    gate.update_breakers(breaker_table(down=("A",)), T0)
+    assert gate.check(buy(), T0).reason is Reason.STALE_STATE
+    gate.update_breakers(breaker_table(version=3, portfolios={"desk": True}), T0)
+    assert gate.check(buy(), T0).reason is Reason.PORTFOLIO_HALT  # not reduce-only: the whole view said so
+    gate.update_breakers(breaker_table(version=4, global_engaged=True), T0)
+    assert gate.check(buy(-10.0), T0).reason is Reason.GLOBAL_HALT

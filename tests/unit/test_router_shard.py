@@ -478,9 +478,25 @@ def test_account_shard_when_summarising_columns_equal_per_book_summaries() -> No
         fill("A1", "EURUSD", -2_500_000, 1.0900, 4), tick("XAUUSD", 1490.0, 1490.5, 5), tick("EURUSD", 1.0950, 1.0952, 6),
     ])
     shard.engage("A2", T0 + 10 * MS, "ops", "check")
-    columns = shard.summaries().to_summaries()
+    columns = shard.summaries().to_summaries(config)
     shard.engine.sync()
     expected = [summarize(book, shard.engine.marks, shard.engine.symbol_names) for book in shard.engine.books]
     assert columns == expected
     assert columns[0].positions == {"EURUSD": -500_000.0} and columns[1].breaker == "ENGAGED"
     assert "GBPUSD" in columns[3].positions
+
+
+def test_account_shard_when_reporting_sends_only_accounts_an_event_reached() -> None:
+    config = make_config(accounts_per_actor=5)
+    shard = AccountShard(config, "shard-0000", ["A1", "A2", "A3", "A4", "A5"])
+    reports: list[ShardReport] = []
+    router = Router(config, place_accounts(config), lambda s, f: reports.append(shard.apply(f)))
+    # The first report carries every account (nothing reported yet); then only those the batch reached.
+    router.route([tick("EURUSD", 1.0900, 1.0902, 1)])
+    router.route([tick("GBPUSD", 1.2980, 1.2982, 2)])
+    router.route([tick("EURUSD", 1.0910, 1.0912, 3), fill("A4", "AUDUSD", 1_000, 0.7, 4)])
+    router.route([tick("XAUUSD", 1490.0, 1490.5, 5)])
+    reported = [[config.accounts[i].id for i in r.summaries.index.tolist()] for r in reports]
+    assert reported == [["A1", "A2", "A3", "A4", "A5"], ["A2"], ["A1", "A3", "A4"], ["A3"]]
+    # Mids of the symbols the batch quoted (AUDUSD, only traded, has no quote yet).
+    assert [set(r.mids) for r in reports][1:] == [{"GBPUSD"}, {"EURUSD"}, {"XAUUSD"}]
