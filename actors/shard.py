@@ -94,6 +94,9 @@ class AccountShard:
         self.tick_screen = TickScreen()
         self.fill_screen = FillScreen(self.account_ids, self.engine.symbol_ids)
         self.supervisor = supervisor
+        if supervisor is not None:
+            # A breaker change goes to the supervisor the moment the kernel makes it, ahead of the batch's report.
+            self.engine.on_breaker = self._publish_breaker
         self.batches = 0
         self.ticks_applied = 0
         self.fills_applied = 0
@@ -172,6 +175,9 @@ class AccountShard:
         """:meth:`apply`, answering the sender with an acknowledgement instead of the whole report."""
         report = self.apply(frame)
         return ShardAck(report.shard, report.batch, report.ticks_applied, report.fills_applied, report.refusals)
+
+    def _publish_breaker(self, event: BreakerEvent) -> None:
+        self.supervisor.breaker_now.remote(event.id, event.state, event.reason)
 
     def _send(self, report: ShardReport) -> None:
         if self.supervisor is not None:

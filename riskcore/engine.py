@@ -11,7 +11,7 @@ packed into arrays, and applies fills through the same ``AccountBook`` code.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -233,6 +233,9 @@ class BatchedEngine(_EngineBase):
         self.m_ask = np.zeros(n_symbols)
         self.m_has = np.zeros(n_symbols, np.bool_)
         self.index_of = {book.id: index for index, book in enumerate(self.books)}
+        # Called with each account breaker change the moment a batch makes it (the kernel stops after the
+        # tick that engaged one), before the rest of the batch: a halt need not wait for the batch to end.
+        self.on_breaker: Callable[[BreakerEvent], None] | None = None
         self._out_i = np.zeros((4096, kernel.OUT_INT_COLS), np.int64)
         self._out_f = np.zeros((4096, kernel.OUT_FLOAT_COLS))
         for index in range(n_accounts):
@@ -376,7 +379,7 @@ class BatchedEngine(_EngineBase):
             *(one_f.copy() for _ in range(6)), *(one_i.copy() for _ in range(3)), one_i.copy(), one_b.copy(),
             one_i.copy(), one_b.copy(), one_b.copy(), one_i.copy(), one_b.copy(), one_b.copy(), one_b.copy(),
             *(one_f.copy() for _ in range(4)), one_b.copy(), one_b.copy(), one_f.copy(), one_b.copy(),
-            one_i.copy(), np.zeros((4, kernel.OUT_INT_COLS), np.int64), np.zeros((4, kernel.OUT_FLOAT_COLS)), 0,
+            one_i.copy(), np.zeros((4, kernel.OUT_INT_COLS), np.int64), np.zeros((4, kernel.OUT_FLOAT_COLS)), 0, False,
         )
 
     # ------------------------------------------------------------------ batches
@@ -406,6 +409,8 @@ class BatchedEngine(_EngineBase):
             }
             for order, event in enumerate(book.on_fill(fill, symbol_id, marks)):
                 keyed.append((end + j, a, order, event))
+                if self.on_breaker is not None and isinstance(event, BreakerEvent):
+                    self.on_breaker(event)
             self._pack(a)
             start = end
         self._run(ticks, start, len(ticks), len(batch.fills), rolls, keyed)
@@ -442,7 +447,7 @@ class BatchedEngine(_EngineBase):
                 self.a_rank, self.a_ddr, self.a_levr, self.a_ts, self.a_has_ts, self.a_next_roll,
                 self.a_eng, self.a_cause_limit, self.a_eng_at, self.a_eng_dd, self.a_day_rolled, self.a_changed,
                 self.l_ddw, self.l_ddh, self.l_levw, self.l_levh, self.l_auto, self.l_autoreset, self.l_cool_s,
-                self.l_roll_release, rolls, self._out_i, self._out_f, 0,
+                self.l_roll_release, rolls, self._out_i, self._out_f, 0, self.on_breaker is not None,
             )
             np.logical_or(self.a_lag, self.a_changed, out=self.a_lag)
             if status == kernel.NO_ROLL_BOUNDARY:  # pragma: no cover - boundaries span the whole batch
@@ -480,6 +485,8 @@ class BatchedEngine(_EngineBase):
             order = order_at.get((i, a), 0)
             order_at[(i, a)] = order + 1
             keyed.append((i + fills_before, a, order, event))
+            if self.on_breaker is not None and isinstance(event, BreakerEvent):
+                self.on_breaker(event)
 
 
 __all__ = ["BatchedEngine", "EventBatch", "Metric", "ReferenceEngine", "TickColumns"]

@@ -29,6 +29,7 @@ OUT_FLOAT_COLS = 2  # dd_pct, leverage
 DONE = 0
 OUT_FULL = 1
 NO_ROLL_BOUNDARY = 2
+ENGAGED = 3  # stopped after a tick that engaged a breaker, so the caller can publish it before going on
 
 
 @njit(cache=True, nogil=True)
@@ -41,12 +42,13 @@ def run_ticks(  # noqa: PLR0913 - a kernel's signature is its data layout
     a_eng, a_cause_limit, a_eng_at, a_eng_dd, a_day_rolled, a_touched,
     l_ddw, l_ddh, l_levw, l_levh, l_auto, l_autoreset, l_cool_s, l_roll_release,
     rolls,
-    out_i, out_f, n_out,
+    out_i, out_f, n_out, stop_on_engage,
 ):
     """Apply ticks ``[start, end)``; return ``(status, next tick, rows written)``.
 
     Stops early (status OUT_FULL) before a tick whose events might not fit, so the caller can drain
-    the rows and call again from the returned tick.
+    the rows and call again from the returned tick; with ``stop_on_engage``, also (status ENGAGED) after
+    a tick that engaged a breaker, once every holder has had that tick.
     """
     cap = out_i.shape[0]
     i = start
@@ -60,6 +62,7 @@ def run_ticks(  # noqa: PLR0913 - a kernel's signature is its data layout
         m_ask[s] = t_ask[i]
         m_has[s] = True
         ts = t_ts[i]
+        engaged_here = False
         for h in range(holders):
             a = hold_acc[s, h]
             # Trading-day roll at the first event at or after the boundary (AccountBook.begin_event).
@@ -157,5 +160,8 @@ def run_ticks(  # noqa: PLR0913 - a kernel's signature is its data layout
                 out_f[n_out, 0] = dd_pct
                 out_f[n_out, 1] = lev
                 n_out += 1
+                engaged_here = True
         i += 1
+        if engaged_here and stop_on_engage:
+            return ENGAGED, i, n_out
     return DONE, end, n_out

@@ -121,6 +121,13 @@ class Supervisor:
             self._positions_dirty = True
             self._notify()  # wakes wait_reports; gates keep waiting for a new version
 
+    async def breaker_now(self, account: str, state: str, reason: str) -> None:
+        """An account breaker changed inside a batch: tell the gates now; the batch's report records it."""
+        self._set_account_breaker(account, state, reason)
+        if self._breaker_changed:
+            self._breaker_changed = False
+            self._bump()
+
     def _apply_complete_batches(self) -> None:
         while True:
             targets = self.targets_of.get(self.next_batch)
@@ -264,6 +271,8 @@ class Supervisor:
 
     def _set_account_breaker(self, account: str, state: str, reason: str) -> None:
         # The breaker counts per portfolio and firm come from the summaries: keep them in step at once.
+        if self.account_breakers[account] == {"state": state, "reason": reason}:
+            return  # already known (published mid-batch, now in the report)
         self.account_breakers[account] = {"state": state, "reason": reason}
         self._breaker_changed = True
         self.aggregator.set_engaged(account, state == "ENGAGED")

@@ -281,11 +281,12 @@ class Scenario:
     events: list[Tick | Fill]
     batches: list[tuple[int, int]]  # [start, end) into events
     operator: list[OperatorStep]
+    publish: bool = False  # the batched engine publishes breaker changes mid-batch, as account shards run it
 
     def __repr__(self) -> str:
         # Printed by Hypothesis for a falsifying example: short enough to read, exact enough to replay.
         lines = [f"config: {self.raw_config}", f"batch sizes: {[end - start for start, end in self.batches]}"]
-        lines += [f"operator: {step}" for step in self.operator]
+        lines += [f"operator: {step}" for step in self.operator] + [f"publish: {self.publish}"]
         lines += [describe(event) for event in self.events]
         return "\n".join(lines)
 
@@ -315,7 +316,7 @@ def scenarios(draw: st.DrawFn) -> Scenario:
         size = draw(st.integers(1, min(max_batch, n - start)))
         batches.append((start, start + size))
         start += size
-    return Scenario(raw, config, events, batches, draw(operator_steps))
+    return Scenario(raw, config, events, batches, draw(operator_steps), draw(st.booleans()))
 
 
 # --------------------------------------------------------------------------- running both engines
@@ -331,6 +332,9 @@ def run_both(scenario: Scenario) -> list[Event]:
     symbol_ids = config.symbol_ids()
     reference = ReferenceEngine(config)
     batched = BatchedEngine(config)
+    published: list[Event] = []
+    if scenario.publish:
+        batched.on_breaker = published.append
     operator_after: dict[int, list[OperatorStep]] = {}
     for step in scenario.operator:
         operator_after.setdefault(step.after_batch % len(scenario.batches), []).append(step)
@@ -341,6 +345,10 @@ def run_both(scenario: Scenario) -> list[Event]:
         expected = reference.apply(EventBatch.from_events(chunk, symbol_ids))
         actual = batched.apply(EventBatch.from_events(chunk, symbol_ids))
         assert actual == expected, f"events differ in batch {number} (events {start}..{end})"
+        if scenario.publish:
+            # Every breaker change was published during the batch, in the order the batch made them.
+            assert published == [e for e in actual if isinstance(e, BreakerEvent)], f"published in batch {number}"
+            published.clear()
         assert batched.states() == reference.states(), f"states differ after batch {number} (events {start}..{end})"
         assert breakers(batched) == breakers(reference), f"breakers differ after batch {number}"
         all_events.extend(expected)

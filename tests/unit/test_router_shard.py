@@ -500,3 +500,28 @@ def test_account_shard_when_reporting_sends_only_accounts_an_event_reached() -> 
     assert reported == [["A1", "A2", "A3", "A4", "A5"], ["A2"], ["A1", "A3", "A4"], ["A3"]]
     # Mids of the symbols the batch quoted (AUDUSD, only traded, has no quote yet).
     assert [set(r.mids) for r in reports][1:] == [{"GBPUSD"}, {"EURUSD"}, {"XAUUSD"}]
+
+
+def test_account_shard_when_tick_engages_breaker_publishes_it_before_applying_later_ticks() -> None:
+    config = make_config(accounts_per_actor=5)
+    calls: list[tuple[str, Any]] = []
+
+    class Remote:
+        def __init__(self, name: str, probe: Any = None) -> None:
+            self.name, self.probe = name, probe
+
+        def remote(self, *args: Any) -> None:
+            calls.append((self.name, args if self.probe is None else (*args, self.probe())))
+
+    class Supervisor:
+        report = Remote("report")
+        breaker_now = Remote("breaker_now", lambda: float(shard.engine.m_bid[0]))  # EURUSD's bid right now
+
+    shard = AccountShard(config, "shard-0000", ["A1", "A2", "A3", "A4", "A5"], Supervisor())
+    router = Router(config, place_accounts(config), lambda s, f: shard.apply(f))
+    # A1: 2,000,000 EURUSD long from 1.10 on 1,000,000: a fall to 1.085 is a 3 % drawdown (CRITICAL).
+    router.route([tick("EURUSD", 1.0990, 1.0992, 1), tick("EURUSD", 1.0850, 1.0852, 2),
+                  tick("EURUSD", 1.0800, 1.0802, 3), tick("EURUSD", 1.0700, 1.0702, 4)])
+    assert [name for name, _ in calls] == ["breaker_now", "report"]
+    assert calls[0][1] == ("A1", "ENGAGED", calls[0][1][2], 1.0850)  # published at the tick that engaged it
+    assert calls[0][1][2].startswith("drawdown_pct")
