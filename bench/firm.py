@@ -32,7 +32,7 @@ from riskcore.events import Tick
 from riskcore.gate import GateCore, Order
 from riskmon.loadgen import LoadGenerator, firm_config
 from riskmon.stress import run_stress
-from supervisor.system import RiskSystem
+from supervisor.system import RiskSystem, init_ray
 
 FULL = {"firm_ticks": 1_000_000, "firm10_ticks": 300_000, "naive_ticks": 4_000, "latency_ticks": 1_500_000,
         "breach_every": 5_000, "scaling_ticks": 400_000, "gate_checks": 200_000, "scaling": (100, 1000, 10000)}
@@ -42,10 +42,10 @@ QUICK = {"firm_ticks": 100_000, "firm10_ticks": 30_000, "naive_ticks": 400, "lat
 SMOKE = {"firm_ticks": 5_000, "firm10_ticks": 2_000, "naive_ticks": 50, "latency_ticks": 5_000,
          "breach_every": 1_000, "scaling_ticks": 2_000, "gate_checks": 1_000, "scaling": (20, 40, 80)}
 CHUNK = 16_384
-# The latency run's batch: the smallest tried (1,000 / 4,096 / 8,192 ticks) at which the system keeps pace
-# with a 100,000 ticks/s feed on this machine. With smaller batches the per-batch cost outruns the feed, the
-# queue grows without bound and "latency" measures the queue (BENCHMARKS.md).
-LATENCY_CHUNK = 8_192
+# The latency run's batch. Smaller batches wait less to be cut and reach the breaching tick sooner, but each
+# costs a Ray call and a report; of 1,024 / 2,048 / 4,096 / 8,192 ticks, 2,048 gave the lowest p50 on this
+# machine at 100,000 ticks/s (BENCHMARKS.md).
+LATENCY_CHUNK = 2_048
 
 
 def rss_mb(pids: list[int]) -> float:
@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     size = SMOKE if args.smoke else QUICK if args.quick else FULL
     started = time.monotonic()
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", namespace="riskmon")
+    init_ray(num_cpus=2)  # as `riskmon` starts it: the same Ray options, actors at normal priority
     out: dict[str, Any] = {"quick": args.quick, "smoke": args.smoke, "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                                                             "ray": ray.__version__}}
     try:

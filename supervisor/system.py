@@ -32,6 +32,10 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
     if ray.is_initialized():
         return False
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    # Ray starts worker processes at nice 15, below the driver. riskmon's actors are the risk path: a halt
+    # must not queue behind whatever else the machine runs (a feed handler, a load generator), so they run
+    # at normal priority. On a cluster the same variable goes on `ray start` (cluster.yaml).
+    os.environ.setdefault("RAY_worker_niceness", "0")
     kwargs: dict[str, Any] = {"namespace": NAMESPACE, "include_dashboard": False, "logging_level": "ERROR",
                               "log_to_driver": True}
     if address:
