@@ -9,6 +9,7 @@ they arrive, and inside a batch the engine applies events in arrival order.
 from __future__ import annotations
 
 import bisect
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +24,7 @@ from riskcore.ingest import FillScreen, Refusal, TickScreen
 from riskcore.wire import BatchFrame, decode
 
 KeyedEvent = tuple[int, int, int, AlertEvent | BreakerEvent]
+HALTS_GROUP = "halts"  # the Ray concurrency group watch_halts runs in (supervisor.deploy)
 
 
 @dataclass(slots=True)
@@ -94,9 +96,12 @@ class AccountShard:
         self.tick_screen = TickScreen()
         self.fill_screen = FillScreen(self.account_ids, self.engine.symbol_ids)
         self.supervisor = supervisor
-        if supervisor is not None:
-            # A breaker change goes to the supervisor the moment the kernel makes it, ahead of the batch's report.
-            self.engine.on_breaker = self._publish_breaker
+        # A breaker change goes out the moment the kernel makes it, ahead of the batch's report: to the
+        # supervisor, and to gates watching this shard (watch_halts).
+        self.engine.on_breaker = self._publish_breaker
+        self._halts_changed = threading.Condition()
+        self.halts_version = 0
+        self.halted = {book.id for book in self.engine.books if book.breaker.engaged}
         self.batches = 0
         self.ticks_applied = 0
         self.fills_applied = 0
@@ -177,7 +182,29 @@ class AccountShard:
         return ShardAck(report.shard, report.batch, report.ticks_applied, report.fills_applied, report.refusals)
 
     def _publish_breaker(self, event: BreakerEvent) -> None:
-        self.supervisor.breaker_now.remote(event.id, event.state, event.reason)
+        self._note_halt(event.id, event.state == "ENGAGED")
+        if self.supervisor is not None:
+            self.supervisor.breaker_now.remote(event.id, event.state, event.reason)
+
+    def _note_halt(self, account: str, engaged: bool) -> None:
+        with self._halts_changed:
+            if engaged:
+                self.halted.add(account)
+            else:
+                self.halted.discard(account)
+            self.halts_version += 1
+            self._halts_changed.notify_all()
+
+    def watch_halts(self, known_version: int, timeout_s: float) -> tuple[int, list[str]]:
+        """Long-poll for gates: this shard's engaged account breakers once newer than ``known_version``.
+
+        Runs on its own threads (concurrency group ``HALTS_GROUP``, see ``supervisor.deploy``) beside the batch being
+        applied, which wakes it from inside the batch. Only ever adds denials to a gate: releases, portfolio
+        and global breakers and liveness come from the supervisor's view.
+        """
+        with self._halts_changed:
+            self._halts_changed.wait_for(lambda: self.halts_version > known_version, timeout_s)
+            return self.halts_version, sorted(self.halted)
 
     def _send(self, report: ShardReport) -> None:
         if self.supervisor is not None:
@@ -199,10 +226,15 @@ class AccountShard:
         return {account: state.to_dict() for account, state in self.engine.states().items()}
 
     def engage(self, account: str, now_ns: int, operator: str, reason: str) -> BreakerEvent:
-        return self.engine.engage(account, now_ns, operator, reason)
+        event = self.engine.engage(account, now_ns, operator, reason)
+        self._note_halt(account, True)
+        return event
 
     def reset(self, account: str, now_ns: int, operator: str, reason: str) -> tuple[BreakerEvent | None, str | None]:
-        return self.engine.reset(account, now_ns, operator, reason)
+        event, refusal = self.engine.reset(account, now_ns, operator, reason)
+        if event is not None:
+            self._note_halt(account, False)
+        return event, refusal
 
     def stats(self) -> dict[str, Any]:
         return {

@@ -106,6 +106,8 @@ class GateCore:
         self.max_staleness_ns = max_staleness_ns
         self.received_ns: int | None = None
         self._snap = _EMPTY
+        # Accounts whose shard said their breaker engaged (sooner than the supervisor's view can): deny-only.
+        self.shard_halts: frozenset[str] = frozenset()
 
     @property
     def version(self) -> int:
@@ -155,12 +157,17 @@ class GateCore:
         )
         self.received_ns = received_ns
 
+    def set_shard_halts(self, accounts: frozenset[str]) -> None:
+        """Install the engaged accounts the shards reported. Staleness does not apply: they only deny."""
+        self.shard_halts = accounts
+
     def halted_accounts(self) -> list[tuple[str, str, float]]:
         """Accounts whose own breaker is engaged, each with a symbol and a quantity that would add risk."""
         snap = self._snap
         out = []
+        shard_halts = self.shard_halts
         for account_id, view in snap.accounts.items():
-            if view.engaged:
+            if view.engaged or account_id in shard_halts:
                 symbol, position = next(iter(view.positions.items()), (next(iter(snap.multipliers), ""), 0.0))
                 out.append((account_id, symbol, 1.0 if position >= 0.0 else -1.0))
         return out
@@ -198,7 +205,7 @@ class GateCore:
         portfolio = snap.portfolios.get(account.portfolio)
         if portfolio is not None and portfolio[0]:
             halts.append((Reason.PORTFOLIO_HALT, portfolio[1], f"portfolio {account.portfolio} breaker engaged"))
-        if account.engaged:
+        if account.engaged or order.account in self.shard_halts:
             halts.append((Reason.ACCOUNT_HALT, account.reduce_only, f"account {order.account} breaker engaged"))
         halt = halts[0] if halts else None
         if halts:

@@ -13,13 +13,16 @@ from typing import Any
 
 import ray
 
-from actors.shard import AccountShard
+from actors.shard import HALTS_GROUP, AccountShard
 from riskcore.config import RiskConfig
 from supervisor.gate import GateProbe
 from supervisor.supervisor import Supervisor
 
 NAMESPACE = "riskmon"
 SUPERVISOR_NAME = "riskmon-supervisor"
+# Threads per shard for gates' halt watches (AccountShard.watch_halts), beside the one applying batches. Each
+# watching gate holds one; a gate beyond this many still gets every halt from the supervisor's view.
+HALT_WATCHERS = 32
 
 
 def supervisor_options(name: str) -> dict[str, Any]:
@@ -43,13 +46,17 @@ def shard_options(config: RiskConfig, name: str) -> dict[str, Any]:
     }
 
 
+
 def create_supervisor(config: RiskConfig, name: str = SUPERVISOR_NAME) -> Any:
     return ray.remote(Supervisor).options(**supervisor_options(name)).remote(config)
 
 
 def create_shard(config: RiskConfig, system_name: str, shard_id: str, accounts: list[str], supervisor: Any) -> Any:
     name = f"{system_name}-{shard_id}"
-    return ray.remote(AccountShard).options(**shard_options(config, name)).remote(config, shard_id, accounts, supervisor)
+    # Batches run one at a time, in arrival order (the default group, one thread); halt watches run beside them.
+    # (Ray takes concurrency groups in ray.remote only, not in .options().)
+    remote = ray.remote(concurrency_groups={HALTS_GROUP: HALT_WATCHERS})(AccountShard)
+    return remote.options(**shard_options(config, name)).remote(config, shard_id, accounts, supervisor)
 
 
 def get_supervisor(name: str = SUPERVISOR_NAME) -> Any:

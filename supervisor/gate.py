@@ -2,7 +2,10 @@
 
 A background thread long-polls the supervisor for the versioned breaker view;
 :meth:`OrderGate.check` reads only that local copy (no remote call per order)
-and fails closed when the copy is older than ``gate.max_staleness_ms``.
+and fails closed when the copy is older than ``gate.max_staleness_ms``. A
+second thread long-polls every account shard for the account breakers it has
+engaged, so a halt reaches the gate straight from the shard, without waiting for
+the supervisor; those can only add denials.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from typing import Any, Callable
 
 import ray
 
+from actors.shard import HALTS_GROUP
 from riskcore.config import GateConfig
 from riskcore.gate import Decision, GateCore, Order
 
@@ -37,6 +41,8 @@ class OrderGate:
         self._updated = threading.Condition()
         self._thread = threading.Thread(target=self._run, name="riskmon-gate-poll", daemon=True)
         self._thread.start()
+        self._shard_thread = threading.Thread(target=self._watch_shards, name="riskmon-gate-halts", daemon=True)
+        self._shard_thread.start()
 
     def check(self, order: Order) -> Decision:
         """Allow or deny one order, in microseconds, from the local view."""
@@ -60,6 +66,7 @@ class OrderGate:
     def close(self) -> None:
         self._stop.set()
         self._thread.join(timeout=self.poll_timeout_s + 5)
+        self._shard_thread.join(timeout=self.poll_timeout_s + 5)
 
     def __enter__(self) -> "OrderGate":
         return self
@@ -94,6 +101,44 @@ class OrderGate:
             with self._updated:
                 self._updated.notify_all()
 
+    def _watch_shards(self) -> None:
+        """Long-poll every shard's engaged accounts (one watch outstanding per shard) into the core."""
+        shards: dict[str, Any] = {}
+        while not shards and not self._stop.is_set():
+            try:
+                shards = ray.get(self.supervisor.shard_handles.remote(), timeout=self.poll_timeout_s + 5.0)
+            except Exception:
+                self.errors += 1
+                self._stop.wait(self.poll_timeout_s)
+        versions = {shard: -1 for shard in shards}
+        halted: dict[str, frozenset[str]] = {}
+        pending: dict[Any, str] = {}
+        while not self._stop.is_set():
+            for shard, handle in shards.items():
+                if shard not in pending.values() and versions[shard] is not None:
+                    watch = handle.watch_halts.options(concurrency_group=HALTS_GROUP)
+                    pending[watch.remote(versions[shard], self.poll_timeout_s)] = shard
+            if not pending:
+                self._stop.wait(self.poll_timeout_s)
+                continue
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=self.poll_timeout_s + 5.0)
+            for ref in ready:
+                shard = pending.pop(ref)
+                try:
+                    versions[shard], accounts = ray.get(ref)
+                except Exception:
+                    # A dead shard: its last halts stay (deny-only); the supervisor marks its accounts down.
+                    self.errors += 1
+                    versions[shard] = None
+                    continue
+                if halted.get(shard) != frozenset(accounts):
+                    halted[shard] = frozenset(accounts)
+                    self.core.set_shard_halts(frozenset().union(*halted.values()))
+                    if self.on_update is not None:
+                        self.on_update(self)
+                    with self._updated:
+                        self._updated.notify_all()
+
 
 class GateProbe:
     """An order gate in a process of its own that notes when it first denies each halted account.
@@ -110,7 +155,7 @@ class GateProbe:
     def _on_update(self, gate: OrderGate) -> None:
         for account, symbol, qty in gate.core.halted_accounts():
             if account not in self.first_denied and not gate.check(Order(account, symbol, qty, 1.0)).allowed:
-                self.first_denied[account] = time.monotonic_ns()
+                self.first_denied.setdefault(account, time.monotonic_ns())  # two threads may both see it
 
     def denials(self) -> dict[str, int]:
         return dict(self.first_denied)

@@ -327,6 +327,10 @@ class Supervisor:
             return {"version": self.version, "unchanged": False, "view": self.gate_view()}
         return {"version": self.version, "unchanged": False, "breakers": self.breaker_table()}
 
+    def shard_handles(self) -> dict[str, Any]:
+        """Every account shard's actor handle (gates watch them for halts)."""
+        return dict(self.shards)
+
     def breaker_table(self) -> dict[str, Any]:
         """Every breaker's state and every account's liveness: what a gate needs to deny at once."""
         return {

@@ -26,6 +26,11 @@ from riskcore.ingest import Refusal
 from supervisor.deploy import NAMESPACE, SUPERVISOR_NAME, create_shard, create_supervisor
 from supervisor.gate import OrderGate
 
+# A frame smaller than this travels inside the actor call itself (Ray inlines small arguments); a larger one
+# is put in the object store once and shared by reference between the shards it goes to. A put and the
+# shards' fetches cost milliseconds of inter-process round trips that a small frame does not need.
+INLINE_FRAME_BYTES = 96 * 1024
+
 
 def init_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
     """Start an embedded Ray (or attach to ``address``); True if this call started it."""
@@ -57,7 +62,7 @@ class RiskSystem:
         self.owns_ray = owns_ray
         # Shards send their figures to the supervisor; the sender only needs an acknowledgement back.
         self.router = Router(config, placement, send=lambda shard, ref: shards[shard].apply_and_ack.remote(ref),
-                             put=ray.put)
+                             put=lambda frame: frame if len(frame) < INLINE_FRAME_BYTES else ray.put(frame))
         self._in_flight: list[Any] = []
         # Coalescing: events wait here until max_ticks of them or max_delay_ms since the first.
         self._lock = threading.RLock()

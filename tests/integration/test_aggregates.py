@@ -254,6 +254,8 @@ def test_portfolio_breaker_when_daily_loss_breached_engages_only_that_portfolio(
     assert gate.check(order("b2", qty=-1_000.0)).reason is Reason.REDUCE_ONLY_OK
     b2 = breaker_events(system, "account", "b2")
     assert [(e["state"], e["cause"], e["tick_seq"]) for e in b2] == [("ENGAGED", "limit", batch[0].seq)]
+    # The halt also reached the gate straight from b2's shard (its deny-only channel), not only via the view.
+    assert gate.wait_for(lambda g: g.core.shard_halts == {"b2"}, GATE_TIMEOUT_S), gate.core.shard_halts
 
 
 def test_portfolio_reset_when_in_cooldown_or_still_breached_refused_then_accepted_after_recovery(

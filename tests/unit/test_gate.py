@@ -465,3 +465,14 @@ def test_gate_when_breaker_table_marks_account_down_or_scope_engaged_denies() ->
     assert gate.check(buy(), T0).reason is Reason.PORTFOLIO_HALT  # not reduce-only: the whole view said so
     gate.update_breakers(breaker_table(version=4, global_engaged=True), T0)
     assert gate.check(buy(-10.0), T0).reason is Reason.GLOBAL_HALT
+
+
+def test_gate_when_shard_reports_account_halted_denies_before_the_view_knows() -> None:
+    gate = make_gate(gate_view({"A": account_view(), "B": account_view()}))
+    gate.set_shard_halts(frozenset({"A"}))
+    assert gate.check(buy(10.0), T0).reason is Reason.REDUCE_ONLY
+    assert gate.check(buy(-10.0), T0).reason is Reason.REDUCE_ONLY_OK
+    assert gate.check(buy(10.0, account="B"), T0).allowed
+    assert [a for a, *_ in gate.halted_accounts()] == ["A"]
+    gate.set_shard_halts(frozenset())
+    assert gate.check(buy(10.0), T0).allowed
