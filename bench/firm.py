@@ -9,6 +9,8 @@ Prints one JSON document:
   through the naive design (one actor per account, one actor call per tick per account; bench/naive.py);
 - ``breach_to_deny_ms``: from the batch holding a breaching fill entering the system to an order gate in
   another process denying that account, while firm-1k is fed at 100,000 ticks/s;
+- ``breach_path_floor``: the two Ray hops a breach crosses (a batch to a shard, a shard's halt back to a
+  gate's long-poll), measured alone on an idle system: the floor under ``breach_to_deny_ms``;
 - ``gate_check_us``: ``OrderGate.check`` in process, per call;
 - ``scaling``: 100, 1,000 and 10,000 accounts at the same fan-out (symbols grow with accounts, so a tick
   reaches ~90 accounts at every size): ticks/s and the resident memory of every riskmon process.
@@ -21,6 +23,7 @@ import json
 import os
 import platform
 import sys
+import threading
 import time
 from typing import Any
 
@@ -35,12 +38,12 @@ from riskmon.stress import run_stress
 from supervisor.system import RiskSystem, init_ray
 
 FULL = {"firm_ticks": 1_000_000, "firm10_ticks": 300_000, "naive_ticks": 4_000, "latency_ticks": 1_500_000,
-        "breach_every": 5_000, "scaling_ticks": 400_000, "gate_checks": 200_000, "scaling": (100, 1000, 10000)}
+        "breach_every": 5_000, "scaling_ticks": 400_000, "gate_checks": 200_000, "floor_calls": 300, "scaling": (100, 1000, 10000)}
 QUICK = {"firm_ticks": 100_000, "firm10_ticks": 30_000, "naive_ticks": 400, "latency_ticks": 200_000,
-         "breach_every": 2_000, "scaling_ticks": 40_000, "gate_checks": 20_000, "scaling": (100, 1000, 10000)}
+         "breach_every": 2_000, "scaling_ticks": 40_000, "gate_checks": 20_000, "floor_calls": 100, "scaling": (100, 1000, 10000)}
 # For the test suite: every code path, tiny sizes (the figures mean nothing).
 SMOKE = {"firm_ticks": 5_000, "firm10_ticks": 2_000, "naive_ticks": 50, "latency_ticks": 5_000,
-         "breach_every": 1_000, "scaling_ticks": 2_000, "gate_checks": 1_000, "scaling": (20, 40, 80)}
+         "breach_every": 1_000, "scaling_ticks": 2_000, "gate_checks": 1_000, "floor_calls": 5, "scaling": (20, 40, 80)}
 CHUNK = 16_384
 # The latency run's batch. Smaller batches wait less to be cut and reach the breaching tick sooner, but each
 # costs a Ray call and a report; of 1,024 / 2,048 / 4,096 / 8,192 ticks, 2,048 gave the lowest p50 on this
@@ -134,6 +137,73 @@ def gate_run(checks: int) -> dict[str, Any]:
             "timer_overhead_us": round(overhead / 1000, 3), "allowed_fraction": round(allowed / checks, 3)}
 
 
+class _Target:
+    """An actor that notes when a call arrives and wakes its watchers (the shard's two hops, doing nothing else)."""
+
+    def __init__(self) -> None:
+        self.changed = threading.Condition()
+        self.version = 0
+        self.fired_ns = 0
+
+    def arrive(self, frame: bytes) -> int:
+        arrived = time.monotonic_ns()
+        with self.changed:
+            self.version += 1
+            self.fired_ns = arrived
+            self.changed.notify_all()
+        return arrived
+
+    def watch(self, known: int) -> tuple[int, int]:
+        with self.changed:
+            self.changed.wait_for(lambda: self.version > known, 5.0)
+            return self.version, self.fired_ns
+
+
+class _Watcher:
+    """An actor in its own process that long-polls a _Target, as an order gate long-polls a shard."""
+
+    def __init__(self, target: Any) -> None:
+        self.target = target
+        self.delays: list[int] = []
+        threading.Thread(target=self._loop, daemon=True).start()
+
+    def _loop(self) -> None:
+        version = 0
+        while True:
+            version, fired = ray.get(self.target.watch.options(concurrency_group="watch").remote(version))
+            self.delays.append(time.monotonic_ns() - fired)
+
+    def delays_ns(self) -> list[int]:
+        return list(self.delays)
+
+
+def ray_floor_run(calls: int) -> dict[str, Any]:
+    """The breach path's two Ray hops with no work and no load: the floor under breach-to-deny latency.
+
+    One-way: a call carrying a 2,048-tick batch frame (as the router sends) from the driver to an actor.
+    Watch return: an actor wakes a long-poll that another process holds on it (as a shard wakes a gate).
+    """
+    target = ray.remote(concurrency_groups={"watch": 2})(_Target).options(num_cpus=0).remote()
+    watcher = ray.remote(_Watcher).options(num_cpus=0, max_concurrency=2).remote(target)
+    ray.get(watcher.delays_ns.remote())
+    frame = bytes(2048 * 40)
+    one_way = []
+    for _ in range(calls):
+        sent = time.monotonic_ns()
+        one_way.append(ray.get(target.arrive.remote(frame)) - sent)
+        time.sleep(0.005)
+    time.sleep(0.2)
+    back = ray.get(watcher.delays_ns.remote())
+    ray.kill(watcher)
+    ray.kill(target)
+
+    def ms(values: list[int]) -> dict[str, float]:
+        return {"p50": round(float(np.percentile(values, 50)) / 1e6, 3), "p99": round(float(np.percentile(values, 99)) / 1e6, 3)}
+
+    return {"call_one_way_ms": ms(one_way), "watch_return_ms": ms(back),
+            "two_hops_p50_ms": round((float(np.percentile(one_way, 50)) + float(np.percentile(back, 50))) / 1e6, 3)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.firm", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a reduced run, under a minute")
@@ -166,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         out["breach_to_deny_rate_ticks_per_s"] = latency["ticks_per_s"]
         out["breach_to_deny_undenied"] = len(latency["undenied_breaches"])
 
+        out["breach_path_floor"] = ray_floor_run(size["floor_calls"])
         out["gate_check_us"] = gate_run(size["gate_checks"])
 
         scaling = []

@@ -37,5 +37,7 @@ def test_bench_firm_when_smoke_sized_prints_every_key() -> None:
         assert isinstance(result[key], int) and result[key] > 0, key
     assert set(result["breach_to_deny_ms"]) >= {"p50", "p99", "max"} and result["breach_to_deny_ms"]["count"] > 0
     assert set(result["gate_check_us"]) >= {"p50", "p99"}
+    floor = result["breach_path_floor"]
+    assert floor["call_one_way_ms"]["p50"] > 0 and floor["watch_return_ms"]["p50"] > 0
     assert [row["accounts"] for row in result["scaling"]] == [20, 40, 80]
     assert all(row["ticks_per_s"] > 0 and row["rss_mb"] > 0 for row in result["scaling"])
