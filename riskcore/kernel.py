@@ -58,30 +58,29 @@ def run_ticks(  # noqa: PLR0913 - a kernel's signature is its data layout
         # Worst case a tick writes two rows per holder (an alert and a breaker change).
         if n_out + 2 * holders > cap:
             return OUT_FULL, i, n_out
-        m_bid[s] = t_bid[i]
-        m_ask[s] = t_ask[i]
+        bid = t_bid[i]
+        ask = t_ask[i]
+        m_bid[s] = bid
+        m_ask[s] = ask
         m_has[s] = True
         ts = t_ts[i]
         engaged_here = False
         for h in range(holders):
             a = hold_acc[s, h]
             # Trading-day roll at the first event at or after the boundary (AccountBook.begin_event).
-            if a_next_roll[a] < 0:
+            next_roll = a_next_roll[a]
+            if next_roll < 0 or ts >= next_roll:
+                if next_roll >= 0:
+                    equity = a_balance[a] + a_open[a]
+                    a_sod[a] = equity
+                    a_peak[a] = equity
+                    a_closed[a] = 0.0
+                    if a_eng[a]:
+                        a_day_rolled[a] = True
                 k = np.searchsorted(rolls, ts, side="right")
                 if k >= rolls.shape[0]:
                     return NO_ROLL_BOUNDARY, i, n_out
                 a_next_roll[a] = rolls[k]
-            elif ts >= a_next_roll[a]:
-                equity = a_balance[a] + a_open[a]
-                a_sod[a] = equity
-                a_peak[a] = equity
-                a_closed[a] = 0.0
-                k = np.searchsorted(rolls, ts, side="right")
-                if k >= rolls.shape[0]:
-                    return NO_ROLL_BOUNDARY, i, n_out
-                a_next_roll[a] = rolls[k]
-                if a_eng[a]:
-                    a_day_rolled[a] = True
             a_ts[a] = ts
             a_has_ts[a] = True
             a_touched[a] = True  # reached: its figures go in the next report, and its book lags the arrays
@@ -91,21 +90,25 @@ def run_ticks(  # noqa: PLR0913 - a kernel's signature is its data layout
             j = hold_slot[s, h]
             qty = slot_qty[a, j]
             if qty != 0.0:
-                mark = m_bid[s] if qty > 0.0 else m_ask[s]
-                slot_upnl[a, j] = qty * (mark - slot_avg[a, j]) * slot_mult[a, j]
-                slot_expo[a, j] = abs(qty) * mark * slot_mult[a, j]
+                mark = bid if qty > 0.0 else ask
+                mult = slot_mult[a, j]
+                slot_upnl[a, j] = qty * (mark - slot_avg[a, j]) * mult
+                slot_expo[a, j] = abs(qty) * mark * mult
             open_pnl = 0.0
             exposure = 0.0
+            upnl_row = slot_upnl[a]
+            expo_row = slot_expo[a]
             for j in range(slot_n[a]):
-                open_pnl += slot_upnl[a, j]
-                exposure += slot_expo[a, j]
+                open_pnl += upnl_row[j]
+                exposure += expo_row[j]
             a_open[a] = open_pnl
             a_expo[a] = exposure
             # AccountBook.evaluate.
             equity = a_balance[a] + open_pnl
-            if equity > a_peak[a]:
-                a_peak[a] = equity
             peak = a_peak[a]
+            if equity > peak:
+                peak = equity
+                a_peak[a] = peak
             drawdown = peak - equity
             if peak > 0.0:
                 dd_pct = drawdown / peak
