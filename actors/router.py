@@ -51,6 +51,7 @@ class Router:
         self.batches = 0
         self.position = 0  # arrival number of the next event
         self.sent = 0  # shard calls made (each yields one report)
+        self.shard_seq = {shard: 0 for shard in placement}  # the next batch number in each shard's own sequence
 
     def route(self, events: Iterable[Tick | Fill]) -> list[Any]:
         """Screen, batch and send events; return the handles of the shard calls made."""
@@ -127,7 +128,10 @@ class Router:
         if not targets:
             return []  # nobody holds these symbols: marks updated, no batch number used
         shards = sorted(targets)
-        frame = encode_batch(EventBatch(ticks, fills, fill_pos, marks), self.batches, base_pos, shards)
+        target_seq = [self.shard_seq[shard] for shard in shards]
+        for shard in shards:
+            self.shard_seq[shard] += 1
+        frame = encode_batch(EventBatch(ticks, fills, fill_pos, marks), self.batches, base_pos, shards, target_seq)
         self.batches += 1
         ref = self.put(frame)
         self.sent += len(targets)

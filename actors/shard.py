@@ -21,6 +21,7 @@ from riskcore.engine import BatchedEngine, EventBatch, TickColumns
 from riskcore.errors import InputError
 from riskcore.events import AlertEvent, BreakerEvent
 from riskcore.ingest import FillScreen, Refusal, TickScreen
+from riskcore.journal import Journal
 from riskcore.wire import BatchFrame, decode
 
 KeyedEvent = tuple[int, int, int, AlertEvent | BreakerEvent]
@@ -41,6 +42,8 @@ class ShardReport:
     watermark: dict[str, Any] = field(default_factory=dict)  # last tick of the batch: pos, stream, seq, ts_ns
     mids: dict[str, float] = field(default_factory=dict)  # latest mid of every symbol the batch quoted
     targets: tuple[str, ...] = ()  # every shard the batch went to (from the router's frame)
+    seq: int | None = None  # the batch's number in this shard's sequence
+    recovered_upto: int = -1  # a recovery report: every batch of this shard's sequence up to here is applied
 
 
 @dataclass(slots=True)
@@ -52,6 +55,11 @@ class ShardAck:
     ticks_applied: int
     fills_applied: int
     refusals: list[Refusal]
+
+
+_NO_SUMMARIES = SummaryColumns(
+    np.zeros(0, np.int32), np.zeros(0), np.zeros(0), np.zeros(0), np.zeros(0, np.int8), np.zeros(0, np.bool_),
+    np.zeros(0, np.int64), np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0), np.zeros(0))
 
 
 def _keep_ticks(ticks: TickColumns, mask: np.ndarray) -> TickColumns:
@@ -86,7 +94,11 @@ class _ArrivalPositions:
 
 
 class AccountShard:
-    def __init__(self, config: RiskConfig, shard_id: str, account_ids: list[str], supervisor: Any = None) -> None:
+    def __init__(self, config: RiskConfig, shard_id: str, account_ids: list[str], supervisor: Any = None,
+                 journal_path: str | None = None, fsync: bool = False) -> None:
+        """``journal_path``: where the shard journals every batch and operator command before it acknowledges
+        it, and from which a restarted shard rebuilds itself (None: no journal, nothing survives the process).
+        """
         self.config = config
         self.shard_id = shard_id
         self.engine = BatchedEngine(config, account_ids)
@@ -108,11 +120,56 @@ class AccountShard:
         # Portfolio and global breaker states pushed by the supervisor (newest version wins).
         self.upper_version = -1
         self.upper_breakers: dict[str, str] = {}
+        # Batches apply in the router's order for this shard, once each, however they are delivered.
+        self.next_seq = 0
+        self.held: dict[int, tuple[BatchFrame, bytes]] = {}
+        self.redelivered = 0
+        self.journal: Journal | None = None
+        if journal_path is not None:
+            self._recover(journal_path)
+            self.journal = Journal(journal_path, fsync)
+
+    # ------------------------------------------------------------------ recovery
+
+    def _recover(self, journal_path: str) -> None:
+        """Rebuild from the journal: every batch and command again, in order, through the same code.
+
+        The engine is deterministic, so the accounts end exactly as they were. Breaker changes are not
+        published one by one; one recovery report gives the supervisor every event of the replay (it keeps
+        those it has not recorded yet) and every account's figures.
+        """
+        records = Journal.read(journal_path)
+        if not records:
+            return
+        self.engine.on_breaker = None
+        events: list[KeyedEvent] = []
+        for record in records:
+            kind = record.get("k")
+            if kind == "batch":
+                decoded = decode(record["f"], symbol_count=len(self.engine.symbol_names))
+                assert isinstance(decoded, BatchFrame)
+                events += self.apply_batch(decoded.batch, decoded.number, decoded.base_pos).events
+                seq = decoded.seq_for(self.shard_id)
+                if seq is not None:
+                    self.next_seq = seq + 1
+            elif kind == "engage":
+                self.engine.engage(record["account"], record["now_ns"], record["operator"], record["reason"])
+            elif kind == "reset":
+                self.engine.reset(record["account"], record["now_ns"], record["operator"], record["reason"])
+        self.engine.on_breaker = self._publish_breaker
+        self.halted = {book.id for book in self.engine.books if book.breaker.engaged}
+        self.engine.summary_columns(changed_only=True)  # the recovery report carries every account anyway
+        self._send(ShardReport(self.shard_id, -1, self.ticks_applied, self.fills_applied, [], events,
+                               self.engine.summary_columns(), {}, self.mids(), recovered_upto=self.next_seq - 1))
 
     # ------------------------------------------------------------------ data path
 
     def apply(self, frame: bytes) -> ShardReport:
-        """Decode, screen and apply one router batch; report to the supervisor (fire and forget)."""
+        """Decode, screen and apply one router batch; report to the supervisor (fire and forget).
+
+        A batch ahead of its turn in this shard's sequence waits until those before it arrive; one already
+        applied (a re-delivery after a restart) is acknowledged and not applied again.
+        """
         try:
             decoded = decode(frame, symbol_count=len(self.engine.symbol_names))
             if not isinstance(decoded, BatchFrame):
@@ -123,8 +180,31 @@ class AccountShard:
                                  self.engine.summary_columns(changed_only=True))
             self._send(report)
             return report
+        seq = decoded.seq_for(self.shard_id)
+        if seq is None:
+            return self._apply_decoded(decoded, frame, None)
+        if seq < self.next_seq or seq in self.held:
+            self.redelivered += 1
+            return ShardReport(self.shard_id, decoded.number, 0, 0, [], [], _NO_SUMMARIES, seq=seq)
+        if seq > self.next_seq:
+            self.held[seq] = (decoded, frame)
+            return ShardReport(self.shard_id, decoded.number, 0, 0, [], [], _NO_SUMMARIES, seq=seq)
+        report = self._apply_decoded(decoded, frame, seq)
+        while self.next_seq in self.held:  # those that came early, now in turn
+            later = self._apply_decoded(*self.held.pop(self.next_seq), self.next_seq)
+            report.ticks_applied += later.ticks_applied
+            report.fills_applied += later.fills_applied
+            report.refusals += later.refusals
+        return report
+
+    def _apply_decoded(self, decoded: BatchFrame, frame: bytes, seq: int | None) -> ShardReport:
+        if self.journal is not None:
+            self.journal.append({"k": "batch", "f": frame})  # before it is applied, acknowledged or reported
         report = self.apply_batch(decoded.batch, decoded.number, decoded.base_pos)
         report.targets = decoded.targets
+        report.seq = seq
+        if seq is not None:
+            self.next_seq = seq + 1
         self._send(report)
         return report
 
@@ -225,7 +305,13 @@ class AccountShard:
     def states(self) -> dict[str, dict[str, Any]]:
         return {account: state.to_dict() for account, state in self.engine.states().items()}
 
+    def _journal_command(self, kind: str, account: str, now_ns: int, operator: str, reason: str) -> None:
+        if self.journal is not None:
+            self.journal.append({"k": kind, "account": account, "now_ns": now_ns, "operator": operator, "reason": reason})
+
     def engage(self, account: str, now_ns: int, operator: str, reason: str) -> BreakerEvent:
+        self.engine.book(account)  # an unknown account is refused before anything is journaled
+        self._journal_command("engage", account, now_ns, operator, reason)
         event = self.engine.engage(account, now_ns, operator, reason)
         self._note_halt(account, True)
         return event
@@ -233,6 +319,8 @@ class AccountShard:
     def reset(self, account: str, now_ns: int, operator: str, reason: str) -> tuple[BreakerEvent | None, str | None]:
         event, refusal = self.engine.reset(account, now_ns, operator, reason)
         if event is not None:
+            # Journaled once it is known to release (a refused reset changes nothing and replays as nothing).
+            self._journal_command("reset", account, now_ns, operator, reason)
             self._note_halt(account, False)
         return event, refusal
 

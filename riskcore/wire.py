@@ -16,9 +16,11 @@ Frame types (key ``type``, version ``v`` = 1):
            (<i4), ``sym`` (<i4 config symbol id), ``bid``, ``ask``, ``ts``,
            ``seq``; ``fills`` and ``fill_pos``; ``marks`` {symbol id: [bid, ask]};
            ``batch`` (router batch number, counting only batches sent),
-           ``base_pos`` (arrival position of its first event) and ``targets``
+           ``base_pos`` (arrival position of its first event), ``targets``
            (the shards it was sent to, so the supervisor knows when a batch
-           is complete).
+           is complete) and ``tseq`` (for each target, the batch's number in
+           that shard's own sequence: a shard applies its batches in that
+           order, once each, however Ray delivers and re-delivers them).
 """
 
 from __future__ import annotations
@@ -163,13 +165,21 @@ class BatchFrame:
     number: int
     base_pos: int
     targets: tuple[str, ...] = ()  # every shard this batch was sent to
+    target_seq: tuple[int, ...] = ()  # its number in each target shard's sequence
+
+    def seq_for(self, shard: str) -> int | None:
+        if shard in self.targets and len(self.target_seq) == len(self.targets):
+            return self.target_seq[self.targets.index(shard)]
+        return None
 
 
-def encode_batch(batch: EventBatch, number: int, base_pos: int, targets: Sequence[str] = ()) -> bytes:
+def encode_batch(batch: EventBatch, number: int, base_pos: int, targets: Sequence[str] = (),
+                 target_seq: Sequence[int] = ()) -> bytes:
     ticks = batch.ticks
     return msgpack.packb(
         {
             "v": VERSION, "type": "batch", "batch": number, "base_pos": base_pos, "targets": list(targets),
+            "tseq": list(target_seq),
             "streams": list(ticks.streams),
             "stream": _column("stream", ticks.stream), "sym": _column("sym", ticks.symbol),
             "bid": _column("bid", ticks.bid), "ask": _column("ask", ticks.ask),
@@ -222,8 +232,12 @@ def _batch_frame(frame: Mapping[str, Any], symbol_count: int) -> BatchFrame:
     targets = frame.get("targets", [])
     if not isinstance(targets, list) or not all(isinstance(t, str) for t in targets):
         raise InputError("bad_frame", "'targets' must be a list of shard ids")
+    target_seq = frame.get("tseq", [])
+    if (not isinstance(target_seq, list) or target_seq and len(target_seq) != len(targets)
+            or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in target_seq)):
+        raise InputError("bad_frame", "'tseq' must hold one non-negative integer per target")
     batch = EventBatch(ticks, [fill_from_wire(item) for item in raw_fills], list(fill_pos), marks)
-    return BatchFrame(batch, number, base_pos, tuple(targets))
+    return BatchFrame(batch, number, base_pos, tuple(targets), tuple(target_seq))
 
 
 # --------------------------------------------------------------------------- entry point

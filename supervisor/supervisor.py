@@ -43,7 +43,9 @@ class Supervisor:
         self.log: list[tuple[tuple[int, int, int], dict[str, Any]]] = []
         self.active_breaches: set[tuple[str, str, str]] = set()
         self.refused: Counter[str] = Counter()
-        self.reports = 0
+        self.reports = 0  # distinct shard batches reported (a re-delivered batch's report counts once)
+        self._reported: dict[str, tuple[int, set[int]]] = {}  # shard -> (all below this seen, those seen above)
+        self._event_keys: set[tuple[int, int, int]] = set()
         self.last_pos = 0
         self.version = 0
         self._changed: asyncio.Condition | None = None
@@ -98,14 +100,29 @@ class Supervisor:
         has reported (or is down), so aggregate figures and breaches depend on batch boundaries only, never
         on which shard happened to report first.
         """
-        self.reports += 1
+        if report.recovered_upto >= 0:
+            self.reports += sum(self._mark_reported(report.shard, s) for s in range(report.recovered_upto + 1))
+        elif report.seq is None or self._mark_reported(report.shard, report.seq):
+            self.reports += 1
+        else:
+            return  # this batch was reported already (the shard restarted and it was delivered again)
         for refusal in report.refusals:
             self.refused[refusal.code] += 1
         for pos, account_index, order, event in report.events:
+            if (pos, account_index, order) in self._event_keys:
+                continue  # recorded from the first report, before the shard restarted and replayed it
+            self._event_keys.add((pos, account_index, order))
             self._record((pos, account_index, order), event)
             if isinstance(event, BreakerEvent):
                 self._set_account_breaker(event.id, event.state, event.reason)
-        if report.targets and report.batch < self.next_batch:
+        if report.recovered_upto >= 0:
+            self._apply_reports([report])  # a restarted shard's figures, as of everything it has applied
+            # Its breakers as they stand now, whatever part of the replayed history was recorded before.
+            for index, engaged in zip(report.summaries.index.tolist(), report.summaries.engaged.tolist()):
+                account = self.config.accounts[index].id
+                if (self.account_breakers[account]["state"] == "ENGAGED") != engaged:
+                    self._set_account_breaker(account, "ENGAGED" if engaged else "SAFE", "as recovered from the journal")
+        elif report.targets and report.batch < self.next_batch:
             # Its batch closed without it (the shard was down): the figures are still the newest we have.
             self._apply_reports([report])
         elif report.targets:
@@ -127,6 +144,18 @@ class Supervisor:
         if self._breaker_changed:
             self._breaker_changed = False
             self._bump()
+
+    def _mark_reported(self, shard: str, seq: int) -> bool:
+        """Note batch ``seq`` of ``shard`` as reported; False if it already was."""
+        below, above = self._reported.get(shard, (0, set()))
+        if seq < below or seq in above:
+            return False
+        above.add(seq)
+        while below in above:
+            above.discard(below)
+            below += 1
+        self._reported[shard] = (below, above)
+        return True
 
     def _apply_complete_batches(self) -> None:
         while True:

@@ -137,3 +137,10 @@ def test_supervisor_when_portfolio_and_firm_breach_in_one_batch_shards_learn_bot
                if e.get("type") == "breaker" and e["scope"] != "account"]
     assert [scope for scope, _ in engaged] == ["portfolio", "global"] and engaged[0][1] == engaged[1][1]
     assert recording.shard.upper_breakers == {"global": "ENGAGED", "portfolio:desk": "ENGAGED"}
+
+
+def test_supervisor_when_a_report_arrives_twice_records_and_counts_it_once() -> None:
+    reports = shard_reports()
+    once, twice = supervise(reports), supervise(reports + reports[::-1])
+    assert view(twice) == view(once)
+    assert once.reports == twice.reports == len(reports)
