@@ -146,12 +146,19 @@ class AccountShard:
         for record in records:
             kind = record.get("k")
             if kind == "batch":
-                decoded = decode(record["f"], symbol_count=len(self.engine.symbol_names))
+                frame = record["f"]
+                decoded = decode(frame, symbol_count=len(self.engine.symbol_names))
                 assert isinstance(decoded, BatchFrame)
-                events += self.apply_batch(decoded.batch, decoded.number, decoded.base_pos).events
                 seq = decoded.seq_for(self.shard_id)
-                if seq is not None:
-                    self.next_seq = seq + 1
+                if seq is None:
+                    events += self.apply_batch(decoded.batch, decoded.number, decoded.base_pos).events
+                    continue
+                # Journaled on arrival, applied in turn: one that came early waits for those before it.
+                self.held[seq] = (decoded, frame)
+                while self.next_seq in self.held:
+                    early, _ = self.held.pop(self.next_seq)
+                    events += self.apply_batch(early.batch, early.number, early.base_pos).events
+                    self.next_seq += 1
             elif kind == "engage":
                 self.engine.engage(record["account"], record["now_ns"], record["operator"], record["reason"])
             elif kind == "reset":
@@ -182,24 +189,26 @@ class AccountShard:
             return report
         seq = decoded.seq_for(self.shard_id)
         if seq is None:
-            return self._apply_decoded(decoded, frame, None)
+            if self.journal is not None:
+                self.journal.append({"k": "batch", "f": frame})
+            return self._apply_decoded(decoded, None)
         if seq < self.next_seq or seq in self.held:
             self.redelivered += 1
             return ShardReport(self.shard_id, decoded.number, 0, 0, [], [], _NO_SUMMARIES, seq=seq)
+        if self.journal is not None:
+            self.journal.append({"k": "batch", "f": frame})  # on arrival: before it is applied or acknowledged
         if seq > self.next_seq:
             self.held[seq] = (decoded, frame)
             return ShardReport(self.shard_id, decoded.number, 0, 0, [], [], _NO_SUMMARIES, seq=seq)
-        report = self._apply_decoded(decoded, frame, seq)
+        report = self._apply_decoded(decoded, seq)
         while self.next_seq in self.held:  # those that came early, now in turn
-            later = self._apply_decoded(*self.held.pop(self.next_seq), self.next_seq)
+            later = self._apply_decoded(self.held.pop(self.next_seq)[0], self.next_seq)
             report.ticks_applied += later.ticks_applied
             report.fills_applied += later.fills_applied
             report.refusals += later.refusals
         return report
 
-    def _apply_decoded(self, decoded: BatchFrame, frame: bytes, seq: int | None) -> ShardReport:
-        if self.journal is not None:
-            self.journal.append({"k": "batch", "f": frame})  # before it is applied, acknowledged or reported
+    def _apply_decoded(self, decoded: BatchFrame, seq: int | None) -> ShardReport:
         report = self.apply_batch(decoded.batch, decoded.number, decoded.base_pos)
         report.targets = decoded.targets
         report.seq = seq

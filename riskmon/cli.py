@@ -28,6 +28,8 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     config = _config(args.config)
+    if not Path(args.ticks).is_file():
+        raise RiskmonError(f"no tick file at {args.ticks}")  # before starting Ray, not after
     from riskmon.replay import replay
 
     symbol = args.symbol or ("EURUSD" if args.format == "histdata" else None)
@@ -96,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     stress = sub.add_parser("stress", help="load a synthetic firm end to end on Ray and measure it",
                             description="Random-walk quotes with jumps at real EURUSD tick volatility on many "
-                                        "concurrent streams, fills on ~1%% of ticks, and a scenario. Prints a table "
+                                        "concurrent streams, fills on ~1% of ticks, and a scenario. Prints a table "
                                         "(ticks/s to the applied watermark, account-ticks/s, breaches, "
                                         "breach-to-deny latency at a gate in another process).")
     stress.add_argument("--streams", type=int, default=128, help="concurrent tick streams (default 128)")

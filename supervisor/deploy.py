@@ -1,10 +1,12 @@
 """Every Ray option riskmon uses, in one place, next to ``ray.remote``.
 
 The actor classes (``AccountShard``, ``Supervisor``) are plain classes; this
-module is where they become Ray actors. Account shards are not restarted by
-Ray yet: a restarted shard would come back without the fills it had applied,
-so until it can rebuild from a journal it stays down and the gates deny its
-accounts (fail closed).
+module is where they become Ray actors. A shard with a journal is restarted by
+Ray whenever its process dies (``max_restarts=-1``) and the calls it had not
+answered are delivered again (``max_task_retries=-1``): it rebuilds from its
+journal and applies each batch once, in order. A shard without a journal is
+never restarted: it would come back without the fills it had applied, so it
+stays down and the gates deny its accounts (fail closed).
 """
 
 from __future__ import annotations
@@ -36,13 +38,13 @@ def supervisor_options(name: str) -> dict[str, Any]:
     }
 
 
-def shard_options(config: RiskConfig, name: str) -> dict[str, Any]:
+def shard_options(config: RiskConfig, name: str, journaled: bool) -> dict[str, Any]:
     return {
         "name": name,
         "namespace": NAMESPACE,
         "num_cpus": config.placement.actor_num_cpus,
-        "max_restarts": 0,
-        "max_task_retries": 0,
+        "max_restarts": -1 if journaled else 0,
+        "max_task_retries": -1 if journaled else 0,
     }
 
 
@@ -51,12 +53,15 @@ def create_supervisor(config: RiskConfig, name: str = SUPERVISOR_NAME) -> Any:
     return ray.remote(Supervisor).options(**supervisor_options(name)).remote(config)
 
 
-def create_shard(config: RiskConfig, system_name: str, shard_id: str, accounts: list[str], supervisor: Any) -> Any:
+def create_shard(config: RiskConfig, system_name: str, shard_id: str, accounts: list[str], supervisor: Any,
+                 journal_path: str | None = None) -> Any:
+    """``journal_path`` must be reachable from whichever node Ray restarts the shard on (see README)."""
     name = f"{system_name}-{shard_id}"
     # Batches run one at a time, in arrival order (the default group, one thread); halt watches run beside them.
     # (Ray takes concurrency groups in ray.remote only, not in .options().)
     remote = ray.remote(concurrency_groups={HALTS_GROUP: HALT_WATCHERS})(AccountShard)
-    return remote.options(**shard_options(config, name)).remote(config, shard_id, accounts, supervisor)
+    options = shard_options(config, name, journal_path is not None)
+    return remote.options(**options).remote(config, shard_id, accounts, supervisor, journal_path)
 
 
 def get_supervisor(name: str = SUPERVISOR_NAME) -> Any:

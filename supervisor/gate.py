@@ -111,12 +111,15 @@ class OrderGate:
                 self.errors += 1
                 self._stop.wait(self.poll_timeout_s)
         versions = {shard: -1 for shard in shards}
+        retry_at = {shard: 0.0 for shard in shards}
         halted: dict[str, frozenset[str]] = {}
         pending: dict[Any, str] = {}
         while not self._stop.is_set():
+            now = time.monotonic()
             for shard, handle in shards.items():
-                if shard not in pending.values() and versions[shard] is not None:
-                    watch = handle.watch_halts.options(concurrency_group=HALTS_GROUP)
+                if shard not in pending.values() and now >= retry_at[shard]:
+                    # Not retried by Ray: a shard that died (or is restarting) is asked again after a pause.
+                    watch = handle.watch_halts.options(concurrency_group=HALTS_GROUP, max_task_retries=0)
                     pending[watch.remote(versions[shard], self.poll_timeout_s)] = shard
             if not pending:
                 self._stop.wait(self.poll_timeout_s)
@@ -127,9 +130,9 @@ class OrderGate:
                 try:
                     versions[shard], accounts = ray.get(ref)
                 except Exception:
-                    # A dead shard: its last halts stay (deny-only); the supervisor marks its accounts down.
+                    # Its last halts stay (deny-only); the supervisor marks its accounts down meanwhile.
                     self.errors += 1
-                    versions[shard] = None
+                    retry_at[shard] = time.monotonic() + self.poll_timeout_s
                     continue
                 if halted.get(shard) != frozenset(accounts):
                     halted[shard] = frozenset(accounts)

@@ -445,7 +445,8 @@ class Supervisor:
                     if shard == shard_id and self.up[account] != alive:
                         self.up[account] = alive
                         changed = True
-                pings[shard_id] = asyncio.wrap_future(handle.ping.remote().future())
+                # Not retried: a shard being restarted is down until it answers again.
+                pings[shard_id] = asyncio.wrap_future(handle.ping.options(max_task_retries=0).remote().future())
             if changed:
                 self._apply_complete_batches()  # a batch waiting on a dead shard completes without it
                 self._bump()

@@ -11,8 +11,12 @@
 from __future__ import annotations
 
 import os
+import shutil
+import signal
+import tempfile
 import threading
 import uuid
+from pathlib import Path
 from typing import Any, Iterable
 
 import ray
@@ -32,8 +36,12 @@ from supervisor.gate import OrderGate
 INLINE_FRAME_BYTES = 96 * 1024
 
 
-def init_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
-    """Start an embedded Ray (or attach to ``address``); True if this call started it."""
+def init_ray(address: str | None = None, num_cpus: int | None = None, log_to_driver: bool = True) -> bool:
+    """Start an embedded Ray (or attach to ``address``); True if this call started it.
+
+    ``log_to_driver=False`` keeps Ray's worker and raylet messages off this process's output (a program
+    whose standard output is a JSON document).
+    """
     if ray.is_initialized():
         return False
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
@@ -42,7 +50,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
     # at normal priority. On a cluster the same variable goes on `ray start` (cluster.yaml).
     os.environ.setdefault("RAY_worker_niceness", "0")
     kwargs: dict[str, Any] = {"namespace": NAMESPACE, "include_dashboard": False, "logging_level": "ERROR",
-                              "log_to_driver": True}
+                              "log_to_driver": log_to_driver}
     if address:
         kwargs["address"] = address
     elif num_cpus is not None:
@@ -51,10 +59,17 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
     return True
 
 
+def state_root(state_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Where named systems keep their journals: ``state_dir``, else ``$RISKMON_STATE_DIR``, else ~/.riskmon/state."""
+    return Path(state_dir or os.environ.get("RISKMON_STATE_DIR") or Path.home() / ".riskmon" / "state")
+
+
 class RiskSystem:
     def __init__(self, config: RiskConfig, supervisor: Any, shards: dict[str, Any], placement: dict[str, list[str]],
-                 name: str, owns_ray: bool) -> None:
+                 name: str, owns_ray: bool, state: Path | None = None, ephemeral: bool = False) -> None:
         self.config = config
+        self.state = state
+        self._ephemeral_state = ephemeral
         self.supervisor = supervisor
         self.shards = shards
         self.placement = placement
@@ -75,19 +90,35 @@ class RiskSystem:
 
     @classmethod
     def start(cls, config: RiskConfig, *, address: str | None = None, name: str | None = None,
-              watch_interval_s: float | None = None) -> "RiskSystem":
-        """Create the supervisor and the account shards (``placement.accounts_per_actor`` accounts each)."""
+              watch_interval_s: float | None = None, state_dir: str | os.PathLike[str] | None = None,
+              durable: bool = True) -> "RiskSystem":
+        """Create the supervisor and the account shards (``placement.accounts_per_actor`` accounts each).
+
+        With ``durable`` (the default) every shard journals what it applies and is restarted from its journal
+        if its process dies. A named system keeps its journals under ``state_root(state_dir)/name``, where a
+        later start with the same name finds them; an unnamed one keeps them in a temporary directory that
+        ``shutdown`` removes.
+        """
         owns_ray = init_ray(address)
+        ephemeral = name is None and state_dir is None
         name = name or f"{SUPERVISOR_NAME}-{uuid.uuid4().hex[:8]}"
+        state: Path | None = None
+        if durable:
+            state = Path(tempfile.mkdtemp(prefix="riskmon-state-")) if ephemeral else state_root(state_dir) / name
+            (state / "shards").mkdir(parents=True, exist_ok=True)
         supervisor = create_supervisor(config, name)
         placement = place_accounts(config)
-        shards = {sid: create_shard(config, name, sid, accounts, supervisor) for sid, accounts in placement.items()}
+        shards = {
+            sid: create_shard(config, name, sid, accounts, supervisor,
+                              None if state is None else str(state / "shards" / f"{sid}.journal"))
+            for sid, accounts in placement.items()
+        }
         summaries = ray.get([h.summaries.remote() for h in shards.values()])
         ray.get(supervisor.register.remote(shards, placement, summaries))
         # Liveness: well inside the gates' staleness bound, so a dead shard's accounts are denied within about it.
         interval = watch_interval_s if watch_interval_s is not None else config.gate.max_staleness_ms / 2000.0
         ray.get(supervisor.start_watch.remote(interval))
-        return cls(config, supervisor, shards, placement, name, owns_ray)
+        return cls(config, supervisor, shards, placement, name, owns_ray, state, ephemeral and durable)
 
     # ------------------------------------------------------------------ data
 
@@ -188,8 +219,17 @@ class RiskSystem:
         return gate
 
     def kill_shard(self, shard_id: str) -> None:
-        """Stop one shard's actor (drills and tests): its accounts go down and gates deny them."""
+        """Stop one shard's actor for good (drills and tests): its accounts go down and gates deny them."""
         ray.kill(self.shards[shard_id], no_restart=True)
+
+    def shard_pid(self, shard_id: str) -> int:
+        return ray.get(self.shards[shard_id].__ray_call__.remote(lambda shard: os.getpid()))
+
+    def crash_shard(self, shard_id: str) -> int:
+        """``kill -9`` the process hosting one shard (drills); Ray restarts a journaled shard. Returns the pid."""
+        pid = self.shard_pid(shard_id)
+        os.kill(pid, signal.SIGKILL)
+        return pid
 
     def shutdown(self) -> None:
         with self._lock:
@@ -201,6 +241,8 @@ class RiskSystem:
         for handle in self.shards.values():
             ray.kill(handle, no_restart=True)
         ray.kill(self.supervisor, no_restart=True)
+        if self._ephemeral_state and self.state is not None:
+            shutil.rmtree(self.state, ignore_errors=True)
         if self.owns_ray:
             ray.shutdown()
 

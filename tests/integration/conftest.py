@@ -18,8 +18,10 @@ EURUSD_FILE = SHARED_DATA / "EURUSD-histdata-20200101.csv"
 
 
 @pytest.fixture(scope="session")
-def ray_session() -> Iterator[None]:
+def ray_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    # Named systems keep their journals under here, not under the home directory.
+    os.environ["RISKMON_STATE_DIR"] = str(tmp_path_factory.mktemp("riskmon-state"))
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", namespace="riskmon")
     yield
     ray.shutdown()

@@ -659,3 +659,21 @@ def test_journal_when_last_write_was_torn_keeps_every_complete_record(tmp_path: 
     again.append({"k": "batch", "n": 9, "f": b""})
     again.close()
     assert [r["n"] for r in Journal.read(path)] == [0, 1, 9]
+
+
+def test_account_shard_when_restarted_holding_an_early_batch_applies_it_once_the_gap_fills(tmp_path: Any) -> None:
+    config = make_config(accounts_per_actor=5)
+    frames = [f for _, f in recorded_frames(config, stream_with_breaches())]
+    journal = str(tmp_path / "shard-0000.journal")
+    first = AccountShard(config, "shard-0000", ACCOUNTS, RecordingSupervisor(), journal_path=journal)
+    first.apply(frames[0])
+    first.apply(frames[2])  # early: acknowledged and held, so its sender will not send it again
+    first.journal.close()
+    again = AccountShard(config, "shard-0000", ACCOUNTS, RecordingSupervisor(), journal_path=journal)
+    assert again.next_seq == 1 and set(again.held) == {2}
+    for frame in frames[1:]:
+        again.apply(frame)
+    never_stopped = AccountShard(config, "shard-0000", ACCOUNTS)
+    for frame in frames:
+        never_stopped.apply(frame)
+    assert again.states() == never_stopped.states() and again.next_seq == len(frames)
