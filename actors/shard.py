@@ -345,6 +345,3 @@ class AccountShard:
         if version > self.upper_version:
             self.upper_version = version
             self.upper_breakers = dict(breakers)
-
-    def ping(self) -> str:
-        return self.shard_id

@@ -54,14 +54,20 @@ def create_supervisor(config: RiskConfig, name: str = SUPERVISOR_NAME) -> Any:
 
 
 def create_shard(config: RiskConfig, system_name: str, shard_id: str, accounts: list[str], supervisor: Any,
-                 journal_path: str | None = None) -> Any:
-    """``journal_path`` must be reachable from whichever node Ray restarts the shard on (see README)."""
+                 journal_path: str | None = None, config_ref: Any = None) -> Any:
+    """``journal_path`` must be reachable from whichever node Ray restarts the shard on (see README).
+
+    ``config_ref``: the config already in the object store (``ray.put``), held by the caller for as long as
+    the shard may be restarted. Ray re-runs the constructor with the same arguments on a restart, and a large
+    argument passed by value is freed once the first construction has read it.
+    """
     name = f"{system_name}-{shard_id}"
     # Batches run one at a time, in arrival order (the default group, one thread); halt watches run beside them.
     # (Ray takes concurrency groups in ray.remote only, not in .options().)
     remote = ray.remote(concurrency_groups={HALTS_GROUP: HALT_WATCHERS})(AccountShard)
     options = shard_options(config, name, journal_path is not None)
-    return remote.options(**options).remote(config, shard_id, accounts, supervisor, journal_path)
+    config_arg = config if config_ref is None else config_ref
+    return remote.options(**options).remote(config_arg, shard_id, accounts, supervisor, journal_path)
 
 
 def get_supervisor(name: str = SUPERVISOR_NAME) -> Any:

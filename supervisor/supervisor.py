@@ -14,7 +14,7 @@ import time
 from collections import Counter
 from typing import Any
 
-from actors.shard import ShardReport
+from actors.shard import HALTS_GROUP, ShardReport
 from riskcore.aggregate import Aggregate, Aggregator, SummaryColumns, breaches
 from riskcore.clock import rfc3339_us
 from riskcore.config import AggregateLimits, RiskConfig
@@ -423,35 +423,41 @@ class Supervisor:
             "refused": dict(self.refused),
         }
 
-    async def watch(self, interval_s: float) -> None:
-        """Liveness of every shard: an account whose actor has died is down, and gates deny it.
+    async def watch_shard(self, shard_id: str, handle: Any, interval_s: float) -> None:
+        """Liveness of one shard: while it is down (dead, or restarting), gates deny its accounts.
 
-        Each shard has at most one ping outstanding. A ping still pending means busy (a long batch, a first
-        compile), not dead; only a ping that fails (the actor died) marks its accounts down.
+        The supervisor keeps one halt watch (``AccountShard.watch_halts``) outstanding on the shard. It runs on
+        the shard's own threads, so a long batch does not delay it, and it returns at least every
+        ``interval_s``. When the shard's process dies the call fails at once: down. The next call waits while
+        Ray restarts the shard and it rebuilds from its journal, and its answer brings the shard back up.
         """
-        pings: dict[str, asyncio.Future[Any]] = {}
+        version = -1
         while True:
-            changed = False
-            for shard_id, handle in list(self.shards.items()):
-                ping = pings.get(shard_id)
-                if ping is not None and not ping.done():
-                    continue
-                alive = ping is None or ping.exception() is None
-                if alive:
-                    self.down_shards.discard(shard_id)
-                else:
-                    self.down_shards.add(shard_id)
-                for account, shard in self.shard_of.items():
-                    if shard == shard_id and self.up[account] != alive:
-                        self.up[account] = alive
-                        changed = True
-                # Not retried: a shard being restarted is down until it answers again.
-                pings[shard_id] = asyncio.wrap_future(handle.ping.options(max_task_retries=0).remote().future())
-            if changed:
-                self._apply_complete_batches()  # a batch waiting on a dead shard completes without it
-                self._bump()
-            await asyncio.sleep(interval_s)
+            call = handle.watch_halts.options(concurrency_group=HALTS_GROUP, max_task_retries=0)
+            try:
+                version, _halted = await asyncio.wrap_future(call.remote(version, interval_s).future())
+                alive = True
+            except Exception:
+                alive = False
+            self._set_shard_alive(shard_id, alive)
+            if not alive:
+                await asyncio.sleep(interval_s)
+
+    def _set_shard_alive(self, shard_id: str, alive: bool) -> None:
+        if alive:
+            self.down_shards.discard(shard_id)
+        else:
+            self.down_shards.add(shard_id)
+        changed = False
+        for account, shard in self.shard_of.items():
+            if shard == shard_id and self.up[account] != alive:
+                self.up[account] = alive
+                changed = True
+        if changed:
+            self._apply_complete_batches()  # a batch waiting on a dead shard completes without it
+            self._bump()
 
     async def start_watch(self, interval_s: float) -> bool:
-        asyncio.get_event_loop().create_task(self.watch(interval_s))
+        for shard_id, handle in self.shards.items():
+            asyncio.get_event_loop().create_task(self.watch_shard(shard_id, handle, interval_s))
         return True

@@ -70,6 +70,7 @@ class RiskSystem:
         self.config = config
         self.state = state
         self._ephemeral_state = ephemeral
+        self.config_ref: Any = None
         self.supervisor = supervisor
         self.shards = shards
         self.placement = placement
@@ -108,9 +109,10 @@ class RiskSystem:
             (state / "shards").mkdir(parents=True, exist_ok=True)
         supervisor = create_supervisor(config, name)
         placement = place_accounts(config)
+        config_ref = ray.put(config)  # held by the system: a restarted shard is constructed from it again
         shards = {
             sid: create_shard(config, name, sid, accounts, supervisor,
-                              None if state is None else str(state / "shards" / f"{sid}.journal"))
+                              None if state is None else str(state / "shards" / f"{sid}.journal"), config_ref)
             for sid, accounts in placement.items()
         }
         summaries = ray.get([h.summaries.remote() for h in shards.values()])
@@ -118,7 +120,9 @@ class RiskSystem:
         # Liveness: well inside the gates' staleness bound, so a dead shard's accounts are denied within about it.
         interval = watch_interval_s if watch_interval_s is not None else config.gate.max_staleness_ms / 2000.0
         ray.get(supervisor.start_watch.remote(interval))
-        return cls(config, supervisor, shards, placement, name, owns_ray, state, ephemeral and durable)
+        system = cls(config, supervisor, shards, placement, name, owns_ray, state, ephemeral and durable)
+        system.config_ref = config_ref
+        return system
 
     # ------------------------------------------------------------------ data
 

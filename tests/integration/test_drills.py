@@ -19,7 +19,8 @@ from supervisor.system import RiskSystem
 
 pytestmark = pytest.mark.ray
 
-CONFIG = firm_config(40, 2, 5, accounts_per_actor=20)  # two shards
+# Two shards. Big enough that Ray passes the config by reference, so a restart must find it again.
+CONFIG = firm_config(600, 2, 20, accounts_per_actor=300)
 CHUNK = 400
 
 
