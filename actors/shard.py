@@ -122,6 +122,8 @@ class AccountShard:
         self.upper_breakers: dict[str, str] = {}
         # Batches apply in the router's order for this shard, once each, however they are delivered.
         self.next_seq = 0
+        self.next_pos = 0  # one past the router's arrival number of the last event applied here
+        self.next_batch = 0  # one past the router's number of the last batch applied here
         self.held: dict[int, tuple[BatchFrame, bytes]] = {}
         self.redelivered = 0
         self.journal: Journal | None = None
@@ -159,6 +161,11 @@ class AccountShard:
                     early, _ = self.held.pop(self.next_seq)
                     events += self.apply_batch(early.batch, early.number, early.base_pos).events
                     self.next_seq += 1
+            elif kind == "resume":
+                for seq in sorted(self.held):
+                    early = self.held.pop(seq)[0]
+                    events += self.apply_batch(early.batch, early.number, early.base_pos).events
+                    self.next_seq = seq + 1
             elif kind == "engage":
                 self.engine.engage(record["account"], record["now_ns"], record["operator"], record["reason"])
             elif kind == "reset":
@@ -252,6 +259,8 @@ class AccountShard:
         self.fills_applied += len(fills)
         # The batch's last event (a tick, or a fill that came after every tick) names aggregate breaches.
         watermark: dict[str, Any] = {"pos": base_pos + len(batch.ticks) + len(batch.fills) - 1}
+        self.next_pos = max(self.next_pos, watermark["pos"] + 1)
+        self.next_batch = max(self.next_batch, number + 1)
         if batch.fills and batch.fill_pos[-1] >= len(batch.ticks):
             last_fill = batch.fills[-1]
             watermark.update(stream=last_fill.stream, seq=last_fill.seq, ts_ns=last_fill.ts_ns)
@@ -332,6 +341,17 @@ class AccountShard:
             self._journal_command("reset", account, now_ns, operator, reason)
             self._note_halt(account, False)
         return event, refusal
+
+    def resume(self) -> dict[str, int]:
+        """A new router takes over (the service restarted): where it picks up numbering, so this shard's
+        journal and the supervisor's log continue. Batches held for a gap the old router never filled are
+        applied now, in order: nothing will fill it any more."""
+        if self.held:
+            if self.journal is not None:
+                self.journal.append({"k": "resume"})
+            for seq in sorted(self.held):
+                self._apply_decoded(self.held.pop(seq)[0], seq)
+        return {"next_seq": self.next_seq, "next_pos": self.next_pos, "next_batch": self.next_batch}
 
     def stats(self) -> dict[str, Any]:
         return {

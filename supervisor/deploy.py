@@ -27,13 +27,16 @@ SUPERVISOR_NAME = "riskmon-supervisor"
 HALT_WATCHERS = 32
 
 
-def supervisor_options(name: str) -> dict[str, Any]:
+def supervisor_options(name: str, journaled: bool = False) -> dict[str, Any]:
     return {
         "name": name,
         "namespace": NAMESPACE,
         "lifetime": "detached",  # outlives the driver that started it; `riskmon` commands attach by name
         "num_cpus": 0,
-        "max_restarts": 0,
+        # With a journal, Ray restarts it and delivers again what it had not answered (reports are
+        # recognised by shard and sequence, events by their key, so each counts once).
+        "max_restarts": -1 if journaled else 0,
+        "max_task_retries": -1 if journaled else 0,
         "max_concurrency": 10_000,  # gates hold long-polls open; each is one pending call
     }
 
@@ -49,8 +52,11 @@ def shard_options(config: RiskConfig, name: str, journaled: bool) -> dict[str, A
 
 
 
-def create_supervisor(config: RiskConfig, name: str = SUPERVISOR_NAME) -> Any:
-    return ray.remote(Supervisor).options(**supervisor_options(name)).remote(config)
+def create_supervisor(config: RiskConfig, name: str = SUPERVISOR_NAME, journal_path: str | None = None,
+                      config_ref: Any = None) -> Any:
+    """``config_ref``: as for :func:`create_shard` (a restart constructs it from the same arguments)."""
+    options = supervisor_options(name, journal_path is not None)
+    return ray.remote(Supervisor).options(**options).remote(config if config_ref is None else config_ref, journal_path)
 
 
 def create_shard(config: RiskConfig, system_name: str, shard_id: str, accounts: list[str], supervisor: Any,

@@ -20,6 +20,7 @@ from riskcore.clock import rfc3339_us
 from riskcore.config import AggregateLimits, RiskConfig
 from riskcore.errors import RiskmonError, UnknownAccountError
 from riskcore.events import AlertEvent, BreakerEvent
+from riskcore.journal import Journal
 from riskcore.states import Breaker, EngageCause, KillSwitchMode, Scope
 
 SCOPES = ("account", "portfolio", "global")
@@ -30,7 +31,9 @@ def _now_ns() -> int:
 
 
 class Supervisor:
-    def __init__(self, config: RiskConfig) -> None:
+    def __init__(self, config: RiskConfig, journal_path: str | None = None, fsync: bool = False) -> None:
+        """``journal_path``: where portfolio and global breaker changes, the event log and the shard wiring are
+        journaled, and from which a restarted supervisor rebuilds them (None: nothing outlives the process)."""
         self.config = config
         self.aggregator = Aggregator(config)
         self.global_breaker = Breaker(Scope.GLOBAL, "firm")
@@ -47,7 +50,8 @@ class Supervisor:
         self._reported: dict[str, tuple[int, set[int]]] = {}  # shard -> (all below this seen, those seen above)
         self._event_keys: set[tuple[int, int, int]] = set()
         self.last_pos = 0
-        self.version = 0
+        # Views are numbered from the clock, so a restarted supervisor's are newer than any a gate holds.
+        self.version = time.time_ns() // 1_000
         self._changed: asyncio.Condition | None = None
         self._view_cache: tuple[int, dict[str, Any]] | None = None
         # Figures (positions, equity) changed since the last view; sent with the next heartbeat, not at once.
@@ -60,22 +64,115 @@ class Supervisor:
         self.targets_of: dict[int, tuple[str, ...]] = {}
         self.next_batch = 0
         self.down_shards: set[str] = set()
+        self.watch_interval_s = 0.5
+        self.shard_names: dict[str, str] = {}
+        self._rejoin: asyncio.Task[None] | None = None
+        self._unjournaled: list[dict[str, Any]] = []
+        self.journal: Journal | None = None
+        if journal_path is not None:
+            self._replay(Journal.read(journal_path))
+            self.journal = Journal(journal_path, fsync)
+
+    # ------------------------------------------------------------------ durability
+
+    def _replay(self, records: list[dict[str, Any]]) -> None:
+        """Portfolio and global breakers, the event log and the shard wiring, as the journal left them."""
+        for record in records:
+            kind = record.get("k")
+            if kind == "register":
+                self.shard_names = dict(record["names"])
+                self.shard_of = {a: s for s, accounts in record["placement"].items() for a in accounts}
+            elif kind == "upper":
+                breaker = self.global_breaker if record["scope"] == "global" else self.portfolio_breakers[record["id"]]
+                if record["op"] == "engage":
+                    breaker.engage(record["now_ns"], EngageCause(record["cause"]), record["reason"], record["by"],
+                                   record["metric"])
+                else:
+                    breaker.reset()
+            elif kind == "log":
+                key = tuple(record["key"])
+                body = record["body"]
+                self.log.append((key, body))  # type: ignore[arg-type]
+                self._event_keys.add(key)  # type: ignore[arg-type]
+                self.last_pos = max(self.last_pos, int(key[0]))
+                if body.get("type") == "breaker" and body.get("scope") == "account":
+                    self.account_breakers[body["id"]] = {"state": body["state"], "reason": body["reason"]}
+
+    def _journal(self, record: dict[str, Any]) -> None:
+        if self.journal is not None:
+            self._unjournaled.append(record)
+
+    def _flush_journal(self) -> None:
+        """Write what this call changed before anyone is told of it (gates, the caller)."""
+        if self.journal is not None and self._unjournaled:
+            for record in self._unjournaled:
+                self.journal.append(record)
+            self._unjournaled.clear()
+
+    def _journal_upper(self, breaker: Breaker, op: str) -> None:
+        self._journal({"k": "upper", "scope": str(breaker.scope), "id": breaker.id, "op": op,
+                       "now_ns": breaker.engaged_at_ns, "cause": str(breaker.cause or ""), "reason": breaker.reason,
+                       "by": breaker.engaged_by, "metric": breaker.metric})
+
+    def rejoin_if_restarted(self) -> None:
+        """After Ray restarted this actor: find the shards again, take their figures, watch them (once)."""
+        if self._rejoin is None and not self.shards and self.shard_names and self._reconstructed():
+            self._rejoin = asyncio.get_event_loop().create_task(self._rejoin_shards())
+
+    @staticmethod
+    def _reconstructed() -> bool:
+        import warnings
+
+        import ray
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # Ray's own property reads a deprecated one
+            return bool(ray.get_runtime_context().was_current_actor_reconstructed)
+
+    async def _rejoin_shards(self) -> None:
+        import ray
+
+        handles = {sid: ray.get_actor(name) for sid, name in self.shard_names.items()}
+        summaries = await asyncio.gather(*(asyncio.wrap_future(h.summaries.remote().future()) for h in handles.values()))
+        resumes = await asyncio.gather(*(asyncio.wrap_future(h.resume.remote().future()) for h in handles.values()))
+        self.next_batch = max([r["next_batch"] for r in resumes] + [self.next_batch])
+        for sid, point in zip(handles, resumes):
+            self._reported_through(sid, point["next_seq"])
+        self.shards = handles
+        self._take_registration(summaries)
+        await self.start_watch(self.watch_interval_s)
 
     # ------------------------------------------------------------------ wiring
 
     async def register(self, shards: dict[str, Any], placement: dict[str, list[str]],
-                       summaries: list[SummaryColumns]) -> int:
+                       summaries: list[SummaryColumns], names: dict[str, str] | None = None,
+                       resume: dict[str, dict[str, int]] | None = None) -> int:
+        """Wire the shards in. ``resume``: each shard's numbering when a service restarts on its journals."""
         self.shards = dict(shards)
         self.shard_of = {account: shard for shard, accounts in placement.items() for account in accounts}
+        self.shard_names = dict(names or {})
+        for sid, point in (resume or {}).items():
+            self._reported_through(sid, point["next_seq"])
+            self.next_batch = max(self.next_batch, point["next_batch"])
+        self._journal({"k": "register", "names": self.shard_names, "placement": placement})
+        self._take_registration(summaries)
+        return self.version
+
+    def _take_registration(self, summaries: list[SummaryColumns]) -> None:
         for columns in summaries:
             self.aggregator.update(columns)
+            # The shards' breakers as they stand (after a restart, the journal's story is only the log's).
+            for index, engaged in zip(columns.index.tolist(), columns.engaged.tolist()):
+                account = self.config.accounts[index].id
+                if (self.account_breakers[account]["state"] == "ENGAGED") != engaged:
+                    self._set_account_breaker(account, "ENGAGED" if engaged else "SAFE", "as the shard holds it")
         for account in self.shard_of:
             self.up[account] = True
         self._bump()
-        return self.version
 
     def _bump(self) -> None:
         """A change gates must see at once (a breaker, an account's liveness): a new view version."""
+        self._flush_journal()
         self.version += 1
         self._positions_dirty = False
         self._notify()
@@ -100,6 +197,7 @@ class Supervisor:
         has reported (or is down), so aggregate figures and breaches depend on batch boundaries only, never
         on which shard happened to report first.
         """
+        self.rejoin_if_restarted()
         if report.recovered_upto >= 0:
             self.reports += sum(self._mark_reported(report.shard, s) for s in range(report.recovered_upto + 1))
         elif report.seq is None or self._mark_reported(report.shard, report.seq):
@@ -131,19 +229,31 @@ class Supervisor:
             self._apply_complete_batches()
         elif report.batch >= 0:
             self._apply_reports([report])
+        self._flush_journal()
         if self._breaker_changed:
             self._breaker_changed = False
             self._bump()
         else:
             self._positions_dirty = True
-            self._notify()  # wakes wait_reports; gates keep waiting for a new version
+            self._notify()  # wakes wait_reported; gates keep waiting for a new version
 
     async def breaker_now(self, account: str, state: str, reason: str) -> None:
         """An account breaker changed inside a batch: tell the gates now; the batch's report records it."""
+        self.rejoin_if_restarted()
         self._set_account_breaker(account, state, reason)
         if self._breaker_changed:
             self._breaker_changed = False
             self._bump()
+
+    def _reported_through(self, shard: str, next_seq: int) -> None:
+        """Every batch of ``shard`` below ``next_seq`` counts as reported (its figures came another way)."""
+        below, above = self._reported.get(shard, (0, set()))
+        below = max(below, next_seq)
+        above = {s for s in above if s >= below}
+        while below in above:
+            above.discard(below)
+            below += 1
+        self._reported[shard] = (below, above)
 
     def _mark_reported(self, shard: str, seq: int) -> bool:
         """Note batch ``seq`` of ``shard`` as reported; False if it already was."""
@@ -216,6 +326,7 @@ class Supervisor:
         ts_ns = int(mark["ts_ns"])
         if found and not breaker.engaged and limits.kill_switch_mode is KillSwitchMode.AUTO:
             breaker.engage(ts_ns, EngageCause.LIMIT, found[0].reason, "limit", found[0].metric)
+            self._journal_upper(breaker, "engage")
             self._push_upper_breakers()
             self._record((*key_base, len(self.log)), BreakerEvent(
                 aggregate.scope, aggregate.id, "ENGAGED", found[0].reason, "limit", "", str(mark.get("stream")),
@@ -223,6 +334,7 @@ class Supervisor:
         elif (not found and breaker.engaged and breaker.cause is EngageCause.LIMIT and limits.auto_reset
               and breaker.cooldown_left_seconds(ts_ns, limits.recovery_cooldown_seconds) == 0):
             breaker.reset()
+            self._journal_upper(breaker, "reset")
             self._push_upper_breakers()
             self._record((*key_base, len(self.log)), BreakerEvent(
                 aggregate.scope, aggregate.id, "SAFE", "auto_reset: back within limits", "auto_reset", "",
@@ -241,6 +353,7 @@ class Supervisor:
     def _record(self, key: tuple[int, int, int], event: AlertEvent | BreakerEvent | dict[str, Any]) -> None:
         body = event if isinstance(event, dict) else event.to_dict()
         self.log.append((key, body))
+        self._journal({"k": "log", "key": list(key), "body": body})
 
     # ------------------------------------------------------------------ operator commands
 
@@ -269,6 +382,7 @@ class Supervisor:
         else:
             breaker, _limits, _agg = self._aggregate_breaker(scope, target)
             breaker.engage(now_ns, EngageCause.OPERATOR, reason, operator)
+            self._journal_upper(breaker, "engage")
             self._push_upper_breakers()
             event = BreakerEvent(scope, breaker.id, "ENGAGED", reason, "operator", operator, "operator", None, now_ns)
         self._record((self.last_pos, len(self.account_index) + 2, len(self.log)), event)
@@ -290,6 +404,7 @@ class Supervisor:
             event = None
             if refusal is None:
                 breaker.reset()
+                self._journal_upper(breaker, "reset")
                 self._push_upper_breakers()
                 event = BreakerEvent(scope, breaker.id, "SAFE", reason, "reset", operator, "operator", None, now_ns)
         record: dict[str, Any] = {"type": "command", "action": "reset", "scope": scope, "id": target,
@@ -314,12 +429,19 @@ class Supervisor:
 
     # ------------------------------------------------------------------ views
 
-    async def wait_reports(self, count: int, timeout_s: float) -> int:
-        """Wait until ``count`` shard reports have been applied here (the caller knows how many it caused)."""
+    async def wait_reported(self, upto: dict[str, int], timeout_s: float) -> dict[str, int]:
+        """Wait until every shard has reported every batch of its sequence below ``upto[shard]``; return
+        the shards still short (shard -> first batch not reported), empty when all are in."""
+        self.rejoin_if_restarted()
         deadline = time.monotonic() + timeout_s
         condition = self._condition()
+
+        def short() -> dict[str, int]:
+            return {s: self._reported.get(s, (0, set()))[0] for s, n in upto.items()
+                    if self._reported.get(s, (0, set()))[0] < n}
+
         async with condition:
-            while self.reports < count:
+            while short():
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
@@ -327,7 +449,7 @@ class Supervisor:
                     await asyncio.wait_for(condition.wait(), left)
                 except asyncio.TimeoutError:
                     break
-        return self.reports
+        return short()
 
     def _condition(self) -> asyncio.Condition:
         if self._changed is None:
@@ -341,6 +463,7 @@ class Supervisor:
         breaker table (``"breakers"``: small, whatever the number of accounts), and figures (equity, exposure,
         positions, marks) that changed meanwhile ride the next heartbeat as a whole view.
         """
+        self.rejoin_if_restarted()
         condition = self._condition()
         if self.version <= known_version:
             async with condition:
@@ -458,6 +581,7 @@ class Supervisor:
             self._bump()
 
     async def start_watch(self, interval_s: float) -> bool:
+        self.watch_interval_s = interval_s
         for shard_id, handle in self.shards.items():
             asyncio.get_event_loop().create_task(self.watch_shard(shard_id, handle, interval_s))
         return True

@@ -107,21 +107,28 @@ class RiskSystem:
         if durable:
             state = Path(tempfile.mkdtemp(prefix="riskmon-state-")) if ephemeral else state_root(state_dir) / name
             (state / "shards").mkdir(parents=True, exist_ok=True)
-        supervisor = create_supervisor(config, name)
+        config_ref = ray.put(config)  # held by the system: a restarted actor is constructed from it again
+        supervisor = create_supervisor(config, name, None if state is None else str(state / "supervisor.journal"),
+                                       config_ref)
         placement = place_accounts(config)
-        config_ref = ray.put(config)  # held by the system: a restarted shard is constructed from it again
         shards = {
             sid: create_shard(config, name, sid, accounts, supervisor,
                               None if state is None else str(state / "shards" / f"{sid}.journal"), config_ref)
             for sid, accounts in placement.items()
         }
         summaries = ray.get([h.summaries.remote() for h in shards.values()])
-        ray.get(supervisor.register.remote(shards, placement, summaries))
+        # Shards that rebuilt from journals (a restart of the service) say where numbering picks up.
+        resume = dict(zip(shards, ray.get([h.resume.remote() for h in shards.values()])))
+        names = {sid: f"{name}-{sid}" for sid in shards}
+        ray.get(supervisor.register.remote(shards, placement, summaries, names, resume))
         # Liveness: well inside the gates' staleness bound, so a dead shard's accounts are denied within about it.
         interval = watch_interval_s if watch_interval_s is not None else config.gate.max_staleness_ms / 2000.0
         ray.get(supervisor.start_watch.remote(interval))
         system = cls(config, supervisor, shards, placement, name, owns_ray, state, ephemeral and durable)
         system.config_ref = config_ref
+        system.router.shard_seq.update({sid: point["next_seq"] for sid, point in resume.items()})
+        system.router.position = max([p["next_pos"] for p in resume.values()] + [0])
+        system.router.batches = max([p["next_batch"] for p in resume.values()] + [0])
         return system
 
     # ------------------------------------------------------------------ data
@@ -179,9 +186,10 @@ class RiskSystem:
             self._send_pending()
             in_flight, self._in_flight = self._in_flight, []
         self._collect(in_flight)
-        seen = ray.get(self.supervisor.wait_reports.remote(self.router.sent, timeout_s))
-        if seen < self.router.sent:
-            raise TimeoutError(f"supervisor saw {seen} of {self.router.sent} shard reports in {timeout_s} s")
+        short = ray.get(self.supervisor.wait_reported.remote(dict(self.router.shard_seq), timeout_s))
+        if short:
+            raise TimeoutError(f"shards not yet reported to the supervisor after {timeout_s} s "
+                               f"(shard: first batch missing): {short}")
 
     def _collect(self, refs: list[Any]) -> None:
         for ack in ray.get(refs):
@@ -225,6 +233,12 @@ class RiskSystem:
     def kill_shard(self, shard_id: str) -> None:
         """Stop one shard's actor for good (drills and tests): its accounts go down and gates deny them."""
         ray.kill(self.shards[shard_id], no_restart=True)
+
+    def crash_supervisor(self) -> int:
+        """``kill -9`` the supervisor's process (drills); Ray restarts it from its journal. Returns the pid."""
+        pid = ray.get(self.supervisor.__ray_call__.remote(lambda supervisor: os.getpid()))
+        os.kill(pid, signal.SIGKILL)
+        return pid
 
     def shard_pid(self, shard_id: str) -> int:
         return ray.get(self.shards[shard_id].__ray_call__.remote(lambda shard: os.getpid()))
