@@ -148,3 +148,20 @@ def test_drill_when_whole_service_restarts_engaged_breakers_stay_engaged(ray_ses
         assert after["events"] == expected["events"]
     finally:
         second.shutdown()
+
+
+def test_drill_when_a_node_hosting_accounts_is_removed_they_come_back_elsewhere_identical() -> None:
+    # A 3-node cluster of its own (ray.cluster_utils.Cluster), so it runs as a program beside this session.
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    program = Path(__file__).with_name("cluster_drill.py")
+    done = subprocess.run([sys.executable, str(program)], cwd=program.parents[2], capture_output=True, text=True,
+                          timeout=600, stdin=subprocess.DEVNULL)
+    assert done.stdout.strip(), done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["shards_on_it"] and result["moved"], result
+    assert result["identical"], result  # every account equal to the reference engine fed the same stream
+    assert result["engaged"] > 0 and result["fills"] > 0, result
