@@ -1,9 +1,13 @@
 """Failure drills on real Ray: each run is compared with the same run without the fault.
 
-`kill -9` of the process hosting an account shard, in the middle of a stream with batches in flight: Ray
-restarts the shard, it rebuilds from its journal, the calls it never answered are delivered again and each
-batch is applied once, in order. The accounts must end identical to the cent, with the same account alert
-and breaker events, every fill applied and no tick applied twice.
+- `kill -9` of the process hosting an account shard, mid-stream with batches in flight: Ray restarts the
+  shard, it rebuilds from its journal, the calls it never answered are delivered again and each batch is
+  applied once, in order. Accounts identical to the cent, the same account alert and breaker events, every
+  fill applied, no tick applied twice.
+- `kill -9` of the supervisor after a desk halt: the halt is still in force at the gate, nothing lost.
+- a restart of the whole service: account, portfolio and firm halts still in force; the stream continues.
+- removal of a node hosting accounts from a 3-node cluster: they come back elsewhere, identical.
+- `riskmon chaos` runs the first three against a live system and reports them.
 """
 
 from __future__ import annotations
@@ -16,38 +20,18 @@ import pytest
 import ray
 
 from riskcore.gate import Order, Reason
-from riskmon.loadgen import LoadGenerator, firm_config
+from riskmon.chaos import drill_config, drill_load
+from riskmon.chaos import run_stream as run
 from supervisor.system import RiskSystem
 
 pytestmark = pytest.mark.ray
 
 # Two shards. Big enough that Ray passes the config by reference, so a restart must find it again.
-CONFIG = firm_config(600, 2, 20, accounts_per_actor=300)
-CHUNK = 400
+CONFIG = drill_config(600)
 
 
 def load() -> list[Any]:
-    generator = LoadGenerator(CONFIG, seed=11, breach_every=1_500)
-    generator.plan(12_000)
-    return list(generator.chunks(CHUNK, generator.sent + 12_000))
-
-
-def account_events(system: RiskSystem) -> list[dict[str, Any]]:
-    return [e for e in system.events() if e.get("type") in ("alert", "breaker") and e.get("scope", "account") == "account"]
-
-
-def shard_counts(system: RiskSystem) -> dict[str, tuple[int, int, int]]:
-    stats = ray.get([h.stats.remote() for h in system.shards.values()])
-    return {s["shard"]: (s["batches"], s["ticks_applied"], s["fills_applied"]) for s in stats}
-
-
-def run(system: RiskSystem, parts: list[Any], fault: Callable[[RiskSystem], None] | None = None) -> dict[str, Any]:
-    for n, part in enumerate(parts):
-        if fault is not None and n == len(parts) // 2:
-            fault(system)
-        system.submit_columns(part.ticks, part.fills, part.fill_pos)
-    system.flush(timeout_s=120.0)
-    return {"states": system.states(), "events": account_events(system), "counts": shard_counts(system)}
+    return drill_load(CONFIG, 12_000)
 
 
 def test_drill_when_shard_process_killed_mid_stream_accounts_end_identical(
@@ -165,3 +149,22 @@ def test_drill_when_a_node_hosting_accounts_is_removed_they_come_back_elsewhere_
     assert result["shards_on_it"] and result["moved"], result
     assert result["identical"], result  # every account equal to the reference engine fed the same stream
     assert result["engaged"] > 0 and result["fills"] > 0, result
+
+
+def test_chaos_command_when_run_reports_every_drill_recovered_with_nothing_lost(tmp_path: Any) -> None:
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = tmp_path / "chaos.json"
+    done = subprocess.run([sys.executable, "-m", "riskmon.cli", "chaos", "--accounts", "200", "--ticks", "4000",
+                           "--json", str(out)], cwd=Path(__file__).parents[2], capture_output=True, text=True,
+                          timeout=600, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    results = json.loads(out.read_text())
+    assert [r["fault"] for r in results] == ["shard kill -9", "supervisor kill -9", "service restart"]
+    for r in results:
+        assert set(r) == {"fault", "recovered", "recovery_s", "lost_events", "duplicated_events"}
+        assert r["recovered"] and r["lost_events"] == 0 and r["duplicated_events"] == 0 and r["recovery_s"] > 0, r
+    assert "events lost" in done.stdout
