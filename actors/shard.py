@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bisect
 import threading
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +27,7 @@ from riskcore.wire import BatchFrame, decode
 
 KeyedEvent = tuple[int, int, int, AlertEvent | BreakerEvent]
 HALTS_GROUP = "halts"  # the Ray concurrency group watch_halts runs in (supervisor.deploy)
+RECENT_REPORTS = 4096  # batches whose events a shard keeps for a restarted supervisor
 
 
 @dataclass(slots=True)
@@ -126,6 +128,9 @@ class AccountShard:
         self.next_batch = 0  # one past the router's number of the last batch applied here
         self.held: dict[int, tuple[BatchFrame, bytes]] = {}
         self.redelivered = 0
+        # The events of the last batches reported, by sequence number: a supervisor that restarted asks for
+        # those its journal lacks (a report it received but died before writing, or one lost in flight).
+        self.recent: deque[tuple[int, list[KeyedEvent]]] = deque(maxlen=RECENT_REPORTS)
         self.journal: Journal | None = None
         if journal_path is not None:
             self._recover(journal_path)
@@ -221,6 +226,7 @@ class AccountShard:
         report.seq = seq
         if seq is not None:
             self.next_seq = seq + 1
+            self.recent.append((seq, report.events))
         self._send(report)
         return report
 
@@ -341,6 +347,12 @@ class AccountShard:
             self._journal_command("reset", account, now_ns, operator, reason)
             self._note_halt(account, False)
         return event, refusal
+
+    def events_since(self, seq: int) -> tuple[list[KeyedEvent], bool]:
+        """The events of every batch from ``seq`` on that this shard still holds, and whether that is all of
+        them (False when ``seq`` is older than the last RECENT_REPORTS batches: those are in the journal)."""
+        complete = not self.recent or self.recent[0][0] <= seq or seq >= self.next_seq
+        return [e for s, events in self.recent if s >= seq for e in events], complete
 
     def resume(self) -> dict[str, int]:
         """A new router takes over (the service restarted): where it picks up numbering, so this shard's

@@ -19,6 +19,7 @@ Prints one JSON document:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -213,6 +214,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, only to prove the program runs (tests)")
     args = parser.parse_args(argv)
     size = SMOKE if args.smoke else QUICK if args.quick else FULL
+    # Standard output carries the JSON document alone: anything else printed meanwhile (Ray's notices) goes
+    # to standard error.
+    with contextlib.redirect_stdout(sys.stderr):
+        out = measure(args, size)
+    json.dump(out, sys.stdout, indent=2)
+    print()
+    return 0
+
+
+def measure(args: argparse.Namespace, size: dict[str, Any]) -> dict[str, Any]:
     started = time.monotonic()
     # As `riskmon` starts it (actors at normal priority), with Ray's own messages kept off the JSON on stdout.
     init_ray(num_cpus=2, log_to_driver=False)
@@ -253,9 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         ray.shutdown()
     out["seconds"] = round(time.monotonic() - started, 1)
-    json.dump(out, sys.stdout, indent=2)
-    print()
-    return 0
+    return out
 
 
 if __name__ == "__main__":

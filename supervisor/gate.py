@@ -77,8 +77,9 @@ class OrderGate:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
+                # Not retried by Ray: a supervisor that died is polled afresh (the view goes stale meanwhile).
                 reply = ray.get(
-                    self.supervisor.poll.remote(self.core.version, self.poll_timeout_s),
+                    self.supervisor.poll.options(max_task_retries=0).remote(self.core.version, self.poll_timeout_s),
                     timeout=self.poll_timeout_s + 5.0,
                 )
             except Exception:
@@ -106,7 +107,8 @@ class OrderGate:
         shards: dict[str, Any] = {}
         while not shards and not self._stop.is_set():
             try:
-                shards = ray.get(self.supervisor.shard_handles.remote(), timeout=self.poll_timeout_s + 5.0)
+                shards = ray.get(self.supervisor.shard_handles.options(max_task_retries=0).remote(),
+                                 timeout=self.poll_timeout_s + 5.0)
             except Exception:
                 self.errors += 1
                 self._stop.wait(self.poll_timeout_s)

@@ -89,6 +89,11 @@ class Supervisor:
                                    record["metric"])
                 else:
                     breaker.reset()
+            elif kind == "reported":
+                if "through" in record:
+                    self._reported_through(record["shard"], record["through"])
+                else:
+                    self._mark_reported(record["shard"], record["seq"])
             elif kind == "log":
                 key = tuple(record["key"])
                 body = record["body"]
@@ -135,9 +140,19 @@ class Supervisor:
         handles = {sid: ray.get_actor(name) for sid, name in self.shard_names.items()}
         summaries = await asyncio.gather(*(asyncio.wrap_future(h.summaries.remote().future()) for h in handles.values()))
         resumes = await asyncio.gather(*(asyncio.wrap_future(h.resume.remote().future()) for h in handles.values()))
+        # Reports received but not yet journaled when this process died, or lost in flight: their events.
+        missed = await asyncio.gather(*(
+            asyncio.wrap_future(h.events_since.remote(self._reported.get(sid, (0, set()))[0]).future())
+            for sid, h in handles.items()))
+        for events, _complete in missed:
+            for pos, account_index, order, event in events:
+                if (pos, account_index, order) not in self._event_keys:
+                    self._event_keys.add((pos, account_index, order))
+                    self._record((pos, account_index, order), event)
         self.next_batch = max([r["next_batch"] for r in resumes] + [self.next_batch])
         for sid, point in zip(handles, resumes):
             self._reported_through(sid, point["next_seq"])
+            self._journal({"k": "reported", "shard": sid, "through": point["next_seq"]})
         self.shards = handles
         self._take_registration(summaries)
         await self.start_watch(self.watch_interval_s)
@@ -200,8 +215,11 @@ class Supervisor:
         self.rejoin_if_restarted()
         if report.recovered_upto >= 0:
             self.reports += sum(self._mark_reported(report.shard, s) for s in range(report.recovered_upto + 1))
+            self._journal({"k": "reported", "shard": report.shard, "through": report.recovered_upto + 1})
         elif report.seq is None or self._mark_reported(report.shard, report.seq):
             self.reports += 1
+            if report.seq is not None:
+                self._journal({"k": "reported", "shard": report.shard, "seq": report.seq})
         else:
             return  # this batch was reported already (the shard restarted and it was delivered again)
         for refusal in report.refusals:
