@@ -11,7 +11,7 @@ from __future__ import annotations
 import bisect
 import threading
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -213,7 +213,11 @@ class AccountShard:
             self.held[seq] = (decoded, frame)
             return ShardReport(self.shard_id, decoded.number, 0, 0, [], [], _NO_SUMMARIES, seq=seq)
         report = self._apply_decoded(decoded, seq)
-        while self.next_seq in self.held:  # those that came early, now in turn
+        if self.next_seq in self.held:
+            # The caller's answer covers those that came early and are now applied in turn (each was reported
+            # on its own; the report already sent is left as it was).
+            report = replace(report, refusals=list(report.refusals))
+        while self.next_seq in self.held:
             later = self._apply_decoded(self.held.pop(self.next_seq)[0], self.next_seq)
             report.ticks_applied += later.ticks_applied
             report.fills_applied += later.fills_applied
