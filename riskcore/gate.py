@@ -84,6 +84,7 @@ def _reduces(position: float, qty: float) -> bool:
 @dataclass(frozen=True, slots=True)
 class _Snapshot:
     version: int
+    figures_version: int
     global_halt: tuple[bool, bool]
     portfolios: Mapping[str, tuple[bool, bool]]
     accounts: Mapping[str, AccountView]
@@ -92,7 +93,7 @@ class _Snapshot:
     bands: Mapping[str, float | None]
 
 
-_EMPTY = _Snapshot(-1, (False, False), {}, {}, {}, {}, {})
+_EMPTY = _Snapshot(-1, -1, (False, False), {}, {}, {}, {}, {})
 
 
 class GateCore:
@@ -113,6 +114,11 @@ class GateCore:
     def version(self) -> int:
         return self._snap.version
 
+    @property
+    def figures_version(self) -> int:
+        """Which published figures the installed view holds (the supervisor's count)."""
+        return self._snap.figures_version
+
     def update(self, view: Mapping[str, Any], received_ns: int) -> None:
         """Install a pushed view (``Supervisor.gate_view()`` form), keeping per-account order-rate history."""
         old_accounts = self._snap.accounts
@@ -128,6 +134,7 @@ class GateCore:
             )
         self._snap = _Snapshot(
             version=view["version"],
+            figures_version=view.get("figures_version", view["version"]),
             global_halt=(bool(view["global_engaged"]), bool(view["global_reduce_only"])),
             portfolios={k: (bool(v[0]), bool(v[1])) for k, v in view["portfolios"].items()},
             accounts=accounts,

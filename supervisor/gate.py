@@ -79,7 +79,8 @@ class OrderGate:
             try:
                 # Not retried by Ray: a supervisor that died is polled afresh (the view goes stale meanwhile).
                 reply = ray.get(
-                    self.supervisor.poll.options(max_task_retries=0).remote(self.core.version, self.poll_timeout_s),
+                    self.supervisor.poll.options(max_task_retries=0).remote(
+                        self.core.version, self.poll_timeout_s, self.core.figures_version),
                     timeout=self.poll_timeout_s + 5.0,
                 )
             except Exception:

@@ -56,6 +56,7 @@ class Supervisor:
         self._view_cache: tuple[int, dict[str, Any]] | None = None
         # Figures (positions, equity) changed since the last view; sent with the next heartbeat, not at once.
         self._positions_dirty = False
+        self.figures_version = 0  # bumped when changed figures are published (a heartbeat); gates track it
         self._breaker_changed = False
         self._upper_pushes = 0
         self.mids: dict[str, float] = {}
@@ -189,7 +190,6 @@ class Supervisor:
         """A change gates must see at once (a breaker, an account's liveness): a new view version."""
         self._flush_journal()
         self.version += 1
-        self._positions_dirty = False
         self._notify()
 
     def _notify(self) -> None:
@@ -474,32 +474,29 @@ class Supervisor:
             self._changed = asyncio.Condition()
         return self._changed
 
-    async def poll(self, known_version: int, timeout_s: float) -> dict[str, Any]:
+    async def poll(self, known_version: int, timeout_s: float, known_figures: int = -1) -> dict[str, Any]:
         """Long-poll: news as soon as the view is newer than ``known_version``, else a heartbeat at the timeout.
 
-        A gate with no view yet gets the whole view. After that a breaker or liveness change sends only the
-        breaker table (``"breakers"``: small, whatever the number of accounts), and figures (equity, exposure,
-        positions, marks) that changed meanwhile ride the next heartbeat as a whole view.
+        A gate whose figures (equity, exposure, positions, marks) are older than the last published ones gets
+        the whole view; otherwise a breaker or liveness change sends only the breaker table (small, whatever
+        the number of accounts). Figures that changed since they were last published are published by the
+        next heartbeat (a new figures version), so every gate gets them on its next poll.
         """
         self.rejoin_if_restarted()
         condition = self._condition()
-        if self.version <= known_version:
+        if self.version <= known_version and known_figures >= self.figures_version:
             async with condition:
                 try:
                     await asyncio.wait_for(condition.wait_for(lambda: self.version > known_version), timeout_s)
                 except asyncio.TimeoutError:
                     if not self._positions_dirty:
                         return {"version": self.version, "unchanged": True}
-                    self.version += 1  # the heartbeat carries the figures that changed meanwhile
                     self._positions_dirty = False
-                    return {"version": self.version, "unchanged": False, "view": self.gate_view()}
-        if known_version < 0:
+                    self.figures_version += 1
+                    self.version += 1
+        if known_version < 0 or known_figures < self.figures_version:
             return {"version": self.version, "unchanged": False, "view": self.gate_view()}
         return {"version": self.version, "unchanged": False, "breakers": self.breaker_table()}
-
-    def shard_handles(self) -> dict[str, Any]:
-        """Every account shard's actor handle (gates watch them for halts)."""
-        return dict(self.shards)
 
     def breaker_table(self) -> dict[str, Any]:
         """Every breaker's state and every account's liveness: what a gate needs to deny at once."""
@@ -534,6 +531,7 @@ class Supervisor:
             }
         view = {
             "version": self.version,
+            "figures_version": self.figures_version,
             "global_engaged": self.global_breaker.engaged,
             "global_reduce_only": self.config.firm.reduce_only_when_halted,
             "portfolios": {pid: (b.engaged, self.config.portfolios[pid].limits.reduce_only_when_halted)

@@ -144,3 +144,27 @@ def test_supervisor_when_a_report_arrives_twice_records_and_counts_it_once() -> 
     once, twice = supervise(reports), supervise(reports + reports[::-1])
     assert view(twice) == view(once)
     assert once.reports == twice.reports == len(reports)
+
+
+def test_supervisor_when_figures_change_every_polling_gate_gets_them_not_only_the_first() -> None:
+    reports = shard_reports()
+    supervisor = Supervisor(CONFIG)
+
+    async def run() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+        await supervisor.register({}, place_accounts(CONFIG), [])
+        first = await supervisor.poll(-1, 0.01)  # both gates install the whole view
+        a = b = (first["version"], first["view"]["figures_version"])
+        for report in reports:  # figures move
+            await supervisor.report(report)
+        beat = await supervisor.poll(a[0], 0.01, a[1])  # a breaker changed too: the table comes first
+        if "breakers" in beat:
+            beat = await supervisor.poll(beat["version"], 0.01, a[1])  # then gate A's heartbeat publishes them
+        late = await supervisor.poll(b[0], 0.01, b[1])  # gate B, still on the old figures, gets them too
+        again = await supervisor.poll(beat["version"], 0.01, beat["view"]["figures_version"])
+        return beat, late, again
+
+    beat, late, again = asyncio.run(run())
+    assert "view" in beat and "view" in late
+    assert late["view"]["accounts"] == beat["view"]["accounts"]
+    assert late["view"]["accounts"]["long"]["equity"] != 1_000_000  # the moved figures, not the first ones
+    assert again == {"version": beat["version"], "unchanged": True}
