@@ -46,6 +46,7 @@ class ShardReport:
     targets: tuple[str, ...] = ()  # every shard the batch went to (from the router's frame)
     seq: int | None = None  # the batch's number in this shard's sequence
     recovered_upto: int = -1  # a recovery report: every batch of this shard's sequence up to here is applied
+    recovered_batch: int = 0  # ... and every router batch numbered below this that was sent to it
 
 
 @dataclass(slots=True)
@@ -179,7 +180,8 @@ class AccountShard:
         self.halted = {book.id for book in self.engine.books if book.breaker.engaged}
         self.engine.summary_columns(changed_only=True)  # the recovery report carries every account anyway
         self._send(ShardReport(self.shard_id, -1, self.ticks_applied, self.fills_applied, [], events,
-                               self.engine.summary_columns(), {}, self.mids(), recovered_upto=self.next_seq - 1))
+                               self.engine.summary_columns(), {}, self.mids(), recovered_upto=self.next_seq - 1,
+                               recovered_batch=self.next_batch))
 
     # ------------------------------------------------------------------ data path
 
@@ -358,16 +360,23 @@ class AccountShard:
         complete = not self.recent or self.recent[0][0] <= seq or seq >= self.next_seq
         return [e for s, events in self.recent if s >= seq for e in events], complete
 
-    def resume(self) -> dict[str, int]:
-        """A new router takes over (the service restarted): where it picks up numbering, so this shard's
-        journal and the supervisor's log continue. Batches held for a gap the old router never filled are
-        applied now, in order: nothing will fill it any more."""
+    def numbering(self) -> dict[str, Any]:
+        """Where this shard's sequence, arrival positions and batch numbers stand, and the symbols its
+        accounts hold (a new router routes them here; some were opened by fills, not by the config)."""
+        names = self.engine.symbol_names
+        held = sorted({names[s] for book in self.engine.books for s in book.slot_symbols})
+        return {"next_seq": self.next_seq, "next_pos": self.next_pos, "next_batch": self.next_batch, "symbols": held}
+
+    def resume(self) -> dict[str, Any]:
+        """A new router takes over (the service restarted, so the old router is gone): batches held for a gap
+        it never filled are applied now, in order, as nothing will fill it; then :meth:`numbering`. Only a
+        new router calls this: while the old one lives, the gap may still fill."""
         if self.held:
             if self.journal is not None:
                 self.journal.append({"k": "resume"})
             for seq in sorted(self.held):
                 self._apply_decoded(self.held.pop(seq)[0], seq)
-        return {"next_seq": self.next_seq, "next_pos": self.next_pos, "next_batch": self.next_batch}
+        return self.numbering()
 
     def stats(self) -> dict[str, Any]:
         return {

@@ -50,22 +50,23 @@ class Journal:
 def _records(path: Path) -> Iterator[dict[str, Any]]:
     if not path.exists():
         return
-    data = path.read_bytes()
-    unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, max_buffer_size=MAX_RECORD_BYTES)
-    unpacker.feed(data)
+    size = path.stat().st_size
     good = 0
-    while True:
-        try:
-            record = unpacker.unpack()
-        except msgpack.OutOfData:
-            break
-        except (ValueError, msgpack.UnpackException) as exc:
-            raise JournalError(f"{path}: unreadable record at byte {good}: {exc}") from None
-        if not isinstance(record, dict):
-            raise JournalError(f"{path}: record at byte {good} is {type(record).__name__}, not a map")
-        good = unpacker.tell()
-        yield record
-    if good < len(data):
+    with open(path, "rb") as file:
+        # Streamed from the file: the buffer bound applies to one record, not to the whole journal.
+        unpacker = msgpack.Unpacker(file, raw=False, strict_map_key=False, max_buffer_size=MAX_RECORD_BYTES)
+        while True:
+            try:
+                record = unpacker.unpack()
+            except msgpack.OutOfData:
+                break
+            except (ValueError, msgpack.UnpackException) as exc:
+                raise JournalError(f"{path}: unreadable record at byte {good}: {exc}") from None
+            if not isinstance(record, dict):
+                raise JournalError(f"{path}: record at byte {good} is {type(record).__name__}, not a map")
+            good = unpacker.tell()
+            yield record
+    if good < size:
         # A crash cut the last write short: drop the torn bytes so the next append starts clean.
         with open(path, "r+b") as file:
             file.truncate(good)

@@ -58,13 +58,15 @@ class Supervisor:
         self._positions_dirty = False
         self.figures_version = 0  # bumped when changed figures are published (a heartbeat); gates track it
         self._breaker_changed = False
-        self._upper_pushes = 0
+        self._upper_pushes = time.time_ns() // 1_000  # newer than any a shard heard before a restart
         self.mids: dict[str, float] = {}
         # Batch-ordered aggregation: reports wait here until every shard their batch went to has reported.
         self.pending: dict[int, dict[str, ShardReport]] = {}
         self.targets_of: dict[int, tuple[str, ...]] = {}
         self.next_batch = 0
         self.down_shards: set[str] = set()
+        # A shard that rebuilt from its journal has applied every batch below this, reported or not.
+        self._caught_up: dict[str, int] = {}
         self.watch_interval_s = 0.5
         self.shard_names: dict[str, str] = {}
         self._rejoin: asyncio.Task[None] | None = None
@@ -138,9 +140,17 @@ class Supervisor:
     async def _rejoin_shards(self) -> None:
         import ray
 
-        handles = {sid: ray.get_actor(name) for sid, name in self.shard_names.items()}
+        handles: dict[str, Any] = {}
+        for sid, name in self.shard_names.items():
+            try:
+                handles[sid] = ray.get_actor(name)
+            except ValueError:
+                continue  # gone for good (stopped by hand): its accounts stay down
         summaries = await asyncio.gather(*(asyncio.wrap_future(h.summaries.remote().future()) for h in handles.values()))
-        resumes = await asyncio.gather(*(asyncio.wrap_future(h.resume.remote().future()) for h in handles.values()))
+        # Read-only: the router still lives, so batches a shard holds for a gap will still fill it.
+        resumes = await asyncio.gather(*(asyncio.wrap_future(h.numbering.remote().future()) for h in handles.values()))
+        for mids in await asyncio.gather(*(asyncio.wrap_future(h.mids.remote().future()) for h in handles.values())):
+            self.mids.update(mids)  # every mark, not only those the next batches quote (the gates' price collar)
         # Reports received but not yet journaled when this process died, or lost in flight: their events.
         missed = await asyncio.gather(*(
             asyncio.wrap_future(h.events_since.remote(self._reported.get(sid, (0, set()))[0]).future())
@@ -151,6 +161,10 @@ class Supervisor:
                     self._event_keys.add((pos, account_index, order))
                     self._record((pos, account_index, order), event)
         self.next_batch = max([r["next_batch"] for r in resumes] + [self.next_batch])
+        for batch in sorted(b for b in self.pending if b < self.next_batch):  # came in while rejoining
+            got = self.pending.pop(batch)
+            self.targets_of.pop(batch, None)
+            self._apply_reports(list(got.values()))
         for sid, point in zip(handles, resumes):
             self._reported_through(sid, point["next_seq"])
             self._journal({"k": "reported", "shard": sid, "through": point["next_seq"]})
@@ -174,14 +188,19 @@ class Supervisor:
         self._take_registration(summaries)
         return self.version
 
+    def _take_engaged(self, columns: SummaryColumns) -> None:
+        """Account breakers a shard holds engaged, from its figures (after a restart, the log may lack the
+        event). Only engagements: a snapshot may be older than a report already applied, and a release
+        always arrives as an event of its own."""
+        for index, engaged in zip(columns.index.tolist(), columns.engaged.tolist()):
+            account = self.config.accounts[index].id
+            if engaged and self.account_breakers[account]["state"] != "ENGAGED":
+                self._set_account_breaker(account, "ENGAGED", "engaged, as its shard holds it")
+
     def _take_registration(self, summaries: list[SummaryColumns]) -> None:
         for columns in summaries:
             self.aggregator.update(columns)
-            # The shards' breakers as they stand (after a restart, the journal's story is only the log's).
-            for index, engaged in zip(columns.index.tolist(), columns.engaged.tolist()):
-                account = self.config.accounts[index].id
-                if (self.account_breakers[account]["state"] == "ENGAGED") != engaged:
-                    self._set_account_breaker(account, "ENGAGED" if engaged else "SAFE", "as the shard holds it")
+            self._take_engaged(columns)
         for account in self.shard_of:
             self.up[account] = True
         self._bump()
@@ -213,13 +232,14 @@ class Supervisor:
         on which shard happened to report first.
         """
         self.rejoin_if_restarted()
+        reported: dict[str, Any] | None = None  # journaled after the report's events, never before them
         if report.recovered_upto >= 0:
             self.reports += sum(self._mark_reported(report.shard, s) for s in range(report.recovered_upto + 1))
-            self._journal({"k": "reported", "shard": report.shard, "through": report.recovered_upto + 1})
+            reported = {"k": "reported", "shard": report.shard, "through": report.recovered_upto + 1}
         elif report.seq is None or self._mark_reported(report.shard, report.seq):
             self.reports += 1
             if report.seq is not None:
-                self._journal({"k": "reported", "shard": report.shard, "seq": report.seq})
+                reported = {"k": "reported", "shard": report.shard, "seq": report.seq}
         else:
             return  # this batch was reported already (the shard restarted and it was delivered again)
         for refusal in report.refusals:
@@ -231,13 +251,14 @@ class Supervisor:
             self._record((pos, account_index, order), event)
             if isinstance(event, BreakerEvent):
                 self._set_account_breaker(event.id, event.state, event.reason)
+        if reported is not None:
+            self._journal(reported)
         if report.recovered_upto >= 0:
             self._apply_reports([report])  # a restarted shard's figures, as of everything it has applied
-            # Its breakers as they stand now, whatever part of the replayed history was recorded before.
-            for index, engaged in zip(report.summaries.index.tolist(), report.summaries.engaged.tolist()):
-                account = self.config.accounts[index].id
-                if (self.account_breakers[account]["state"] == "ENGAGED") != engaged:
-                    self._set_account_breaker(account, "ENGAGED" if engaged else "SAFE", "as recovered from the journal")
+            # Batches it applied while replaying are covered by these figures, whether or not they were reported.
+            self._caught_up[report.shard] = max(self._caught_up.get(report.shard, 0), report.recovered_batch)
+            self._apply_complete_batches()
+            self._take_engaged(report.summaries)
         elif report.targets and report.batch < self.next_batch:
             # Its batch closed without it (the shard was down): the figures are still the newest we have.
             self._apply_reports([report])
@@ -294,6 +315,11 @@ class Supervisor:
                 if self.down_shards and any(self._complete(b) for b in self.targets_of if b > self.next_batch):
                     self.next_batch += 1
                     continue
+                if self.next_batch < max(self._caught_up.values(), default=0):
+                    # A rebuilt shard applied it; its report may be lost. Any other report of it that comes
+                    # later is applied as it arrives (its batch has closed).
+                    self.next_batch += 1
+                    continue
                 return
             if not self._complete(self.next_batch):
                 return
@@ -304,7 +330,8 @@ class Supervisor:
 
     def _complete(self, batch: int) -> bool:
         got = self.pending.get(batch, {})
-        return all(shard in got or shard in self.down_shards for shard in self.targets_of[batch])
+        return all(shard in got or shard in self.down_shards or batch < self._caught_up.get(shard, 0)
+                   for shard in self.targets_of[batch])
 
     def _apply_reports(self, reports: list[ShardReport]) -> None:
         touched: set[str] = set()
@@ -443,6 +470,8 @@ class Supervisor:
         shard = self.shard_of.get(account)
         if shard is None:
             raise UnknownAccountError(account)
+        if shard not in self.shards:
+            raise RiskmonError(f"account {account}'s shard is not reachable yet (the supervisor is rejoining it); retry")
         return self.shards[shard]
 
     # ------------------------------------------------------------------ views
@@ -497,6 +526,10 @@ class Supervisor:
         if known_version < 0 or known_figures < self.figures_version:
             return {"version": self.version, "unchanged": False, "view": self.gate_view()}
         return {"version": self.version, "unchanged": False, "breakers": self.breaker_table()}
+
+    def shard_handles(self) -> dict[str, Any]:
+        """Every account shard's actor handle (gates watch them for halts)."""
+        return dict(self.shards)
 
     def breaker_table(self) -> dict[str, Any]:
         """Every breaker's state and every account's liveness: what a gate needs to deny at once."""

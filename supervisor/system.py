@@ -127,6 +127,9 @@ class RiskSystem:
         system = cls(config, supervisor, shards, placement, name, owns_ray, state, ephemeral and durable)
         system.config_ref = config_ref
         system.router.shard_seq.update({sid: point["next_seq"] for sid, point in resume.items()})
+        symbol_ids = config.symbol_ids()
+        for sid, point in resume.items():  # symbols opened by fills before a restart are routed there too
+            system.router.subscriptions[sid].update(symbol_ids[s] for s in point["symbols"])
         system.router.position = max([p["next_pos"] for p in resume.values()] + [0])
         system.router.batches = max([p["next_batch"] for p in resume.values()] + [0])
         return system

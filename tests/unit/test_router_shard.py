@@ -774,3 +774,16 @@ def test_account_shard_when_fed_mutated_frames_never_fails_and_a_refused_frame_c
         assert sum(shard.tick_screen.refused.values()) == refused_before + 1
     for frame in frames[2:]:  # and the shard goes on working
         shard.apply(frame)
+
+
+def test_journal_when_larger_than_one_record_buffer_reads_every_record(tmp_path: Any, monkeypatch: Any) -> None:
+    from riskcore import journal as journal_module
+
+    monkeypatch.setattr(journal_module, "MAX_RECORD_BYTES", 4096)  # a journal many times one record's bound
+    path = tmp_path / "j"
+    journal = journal_module.Journal(path)
+    for n in range(200):
+        journal.append({"k": "batch", "n": n, "f": bytes(1000)})
+    journal.close()
+    assert path.stat().st_size > 40 * 4096
+    assert [r["n"] for r in journal_module.Journal.read(path)] == list(range(200))

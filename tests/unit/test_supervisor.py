@@ -168,3 +168,24 @@ def test_supervisor_when_figures_change_every_polling_gate_gets_them_not_only_th
     assert late["view"]["accounts"] == beat["view"]["accounts"]
     assert late["view"]["accounts"]["long"]["equity"] != 1_000_000  # the moved figures, not the first ones
     assert again == {"version": beat["version"], "unchanged": True}
+
+
+def test_supervisor_when_a_restarted_shard_lost_a_report_batches_still_close() -> None:
+    # Shard "long" was killed after journaling batch 1 but before reporting it; its recovery report says it
+    # has applied every batch below 2. The supervisor must close batch 1 and go on, not wait for ever.
+    reports = sorted(shard_reports(), key=lambda r: (r.batch, r.shard))
+    lost = next(r for r in reports if r.batch == 1 and r.shard == "shard-0000")
+    recovery = ShardReport("shard-0000", -1, 0, 0, [], [], lost.summaries, recovered_upto=lost.seq,
+                           recovered_batch=2)
+    supervisor = Supervisor(CONFIG)
+
+    async def run() -> None:
+        await supervisor.register({}, place_accounts(CONFIG), [])
+        for report in reports:
+            if report is lost:
+                await supervisor.report(recovery)
+            else:
+                await supervisor.report(report)
+
+    asyncio.run(run())
+    assert supervisor.next_batch == len({r.batch for r in reports}) and not supervisor.pending
