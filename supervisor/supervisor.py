@@ -92,6 +92,10 @@ class Supervisor:
                                    record["metric"])
                 else:
                     breaker.reset()
+            elif kind == "breaches":
+                scope = (record["scope"], record["id"])
+                self.active_breaches = {k for k in self.active_breaches if k[:2] != scope}
+                self.active_breaches |= {(*scope, metric) for metric in record["metrics"]}
             elif kind == "reported":
                 if "through" in record:
                     self._reported_through(record["shard"], record["through"])
@@ -366,8 +370,12 @@ class Supervisor:
                     "value": breach.value, "threshold": breach.threshold, "stream": mark.get("stream"),
                     "tick_seq": mark.get("seq"), "tick_ts": rfc3339_us(mark["ts_ns"]),
                 })
-        self.active_breaches -= {k for k in self.active_breaches if k[:2] == (aggregate.scope, aggregate.id)} - current
+        before = {k for k in self.active_breaches if k[:2] == (aggregate.scope, aggregate.id)}
+        self.active_breaches -= before - current
         self.active_breaches |= current
+        if current != before:  # a restarted supervisor must not log a breach still in force as new
+            self._journal({"k": "breaches", "scope": aggregate.scope, "id": aggregate.id,
+                           "metrics": sorted(k[2] for k in current)})
         ts_ns = int(mark["ts_ns"])
         if found and not breaker.engaged and limits.kill_switch_mode is KillSwitchMode.AUTO:
             breaker.engage(ts_ns, EngageCause.LIMIT, found[0].reason, "limit", found[0].metric)

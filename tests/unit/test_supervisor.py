@@ -189,3 +189,20 @@ def test_supervisor_when_a_restarted_shard_lost_a_report_batches_still_close() -
 
     asyncio.run(run())
     assert supervisor.next_batch == len({r.batch for r in reports}) and not supervisor.pending
+
+
+def test_supervisor_when_restarted_on_its_journal_keeps_breakers_log_and_active_breaches(tmp_path: Any) -> None:
+    journal = str(tmp_path / "supervisor.journal")
+    first = Supervisor(CONFIG, journal_path=journal)
+
+    async def feed() -> None:
+        await first.register({}, place_accounts(CONFIG), [])
+        for report in shard_reports():
+            await first.report(report)
+
+    asyncio.run(feed())
+    assert first.global_breaker.engaged and first.active_breaches  # the firm's daily loss, still breached
+    again = Supervisor(CONFIG, journal_path=journal)
+    assert again.global_breaker.snapshot() == first.global_breaker.snapshot()
+    assert again.active_breaches == first.active_breaches  # so the breach is not logged a second time
+    assert again.event_log() == first.event_log()
