@@ -127,7 +127,7 @@ class AccountShard:
         self.next_seq = 0
         self.next_pos = 0  # one past the router's arrival number of the last event applied here
         self.next_batch = 0  # one past the router's number of the last batch applied here
-        self.held: dict[int, tuple[BatchFrame, bytes]] = {}
+        self.held: dict[int, BatchFrame] = {}  # batches that came ahead of their turn
         self.redelivered = 0
         # The events of the last batches reported, by sequence number: a supervisor that restarted asks for
         # those its journal lacks (a report it received but died before writing, or one lost in flight).
@@ -150,28 +150,15 @@ class AccountShard:
         if not records:
             return
         self.engine.on_breaker = None
-        events: list[KeyedEvent] = []
+        replayed: list[ShardReport] = []
         for record in records:
             kind = record.get("k")
-            if kind == "batch":
-                frame = record["f"]
-                decoded = decode(frame, symbol_count=len(self.engine.symbol_names))
+            if kind == "batch":  # journaled on arrival: applied in turn, exactly as when it arrived
+                decoded = decode(record["f"], symbol_count=len(self.engine.symbol_names))
                 assert isinstance(decoded, BatchFrame)
-                seq = decoded.seq_for(self.shard_id)
-                if seq is None:
-                    events += self.apply_batch(decoded.batch, decoded.number, decoded.base_pos).events
-                    continue
-                # Journaled on arrival, applied in turn: one that came early waits for those before it.
-                self.held[seq] = (decoded, frame)
-                while self.next_seq in self.held:
-                    early, _ = self.held.pop(self.next_seq)
-                    events += self.apply_batch(early.batch, early.number, early.base_pos).events
-                    self.next_seq += 1
+                replayed += self._take(decoded, decoded.seq_for(self.shard_id), send=False)
             elif kind == "resume":
-                for seq in sorted(self.held):
-                    early = self.held.pop(seq)[0]
-                    events += self.apply_batch(early.batch, early.number, early.base_pos).events
-                    self.next_seq = seq + 1
+                replayed += self._release_held(send=False)
             elif kind == "engage":
                 self.engine.engage(record["account"], record["now_ns"], record["operator"], record["reason"])
             elif kind == "reset":
@@ -179,6 +166,7 @@ class AccountShard:
         self.engine.on_breaker = self._publish_breaker
         self.halted = {book.id for book in self.engine.books if book.breaker.engaged}
         self.engine.summary_columns(changed_only=True)  # the recovery report carries every account anyway
+        events = [event for report in replayed for event in report.events]
         self._send(ShardReport(self.shard_id, -1, self.ticks_applied, self.fills_applied, [], events,
                                self.engine.summary_columns(), {}, self.mids(), recovered_upto=self.next_seq - 1,
                                recovered_batch=self.next_batch))
@@ -202,38 +190,46 @@ class AccountShard:
             self._send(report)
             return report
         seq = decoded.seq_for(self.shard_id)
-        if seq is None:
-            if self.journal is not None:
-                self.journal.append({"k": "batch", "f": frame})
-            return self._apply_decoded(decoded, None)
-        if seq < self.next_seq or seq in self.held:
+        if seq is not None and (seq < self.next_seq or seq in self.held):
             self.redelivered += 1
             return ShardReport(self.shard_id, decoded.number, 0, 0, [], [], _NO_SUMMARIES, seq=seq)
         if self.journal is not None:
             self.journal.append({"k": "batch", "f": frame})  # on arrival: before it is applied or acknowledged
-        if seq > self.next_seq:
-            self.held[seq] = (decoded, frame)
+        applied = self._take(decoded, seq, send=True)
+        if not applied:  # held for its turn
             return ShardReport(self.shard_id, decoded.number, 0, 0, [], [], _NO_SUMMARIES, seq=seq)
-        report = self._apply_decoded(decoded, seq)
-        if self.next_seq in self.held:
-            # The caller's answer covers those that came early and are now applied in turn (each was reported
-            # on its own; the report already sent is left as it was).
-            report = replace(report, refusals=list(report.refusals))
-        while self.next_seq in self.held:
-            later = self._apply_decoded(self.held.pop(self.next_seq)[0], self.next_seq)
-            report.ticks_applied += later.ticks_applied
-            report.fills_applied += later.fills_applied
-            report.refusals += later.refusals
-        return report
+        # The caller's answer covers those that came early and are now applied in turn too (each was reported
+        # on its own); the report already sent is not altered.
+        first = applied[0]
+        return replace(first, ticks_applied=sum(r.ticks_applied for r in applied),
+                       fills_applied=sum(r.fills_applied for r in applied),
+                       refusals=[x for r in applied for x in r.refusals])
 
-    def _apply_decoded(self, decoded: BatchFrame, seq: int | None) -> ShardReport:
+    def _take(self, decoded: BatchFrame, seq: int | None, send: bool) -> list[ShardReport]:
+        """The one place batches are sequenced (live and in replay): apply batch ``seq`` if it is its turn,
+        then every held one now in turn; hold it if it came early. A batch without a sequence number (not
+        from a router) is applied as it comes."""
+        if seq is not None and seq > self.next_seq:
+            self.held[seq] = decoded
+            return []
+        applied = [self._apply_decoded(decoded, seq, send)]
+        while self.next_seq in self.held:
+            applied.append(self._apply_decoded(self.held.pop(self.next_seq), self.next_seq, send))
+        return applied
+
+    def _release_held(self, send: bool) -> list[ShardReport]:
+        """Apply every held batch in order across the gap before them (a new router: nothing will fill it)."""
+        return [self._apply_decoded(self.held.pop(seq), seq, send) for seq in sorted(self.held)]
+
+    def _apply_decoded(self, decoded: BatchFrame, seq: int | None, send: bool) -> ShardReport:
         report = self.apply_batch(decoded.batch, decoded.number, decoded.base_pos)
         report.targets = decoded.targets
         report.seq = seq
         if seq is not None:
             self.next_seq = seq + 1
             self.recent.append((seq, report.events))
-        self._send(report)
+        if send:
+            self._send(report)
         return report
 
     def apply_batch(self, batch: EventBatch, number: int, base_pos: int) -> ShardReport:
@@ -354,11 +350,10 @@ class AccountShard:
             self._note_halt(account, False)
         return event, refusal
 
-    def events_since(self, seq: int) -> tuple[list[KeyedEvent], bool]:
-        """The events of every batch from ``seq`` on that this shard still holds, and whether that is all of
-        them (False when ``seq`` is older than the last RECENT_REPORTS batches: those are in the journal)."""
-        complete = not self.recent or self.recent[0][0] <= seq or seq >= self.next_seq
-        return [e for s, events in self.recent if s >= seq for e in events], complete
+    def events_since(self, seq: int) -> list[KeyedEvent]:
+        """The events of every batch from ``seq`` on among the last RECENT_REPORTS this shard applied
+        (replayed ones included)."""
+        return [e for s, events in self.recent if s >= seq for e in events]
 
     def numbering(self) -> dict[str, Any]:
         """Where this shard's sequence, arrival positions and batch numbers stand, and the symbols its
@@ -374,8 +369,7 @@ class AccountShard:
         if self.held:
             if self.journal is not None:
                 self.journal.append({"k": "resume"})
-            for seq in sorted(self.held):
-                self._apply_decoded(self.held.pop(seq)[0], seq)
+            self._release_held(send=True)
         return self.numbering()
 
     def stats(self) -> dict[str, Any]:

@@ -61,9 +61,6 @@ class SummaryColumns:
     pos_qty: np.ndarray
     pos_net: np.ndarray
 
-    def __len__(self) -> int:
-        return int(self.index.shape[0])
-
     def to_summaries(self, config: RiskConfig) -> list[AccountSummary]:
         specs, symbols = config.accounts, list(config.symbols)
         out = [

@@ -12,6 +12,7 @@ events were lost or recorded twice (both must be 0).
 
 from __future__ import annotations
 
+import shutil
 import time
 import uuid
 from collections import Counter
@@ -139,8 +140,6 @@ def drill_service_restart(config: RiskConfig, parts: list[Chunk], baseline: dict
 
 def _discard(system: RiskSystem) -> None:
     """Shut a drill's system down and remove its journals (drills leave nothing behind)."""
-    import shutil
-
     state = system.state
     system.shutdown()
     if state is not None:

@@ -119,8 +119,9 @@ class OrderGate:
         pending: dict[Any, str] = {}
         while not self._stop.is_set():
             now = time.monotonic()
+            watching = set(pending.values())
             for shard, handle in shards.items():
-                if shard not in pending.values() and now >= retry_at[shard]:
+                if shard not in watching and now >= retry_at[shard]:
                     # Not retried by Ray: a shard that died (or is restarting) is asked again after a pause.
                     watch = handle.watch_halts.options(concurrency_group=HALTS_GROUP, max_task_retries=0)
                     pending[watch.remote(versions[shard], self.poll_timeout_s)] = shard

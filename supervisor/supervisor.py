@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+import warnings
 from collections import Counter
 from typing import Any
+
+import ray
 
 from actors.shard import HALTS_GROUP, ShardReport
 from riskcore.aggregate import Aggregate, Aggregator, SummaryColumns, breaches
@@ -42,6 +45,7 @@ class Supervisor:
         self.account_index = {spec.id: i for i, spec in enumerate(config.accounts)}
         self.shards: dict[str, Any] = {}
         self.shard_of: dict[str, str] = {}
+        self.accounts_of: dict[str, list[str]] = {}  # shard -> its accounts (placement)
         self.up: dict[str, bool] = {spec.id: False for spec in config.accounts}  # fail closed until registered
         self.log: list[tuple[tuple[int, int, int], dict[str, Any]]] = []
         self.active_breaches: set[tuple[str, str, str]] = set()
@@ -85,6 +89,7 @@ class Supervisor:
             if kind == "register":
                 self.shard_names = dict(record["names"])
                 self.shard_of = {a: s for s, accounts in record["placement"].items() for a in accounts}
+                self.accounts_of = {s: list(accounts) for s, accounts in record["placement"].items()}
             elif kind == "upper":
                 breaker = self.global_breaker if record["scope"] == "global" else self.portfolio_breakers[record["id"]]
                 if record["op"] == "engage":
@@ -133,17 +138,11 @@ class Supervisor:
 
     @staticmethod
     def _reconstructed() -> bool:
-        import warnings
-
-        import ray
-
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # Ray's own property reads a deprecated one
             return bool(ray.get_runtime_context().was_current_actor_reconstructed)
 
     async def _rejoin_shards(self) -> None:
-        import ray
-
         handles: dict[str, Any] = {}
         for sid, name in self.shard_names.items():
             try:
@@ -159,7 +158,7 @@ class Supervisor:
         missed = await asyncio.gather(*(
             asyncio.wrap_future(h.events_since.remote(self._reported.get(sid, (0, set()))[0]).future())
             for sid, h in handles.items()))
-        for events, _complete in missed:
+        for events in missed:
             for pos, account_index, order, event in events:
                 if (pos, account_index, order) not in self._event_keys:
                     self._event_keys.add((pos, account_index, order))
@@ -184,6 +183,7 @@ class Supervisor:
         """Wire the shards in. ``resume``: each shard's numbering when a service restarts on its journals."""
         self.shards = dict(shards)
         self.shard_of = {account: shard for shard, accounts in placement.items() for account in accounts}
+        self.accounts_of = {shard: list(accounts) for shard, accounts in placement.items()}
         self.shard_names = dict(names or {})
         for sid, point in (resume or {}).items():
             self._reported_through(sid, point["next_seq"])
@@ -628,12 +628,12 @@ class Supervisor:
             self.down_shards.discard(shard_id)
         else:
             self.down_shards.add(shard_id)
-        changed = False
-        for account, shard in self.shard_of.items():
-            if shard == shard_id and self.up[account] != alive:
-                self.up[account] = alive
-                changed = True
-        if changed:
+        accounts = self.accounts_of.get(shard_id, ())
+        if all(self.up[account] == alive for account in accounts[:1]):
+            return  # as it was (every answer of the watch lands here): no scan of the shard's accounts
+        for account in accounts:
+            self.up[account] = alive
+        if accounts:
             self._apply_complete_batches()  # a batch waiting on a dead shard completes without it
             self._bump()
 
