@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from riskcore.aggregate import SummaryColumns
-from riskcore.config import RiskConfig
+from riskcore.config import RiskConfig, resolve_config
 from riskcore.engine import BatchedEngine, EventBatch, TickColumns
 from riskcore.errors import InputError
 from riskcore.events import AlertEvent, BreakerEvent
@@ -28,6 +28,9 @@ from riskcore.wire import BatchFrame, decode
 KeyedEvent = tuple[int, int, int, AlertEvent | BreakerEvent]
 HALTS_GROUP = "halts"  # the Ray concurrency group watch_halts runs in (supervisor.deploy)
 RECENT_REPORTS = 4096  # batches whose events a shard keeps for a restarted supervisor
+# Batches whose whole report (figures too) a restarted shard sends again: those the supervisor never got (the
+# process died before sending them) complete their batch with the exact figures, as if nothing had happened.
+RESENT_REPORTS = 64
 
 
 @dataclass(slots=True)
@@ -47,6 +50,7 @@ class ShardReport:
     seq: int | None = None  # the batch's number in this shard's sequence
     recovered_upto: int = -1  # a recovery report: every batch of this shard's sequence up to here is applied
     recovered_batch: int = 0  # ... and every router batch numbered below this that was sent to it
+    resent: list["ShardReport"] = field(default_factory=list)  # a recovery report: the last batches' reports
 
 
 @dataclass(slots=True)
@@ -97,12 +101,13 @@ class _ArrivalPositions:
 
 
 class AccountShard:
-    def __init__(self, config: RiskConfig, shard_id: str, account_ids: list[str], supervisor: Any = None,
-                 journal_path: str | None = None, fsync: bool = False) -> None:
-        """``journal_path``: where the shard journals every batch and operator command before it acknowledges
+    def __init__(self, config: RiskConfig | str, shard_id: str, account_ids: list[str], supervisor: Any = None,
+                 journal_path: str | None = None) -> None:
+        """``config``: the config, or where the service stored it (``riskcore.config.save_config``).
+        ``journal_path``: where the shard journals every batch and operator command before it acknowledges
         it, and from which a restarted shard rebuilds itself (None: no journal, nothing survives the process).
         """
-        self.config = config
+        self.config = config = resolve_config(config)
         self.shard_id = shard_id
         self.engine = BatchedEngine(config, account_ids)
         self.engine.warm_up()  # compile (or load) the kernel before serving, not on the first batch
@@ -135,7 +140,7 @@ class AccountShard:
         self.journal: Journal | None = None
         if journal_path is not None:
             self._recover(journal_path)
-            self.journal = Journal(journal_path, fsync)
+            self.journal = Journal(journal_path, config.durability.fsync)
 
     # ------------------------------------------------------------------ recovery
 
@@ -144,32 +149,38 @@ class AccountShard:
 
         The engine is deterministic, so the accounts end exactly as they were. Breaker changes are not
         published one by one; one recovery report gives the supervisor every event of the replay (it keeps
-        those it has not recorded yet) and every account's figures.
+        those it has not recorded yet), every account's figures, and the whole reports of the last
+        ``RESENT_REPORTS`` batches: those the supervisor never got complete their batches exactly.
         """
         records = Journal.read(journal_path)
         if not records:
             return
         self.engine.on_breaker = None
-        replayed: list[ShardReport] = []
+        events: list[KeyedEvent] = []
+        resent: deque[ShardReport] = deque(maxlen=RESENT_REPORTS)  # bounded: a replay may cover many batches
         for record in records:
             kind = record.get("k")
+            applied: list[ShardReport] = []
             if kind == "batch":  # journaled on arrival: applied in turn, exactly as when it arrived
                 decoded = decode(record["f"], symbol_count=len(self.engine.symbol_names))
                 assert isinstance(decoded, BatchFrame)
-                replayed += self._take(decoded, decoded.seq_for(self.shard_id), send=False)
+                applied = self._take(decoded, decoded.seq_for(self.shard_id), send=False)
             elif kind == "resume":
-                replayed += self._release_held(send=False)
+                applied = self._release_held(send=False)
             elif kind == "engage":
                 self.engine.engage(record["account"], record["now_ns"], record["operator"], record["reason"])
             elif kind == "reset":
                 self.engine.reset(record["account"], record["now_ns"], record["operator"], record["reason"])
+            for report in applied:
+                events += report.events
+                if report.seq is not None:
+                    resent.append(report)
         self.engine.on_breaker = self._publish_breaker
         self.halted = {book.id for book in self.engine.books if book.breaker.engaged}
         self.engine.summary_columns(changed_only=True)  # the recovery report carries every account anyway
-        events = [event for report in replayed for event in report.events]
         self._send(ShardReport(self.shard_id, -1, self.ticks_applied, self.fills_applied, [], events,
                                self.engine.summary_columns(), {}, self.mids(), recovered_upto=self.next_seq - 1,
-                               recovered_batch=self.next_batch))
+                               recovered_batch=self.next_batch, resent=list(resent)))
 
     # ------------------------------------------------------------------ data path
 

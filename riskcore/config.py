@@ -10,12 +10,14 @@ override both.
 from __future__ import annotations
 
 import math
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import msgpack
 import yaml
 
 from riskcore.errors import ConfigError
@@ -278,6 +280,15 @@ class GateConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class DurabilityConfig:
+    """How journals are written: ``fsync`` puts every record on disk before it is acknowledged (survives the
+    machine, not only the process); a journal longer than ``snapshot_mb`` is compacted into a snapshot."""
+
+    fsync: bool = False
+    snapshot_mb: float = 64.0
+
+
+@dataclass(frozen=True, slots=True)
 class RiskConfig:
     limits: AccountLimits
     symbols: Mapping[str, SymbolSpec]
@@ -288,6 +299,7 @@ class RiskConfig:
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     placement: PlacementConfig = field(default_factory=PlacementConfig)
     gate: GateConfig = field(default_factory=GateConfig)
+    durability: DurabilityConfig = field(default_factory=DurabilityConfig)
     source: str = "<memory>"
 
     def account(self, account_id: str) -> AccountSpec:
@@ -301,7 +313,8 @@ class RiskConfig:
         return {name: index for index, name in enumerate(self.symbols)}
 
 
-_TOP_KEYS = ("limits", "symbols", "portfolios", "firm", "accounts", "trading_day", "batching", "placement", "gate")
+_TOP_KEYS = ("limits", "symbols", "portfolios", "firm", "accounts", "trading_day", "batching", "placement", "gate",
+             "durability")
 
 
 def _section(path: str, raw: Any, cls: type, spec: Mapping[str, tuple[Callable[[str, Any], Any], Any]]) -> Any:
@@ -395,6 +408,10 @@ def parse_config(raw: Any, source: str = "<memory>") -> RiskConfig:
         "gate", root.get("gate"), GateConfig,
         {"max_staleness_ms": (_positive, 1000.0), "poll_interval_ms": (_positive, 200.0)},
     )
+    durability = _section(
+        "durability", root.get("durability"), DurabilityConfig,
+        {"fsync": (_boolean, False), "snapshot_mb": (_positive, 64.0)},
+    )
     if gate.poll_interval_ms >= gate.max_staleness_ms:
         raise ConfigError(
             "gate.poll_interval_ms",
@@ -410,8 +427,37 @@ def parse_config(raw: Any, source: str = "<memory>") -> RiskConfig:
         batching=batching,
         placement=placement,
         gate=gate,
+        durability=durability,
         source=source,
     )
+
+
+def config_to_raw(config: RiskConfig) -> dict[str, Any]:
+    """The YAML-safe mapping :func:`parse_config` turns back into ``config`` (every account's limits written out
+    in full, so no cascade is needed). A restarted actor reads its config from this, kept in the state directory."""
+
+    def plain(obj: Any) -> dict[str, Any]:
+        return {name: str(value) if isinstance(value, KillSwitchMode) else value
+                for name, value in ((n, getattr(obj, n)) for n in obj.__slots__)}
+
+    return {
+        "limits": plain(config.limits),
+        "symbols": {name: {"multiplier": s.multiplier, "price_band_pct": s.price_band_pct}
+                    for name, s in config.symbols.items()},
+        "portfolios": {pid: {"limits": plain(p.limits)} for pid, p in config.portfolios.items()},
+        "firm": {"limits": plain(config.firm)},
+        "accounts": [
+            {"id": a.id, "portfolio": a.portfolio, "balance": a.balance,
+             "positions": {p.symbol: {"qty": p.qty, "avg_price": p.avg_price} for p in a.positions},
+             "limits": plain(a.limits)}
+            for a in config.accounts
+        ],
+        "trading_day": plain(config.trading_day),
+        "batching": plain(config.batching),
+        "placement": plain(config.placement),
+        "gate": plain(config.gate),
+        "durability": plain(config.durability),
+    }
 
 
 def load_config(path: str | Path) -> RiskConfig:
@@ -427,3 +473,24 @@ def load_config(path: str | Path) -> RiskConfig:
         raise ConfigError("", f"{path} is not valid YAML: {exc}") from None
     return parse_config(raw, source=str(path))
 
+
+
+def save_config(config: RiskConfig, path: str | Path) -> None:
+    """Keep ``config`` beside the journals (msgpack of :func:`config_to_raw`), written whole or not at all: an
+    actor Ray restarts reads it from there, so a restart needs neither the process that started the service
+    nor anything it held in Ray's object store."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(msgpack.packb({"source": config.source, "config": config_to_raw(config)}, use_bin_type=True))
+    os.replace(tmp, path)
+
+
+def resolve_config(config: RiskConfig | str | Path) -> RiskConfig:
+    """An actor's config: given, or the path of one :func:`save_config` wrote (validated again on reading)."""
+    if isinstance(config, RiskConfig):
+        return config
+    try:
+        stored = msgpack.unpackb(Path(config).read_bytes(), raw=False)
+    except (OSError, ValueError, msgpack.UnpackException) as exc:
+        raise ConfigError("", f"cannot read the stored config {config}: {exc}") from None
+    return parse_config(stored["config"], source=stored["source"])

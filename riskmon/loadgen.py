@@ -13,7 +13,7 @@ the risk system, not the creation of Python objects.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -30,8 +30,10 @@ JUMP_SIZE = 25.0
 
 
 def firm_config(accounts: int, portfolios: int, symbols: int, *, seed: int = 7, accounts_per_actor: int | None = None,
-                max_ticks: int = 65_536, min_positions: int = 1, max_positions: int = 8) -> RiskConfig:
-    """A firm: ``accounts`` in ``portfolios``, each holding 1-8 of ``symbols`` long or short, about 1.4x levered."""
+                max_ticks: int = 65_536, min_positions: int = 1, max_positions: int = 8,
+                desk_limits: dict[str, Any] | None = None, firm_limits: dict[str, Any] | None = None) -> RiskConfig:
+    """A firm: ``accounts`` in ``portfolios``, each holding 1-8 of ``symbols`` long or short, about 1.4x levered.
+    ``desk_limits`` / ``firm_limits``: the ``limits`` of every portfolio / of the firm (default: none)."""
     rng = np.random.default_rng(seed)
     names = [f"SYM{i:03d}" for i in range(symbols)]
     rows = []
@@ -45,7 +47,8 @@ def firm_config(accounts: int, portfolios: int, symbols: int, *, seed: int = 7, 
     per_actor = accounts_per_actor or max(1, -(-accounts // 2))  # two shards: one per core here
     return parse_config({
         "symbols": {name: {"multiplier": 1} for name in names},
-        "portfolios": {f"desk-{p:02d}": {} for p in range(portfolios)},
+        "portfolios": {f"desk-{p:02d}": {"limits": desk_limits} for p in range(portfolios)},
+        "firm": {"limits": firm_limits},
         "accounts": rows,
         "placement": {"accounts_per_actor": per_actor},
         "batching": {"max_ticks": max_ticks, "max_delay_ms": 5, "max_in_flight": 4},

@@ -53,27 +53,26 @@ def shard_options(config: RiskConfig, name: str, journaled: bool) -> dict[str, A
 
 
 def create_supervisor(config: RiskConfig, name: str = SUPERVISOR_NAME, journal_path: str | None = None,
-                      config_ref: Any = None) -> Any:
-    """``config_ref``: as for :func:`create_shard` (a restart constructs it from the same arguments)."""
+                      config_path: str | None = None) -> Any:
+    """``config_path``: as for :func:`create_shard`."""
     options = supervisor_options(name, journal_path is not None)
-    return ray.remote(Supervisor).options(**options).remote(config if config_ref is None else config_ref, journal_path)
+    return ray.remote(Supervisor).options(**options).remote(config_path or config, journal_path)
 
 
 def create_shard(config: RiskConfig, system_name: str, shard_id: str, accounts: list[str], supervisor: Any,
-                 journal_path: str | None = None, config_ref: Any = None) -> Any:
+                 journal_path: str | None = None, config_path: str | None = None) -> Any:
     """``journal_path`` must be reachable from whichever node Ray restarts the shard on (see README).
 
-    ``config_ref``: the config already in the object store (``ray.put``), held by the caller for as long as
-    the shard may be restarted. Ray re-runs the constructor with the same arguments on a restart, and a large
-    argument passed by value is freed once the first construction has read it.
+    ``config_path``: where ``riskcore.config.save_config`` stored the config, beside the journals. Ray re-runs
+    the constructor with the same arguments on a restart; a path (not the config) keeps that independent of
+    the process that started the service, which may be gone by then, and of anything it held in the object store.
     """
     name = f"{system_name}-{shard_id}"
     # Batches run one at a time, in arrival order (the default group, one thread); halt watches run beside them.
     # (Ray takes concurrency groups in ray.remote only, not in .options().)
     remote = ray.remote(concurrency_groups={HALTS_GROUP: HALT_WATCHERS})(AccountShard)
     options = shard_options(config, name, journal_path is not None)
-    config_arg = config if config_ref is None else config_ref
-    return remote.options(**options).remote(config_arg, shard_id, accounts, supervisor, journal_path)
+    return remote.options(**options).remote(config_path or config, shard_id, accounts, supervisor, journal_path)
 
 
 def get_supervisor(name: str = SUPERVISOR_NAME) -> Any:

@@ -20,7 +20,7 @@ import ray
 from actors.shard import HALTS_GROUP, ShardReport
 from riskcore.aggregate import Aggregate, Aggregator, SummaryColumns, breaches
 from riskcore.clock import rfc3339_us
-from riskcore.config import AggregateLimits, RiskConfig
+from riskcore.config import AggregateLimits, RiskConfig, resolve_config
 from riskcore.errors import RiskmonError, UnknownAccountError
 from riskcore.events import AlertEvent, BreakerEvent
 from riskcore.journal import Journal
@@ -34,10 +34,11 @@ def _now_ns() -> int:
 
 
 class Supervisor:
-    def __init__(self, config: RiskConfig, journal_path: str | None = None, fsync: bool = False) -> None:
-        """``journal_path``: where portfolio and global breaker changes, the event log and the shard wiring are
+    def __init__(self, config: RiskConfig | str, journal_path: str | None = None) -> None:
+        """``config``: the config, or where the service stored it (``riskcore.config.save_config``).
+        ``journal_path``: where portfolio and global breaker changes, the event log and the shard wiring are
         journaled, and from which a restarted supervisor rebuilds them (None: nothing outlives the process)."""
-        self.config = config
+        self.config = config = resolve_config(config)
         self.aggregator = Aggregator(config)
         self.global_breaker = Breaker(Scope.GLOBAL, "firm")
         self.portfolio_breakers = {pid: Breaker(Scope.PORTFOLIO, pid) for pid in config.portfolios}
@@ -68,7 +69,10 @@ class Supervisor:
         self.pending: dict[int, dict[str, ShardReport]] = {}
         self.targets_of: dict[int, tuple[str, ...]] = {}
         self.next_batch = 0
-        self.down_shards: set[str] = set()
+        self.down_shards: set[str] = set()  # dead or restarting: gates deny their accounts
+        # Dead for good (not restartable): batches close without them. A restarting shard's batches wait for
+        # it (its journal brings it back with every batch it had), so aggregates stay exact through a restart.
+        self.gone_shards: set[str] = set()
         # A shard that rebuilt from its journal has applied every batch below this, reported or not.
         self._caught_up: dict[str, int] = {}
         self.watch_interval_s = 0.5
@@ -78,7 +82,7 @@ class Supervisor:
         self.journal: Journal | None = None
         if journal_path is not None:
             self._replay(Journal.read(journal_path))
-            self.journal = Journal(journal_path, fsync)
+            self.journal = Journal(journal_path, config.durability.fsync)
 
     # ------------------------------------------------------------------ durability
 
@@ -114,6 +118,8 @@ class Supervisor:
                 self.last_pos = max(self.last_pos, int(key[0]))
                 if body.get("type") == "breaker" and body.get("scope") == "account":
                     self.account_breakers[body["id"]] = {"state": body["state"], "reason": body["reason"]}
+        for account, breaker in self.account_breakers.items():  # the aggregates count them from here
+            self.aggregator.set_engaged(account, breaker["state"] == "ENGAGED")
 
     def _journal(self, record: dict[str, Any]) -> None:
         if self.journal is not None:
@@ -236,8 +242,24 @@ class Supervisor:
         on which shard happened to report first.
         """
         self.rejoin_if_restarted()
+        # A restarted shard first sends again the last batches it replayed: those whose report never came
+        # (its process died first) complete their batches with their own figures, exactly.
+        for resent in report.resent:
+            self._take_report(resent)
+        self._take_report(report)
+        self._flush_journal()
+        if self._breaker_changed:
+            self._breaker_changed = False
+            self._bump()
+        else:
+            self._positions_dirty = True
+            self._notify()  # wakes wait_reported; gates keep waiting for a new version
+
+    def _take_report(self, report: ShardReport) -> None:
         reported: dict[str, Any] | None = None  # journaled after the report's events, never before them
         if report.recovered_upto >= 0:
+            # Every batch the shard's recovery covers, unless its own report came (now or before).
+            covered = self._reported.get(report.shard, (0, set()))[0] > report.recovered_upto
             self.reports += sum(self._mark_reported(report.shard, s) for s in range(report.recovered_upto + 1))
             reported = {"k": "reported", "shard": report.shard, "through": report.recovered_upto + 1}
         elif report.seq is None or self._mark_reported(report.shard, report.seq):
@@ -258,13 +280,15 @@ class Supervisor:
         if reported is not None:
             self._journal(reported)
         if report.recovered_upto >= 0:
-            self._apply_reports([report])  # a restarted shard's figures, as of everything it has applied
-            # Batches it applied while replaying are covered by these figures, whether or not they were reported.
-            self._caught_up[report.shard] = max(self._caught_up.get(report.shard, 0), report.recovered_batch)
-            self._apply_complete_batches()
+            if not covered:
+                # Reports lost beyond those sent again: the shard's figures as of everything it has applied,
+                # and the batches it applied while replaying count as reported by it.
+                self._apply_reports([report])
+                self._caught_up[report.shard] = max(self._caught_up.get(report.shard, 0), report.recovered_batch)
+                self._apply_complete_batches()
             self._take_engaged(report.summaries)
         elif report.targets and report.batch < self.next_batch:
-            # Its batch closed without it (the shard was down): the figures are still the newest we have.
+            # Its batch closed without it (the shard was gone): the figures are still the newest we have.
             self._apply_reports([report])
         elif report.targets:
             self.pending.setdefault(report.batch, {})[report.shard] = report
@@ -272,13 +296,6 @@ class Supervisor:
             self._apply_complete_batches()
         elif report.batch >= 0:
             self._apply_reports([report])
-        self._flush_journal()
-        if self._breaker_changed:
-            self._breaker_changed = False
-            self._bump()
-        else:
-            self._positions_dirty = True
-            self._notify()  # wakes wait_reported; gates keep waiting for a new version
 
     async def breaker_now(self, account: str, state: str, reason: str) -> None:
         """An account breaker changed inside a batch: tell the gates now; the batch's report records it."""
@@ -316,7 +333,7 @@ class Supervisor:
             if targets is None:
                 # Nothing heard of this batch yet. Only if its shards may all be dead, and a later batch is
                 # complete, is it skipped; otherwise it is on its way and later batches wait for it.
-                if self.down_shards and any(self._complete(b) for b in self.targets_of if b > self.next_batch):
+                if self.gone_shards and any(self._complete(b) for b in self.targets_of if b > self.next_batch):
                     self.next_batch += 1
                     continue
                 if self.next_batch < max(self._caught_up.values(), default=0):
@@ -334,7 +351,7 @@ class Supervisor:
 
     def _complete(self, batch: int) -> bool:
         got = self.pending.get(batch, {})
-        return all(shard in got or shard in self.down_shards or batch < self._caught_up.get(shard, 0)
+        return all(shard in got or shard in self.gone_shards or batch < self._caught_up.get(shard, 0)
                    for shard in self.targets_of[batch])
 
     def _apply_reports(self, reports: list[ShardReport]) -> None:
@@ -616,25 +633,29 @@ class Supervisor:
             call = handle.watch_halts.options(concurrency_group=HALTS_GROUP, max_task_retries=0)
             try:
                 version, _halted = await asyncio.wrap_future(call.remote(version, interval_s).future())
-                alive = True
+                alive, gone = True, False
+            except ray.exceptions.ActorDiedError:
+                alive, gone = False, True  # Ray will not restart it (no journal, or stopped for good)
             except Exception:
-                alive = False
-            self._set_shard_alive(shard_id, alive)
+                alive, gone = False, False  # restarting (ActorUnavailableError) or unreachable for now
+            self._set_shard_alive(shard_id, alive, gone)
             if not alive:
                 await asyncio.sleep(interval_s)
 
-    def _set_shard_alive(self, shard_id: str, alive: bool) -> None:
+    def _set_shard_alive(self, shard_id: str, alive: bool, gone: bool = False) -> None:
         if alive:
             self.down_shards.discard(shard_id)
         else:
             self.down_shards.add(shard_id)
+        if gone and shard_id not in self.gone_shards:
+            self.gone_shards.add(shard_id)
+            self._apply_complete_batches()  # batches waiting on a dead shard complete without it
         accounts = self.accounts_of.get(shard_id, ())
         if all(self.up[account] == alive for account in accounts[:1]):
             return  # as it was (every answer of the watch lands here): no scan of the shard's accounts
         for account in accounts:
             self.up[account] = alive
         if accounts:
-            self._apply_complete_batches()  # a batch waiting on a dead shard completes without it
             self._bump()
 
     async def start_watch(self, interval_s: float) -> bool:

@@ -23,7 +23,7 @@ import ray
 
 from actors.router import Router, place_accounts
 from actors.shard import ShardAck
-from riskcore.config import RiskConfig
+from riskcore.config import RiskConfig, save_config
 from riskcore.engine import TickColumns
 from riskcore.events import Fill, Tick
 from riskcore.ingest import Refusal
@@ -70,7 +70,6 @@ class RiskSystem:
         self.config = config
         self.state = state
         self._ephemeral_state = ephemeral
-        self.config_ref: Any = None
         self.supervisor = supervisor
         self.shards = shards
         self.placement = placement
@@ -107,13 +106,16 @@ class RiskSystem:
         if durable:
             state = Path(tempfile.mkdtemp(prefix="riskmon-state-")) if ephemeral else state_root(state_dir) / name
             (state / "shards").mkdir(parents=True, exist_ok=True)
-        config_ref = ray.put(config)  # held by the system: a restarted actor is constructed from it again
+        config_path: str | None = None
+        if state is not None:  # what a restarted actor is constructed from, whoever started the service
+            config_path = str(state / "config.msgpack")
+            save_config(config, config_path)
         supervisor = create_supervisor(config, name, None if state is None else str(state / "supervisor.journal"),
-                                       config_ref)
+                                       config_path)
         placement = place_accounts(config)
         shards = {
             sid: create_shard(config, name, sid, accounts, supervisor,
-                              None if state is None else str(state / "shards" / f"{sid}.journal"), config_ref)
+                              None if state is None else str(state / "shards" / f"{sid}.journal"), config_path)
             for sid, accounts in placement.items()
         }
         summaries = ray.get([h.summaries.remote() for h in shards.values()])
@@ -125,7 +127,6 @@ class RiskSystem:
         interval = watch_interval_s if watch_interval_s is not None else config.gate.max_staleness_ms / 2000.0
         ray.get(supervisor.start_watch.remote(interval))
         system = cls(config, supervisor, shards, placement, name, owns_ray, state, ephemeral and durable)
-        system.config_ref = config_ref
         system.router.shard_seq.update({sid: point["next_seq"] for sid, point in resume.items()})
         symbol_ids = config.symbol_ids()
         for sid, point in resume.items():  # symbols opened by fills before a restart are routed there too

@@ -6,10 +6,11 @@ import copy
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import pytest
 import yaml
 
-from riskcore.config import AccountLimits, RiskConfig, load_config, parse_config
+from riskcore.config import AccountLimits, RiskConfig, config_to_raw, load_config, parse_config
 from riskcore.errors import ConfigError
 from riskcore.states import KillSwitchMode
 
@@ -523,3 +524,19 @@ def test_load_config_when_file_has_bad_value_reports_key_path(tmp_path: Path) ->
 
     assert info.value.path == "accounts[0].limits.max_daily_drawdown"
     assert str(info.value).startswith("accounts[0].limits.max_daily_drawdown: ")
+
+
+def test_config_to_raw_when_parsed_again_gives_the_same_config() -> None:
+    # The cascade (portfolio and account overrides) is written out in full, and msgpack keeps every value.
+    raw = example()
+    raw["durability"] = {"fsync": True, "snapshot_mb": 8}
+    config = parse_config(raw, source="example")
+    again = parse_config(msgpack.unpackb(msgpack.packb(config_to_raw(config)), raw=False), source="example")
+    assert again == config
+    assert again.durability.fsync is True and again.durability.snapshot_mb == 8.0
+    assert any(a.limits != config.limits for a in config.accounts)  # overrides really were exercised
+
+
+def test_parse_config_when_durability_has_a_wrong_type_names_its_path() -> None:
+    with pytest.raises(ConfigError, match=r"durability\.fsync"):
+        parse_config({"durability": {"fsync": "yes"}})

@@ -73,13 +73,14 @@ def test_supervisor_when_firm_daily_loss_breached_engages_global_breaker_at_batc
     assert supervisor.global_breaker.engaged
 
 
-def test_supervisor_when_a_batch_shard_is_down_later_batches_still_apply() -> None:
+def test_supervisor_when_a_batch_shard_is_gone_later_batches_still_apply() -> None:
     reports = shard_reports()
     survivors = [r for r in reports if not (r.shard == "shard-0001" and r.batch >= 2)]
     supervisor = supervise(survivors)
     assert supervisor.next_batch == 2  # waiting for shard-0001's report of batch 2
-    supervisor.down_shards.add("shard-0001")
-    supervisor._apply_complete_batches()
+    supervisor._set_shard_alive("shard-0001", alive=False)  # restarting: its batches wait for it
+    assert supervisor.next_batch == 2
+    supervisor._set_shard_alive("shard-0001", alive=False, gone=True)  # Ray will not bring it back
     assert supervisor.next_batch == 4
     assert supervisor.pending == {} and supervisor.targets_of == {}
 
@@ -206,3 +207,36 @@ def test_supervisor_when_restarted_on_its_journal_keeps_breakers_log_and_active_
     assert again.global_breaker.snapshot() == first.global_breaker.snapshot()
     assert again.active_breaches == first.active_breaches  # so the breach is not logged a second time
     assert again.event_log() == first.event_log()
+
+
+def test_supervisor_when_a_restarted_shard_resends_lost_reports_aggregates_and_events_are_exact(tmp_path: Any) -> None:
+    # Shard-0000 journals every batch; its process "dies" after applying batch 1 without reporting it. Rebuilt
+    # from its journal, it sends batch 1's report again inside its recovery report: the supervisor closes
+    # batch 1 with batch 1's own figures, so aggregates and firm events equal the undisturbed run's.
+    expected = view(supervise(sorted(shard_reports(), key=lambda r: (r.batch, r.shard))))
+    placement = place_accounts(CONFIG)
+    journal = str(tmp_path / "shard-0000.journal")
+    shards = {sid: AccountShard(CONFIG, sid, accounts, journal_path=journal if sid == "shard-0000" else None)
+              for sid, accounts in placement.items()}
+    router = Router(CONFIG, placement, send=lambda sid, frame: shards[sid].apply(frame))
+    bids = [1.1 + 0.002 * (i if i < 10 else 10 - 2 * (i - 10)) for i in range(20)]
+    reports = router.route(Tick("EURUSD", b, b + 0.0001, T0 + i * NS_PER_SECOND, "f", i) for i, b in enumerate(bids))
+    lost = [r for r in reports if r.shard == "shard-0000" and r.batch >= 1]
+    sent: list[ShardReport] = []
+    # The shard rebuilt from its journal sends one recovery report to its supervisor (captured here).
+    capture = type("Capture", (), {"report": type("R", (), {"remote": staticmethod(sent.append)})()})()
+    AccountShard(CONFIG, "shard-0000", placement["shard-0000"], supervisor=capture, journal_path=journal)
+    (recovery,) = sent
+    assert [r.batch for r in recovery.resent] == [r.batch for r in reports if r.shard == "shard-0000"]
+    supervisor = Supervisor(CONFIG)
+
+    async def run() -> None:
+        await supervisor.register({}, placement, [])
+        for report in sorted(reports, key=lambda r: (r.batch, r.shard)):
+            if report not in lost:
+                await supervisor.report(report)
+        await supervisor.report(recovery)
+
+    asyncio.run(run())
+    assert lost and view(supervisor) == expected
+    assert supervisor.next_batch == len({r.batch for r in reports}) and not supervisor.pending
