@@ -9,6 +9,7 @@ they arrive, and inside a batch the engine applies events in arrival order.
 from __future__ import annotations
 
 import bisect
+import copy
 import threading
 from collections import deque
 from dataclasses import dataclass, field, replace
@@ -16,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from riskcore.aggregate import SummaryColumns
+from riskcore.aggregate import Aggregator, SummaryColumns
 from riskcore.config import RiskConfig, resolve_config
 from riskcore.engine import BatchedEngine, EventBatch, TickColumns
 from riskcore.errors import InputError
@@ -28,9 +29,10 @@ from riskcore.wire import BatchFrame, decode
 KeyedEvent = tuple[int, int, int, AlertEvent | BreakerEvent]
 HALTS_GROUP = "halts"  # the Ray concurrency group watch_halts runs in (supervisor.deploy)
 RECENT_REPORTS = 4096  # batches whose events a shard keeps for a restarted supervisor
-# Batches whose whole report (figures too) a restarted shard sends again: those the supervisor never got (the
-# process died before sending them) complete their batch with the exact figures, as if nothing had happened.
-RESENT_REPORTS = 64
+# Batches whose whole report (figures too) a shard keeps. A restarted shard sends them again, so those the
+# supervisor never got (the process died before sending them) complete their batch with their own figures; a
+# restarted supervisor takes them, and the figures as of before them, to close the batches it had open.
+KEPT_REPORTS = 64
 
 
 @dataclass(slots=True)
@@ -137,6 +139,10 @@ class AccountShard:
         # The events of the last batches reported, by sequence number: a supervisor that restarted asks for
         # those its journal lacks (a report it received but died before writing, or one lost in flight).
         self.recent: deque[tuple[int, list[KeyedEvent]]] = deque(maxlen=RECENT_REPORTS)
+        self.kept: deque[ShardReport] = deque()  # the last KEPT_REPORTS batches' reports, oldest first
+        self.base = Aggregator(config)  # every account's figures as of just before the oldest kept report
+        self.base.update(self.engine.summary_columns())
+        self.base_batch = 0  # every router batch numbered below this is folded into ``base``
         self.journal: Journal | None = None
         if journal_path is not None:
             self._recover(journal_path)
@@ -150,14 +156,13 @@ class AccountShard:
         The engine is deterministic, so the accounts end exactly as they were. Breaker changes are not
         published one by one; one recovery report gives the supervisor every event of the replay (it keeps
         those it has not recorded yet), every account's figures, and the whole reports of the last
-        ``RESENT_REPORTS`` batches: those the supervisor never got complete their batches exactly.
+        ``KEPT_REPORTS`` batches: those the supervisor never got complete their batches exactly.
         """
         records = Journal.read(journal_path)
         if not records:
             return
         self.engine.on_breaker = None
         events: list[KeyedEvent] = []
-        resent: deque[ShardReport] = deque(maxlen=RESENT_REPORTS)  # bounded: a replay may cover many batches
         for record in records:
             kind = record.get("k")
             applied: list[ShardReport] = []
@@ -173,14 +178,12 @@ class AccountShard:
                 self.engine.reset(record["account"], record["now_ns"], record["operator"], record["reason"])
             for report in applied:
                 events += report.events
-                if report.seq is not None:
-                    resent.append(report)
         self.engine.on_breaker = self._publish_breaker
         self.halted = {book.id for book in self.engine.books if book.breaker.engaged}
         self.engine.summary_columns(changed_only=True)  # the recovery report carries every account anyway
         self._send(ShardReport(self.shard_id, -1, self.ticks_applied, self.fills_applied, [], events,
                                self.engine.summary_columns(), {}, self.mids(), recovered_upto=self.next_seq - 1,
-                               recovered_batch=self.next_batch, resent=list(resent)))
+                               recovered_batch=self.next_batch, resent=list(self.kept)))
 
     # ------------------------------------------------------------------ data path
 
@@ -239,6 +242,11 @@ class AccountShard:
         if seq is not None:
             self.next_seq = seq + 1
             self.recent.append((seq, report.events))
+            self.kept.append(report)
+            if len(self.kept) > KEPT_REPORTS:
+                oldest = self.kept.popleft()
+                self.base.update(oldest.summaries)
+                self.base_batch = oldest.batch + 1
         if send:
             self._send(report)
         return report
@@ -365,6 +373,29 @@ class AccountShard:
         """The events of every batch from ``seq`` on among the last RECENT_REPORTS this shard applied
         (replayed ones included)."""
         return [e for s, events in self.recent if s >= seq for e in events]
+
+    def rejoin_state(self, from_batch: int, from_seq: int) -> dict[str, Any]:
+        """What a restarted supervisor needs, taken at one point between batches.
+
+        ``from_batch``: the first batch it had not closed. When this shard still keeps every report from there
+        on (``covered``), ``before`` holds its accounts' figures as of just before that batch and ``reports``
+        those reports: the supervisor closes its open batches with the figures each had, exactly as it would
+        have. ``summaries`` (the figures now) serve when they are not covered. ``events``: those of every batch
+        from sequence number ``from_seq`` on (reports it may never have journaled).
+        """
+        covered = self.base_batch <= from_batch
+        before = None
+        if covered:
+            as_of = copy.deepcopy(self.base)
+            for report in self.kept:
+                if report.batch < from_batch:
+                    as_of.update(report.summaries)
+            before = as_of.columns()
+        return {
+            "covered": covered, "before": before, "reports": [r for r in self.kept if r.batch >= from_batch],
+            "summaries": self.engine.summary_columns(), "numbering": self.numbering(), "mids": self.mids(),
+            "events": self.events_since(from_seq),
+        }
 
     def numbering(self) -> dict[str, Any]:
         """Where this shard's sequence, arrival positions and batch numbers stand, and the symbols its

@@ -200,6 +200,20 @@ class Aggregator:
         self.pos_net[owner, slot] = columns.pos_net
         return {self.portfolio_ids[p] for p in np.unique(self.p_of[rows]).tolist()}
 
+    def columns(self) -> SummaryColumns:
+        """Every reported account's figures, as the columns they came in (``engaged`` and ``ts_ns`` are not
+        kept here: all False, all -1). A shard keeps its figures as of an earlier batch this way."""
+        rows = np.flatnonzero(self.has)
+        pos_row, pos_slot = np.nonzero(np.arange(self.pos_sym.shape[1]) < self.pos_count[rows][:, None])
+        owner = rows[pos_row]
+        return SummaryColumns(
+            index=rows.astype(np.int32), equity=self.equity[rows], sod_equity=self.sod_equity[rows],
+            exposure=self.exposure[rows], rank=self.rank[rows].astype(np.int8), engaged=np.zeros(rows.size, np.bool_),
+            ts_ns=np.full(rows.size, -1, np.int64), pos_account=pos_row.astype(np.int32),
+            pos_symbol=self.pos_sym[owner, pos_slot].astype(np.int32), pos_qty=self.pos_qty[owner, pos_slot],
+            pos_net=self.pos_net[owner, pos_slot],
+        )
+
     def set_engaged(self, account: str, engaged: bool) -> None:
         self.engaged[self.index_of[account]] = engaged
         self._totals = None

@@ -15,6 +15,7 @@ import warnings
 from collections import Counter
 from typing import Any
 
+import numpy as np
 import ray
 
 from actors.shard import HALTS_GROUP, ShardReport
@@ -78,6 +79,7 @@ class Supervisor:
         self.watch_interval_s = 0.5
         self.shard_names: dict[str, str] = {}
         self._rejoin: asyncio.Task[None] | None = None
+        self._rejoining = False  # batches close only once a restarted supervisor has its figures back
         self._unjournaled: list[dict[str, Any]] = []
         self.journal: Journal | None = None
         if journal_path is not None:
@@ -105,6 +107,10 @@ class Supervisor:
                 scope = (record["scope"], record["id"])
                 self.active_breaches = {k for k in self.active_breaches if k[:2] != scope}
                 self.active_breaches |= {(*scope, metric) for metric in record["metrics"]}
+            elif kind == "closed":
+                self.next_batch = record["next_batch"]
+                self.aggregator.peak = np.asarray(record["peak"], np.float64)
+                self.aggregator.peak_sod = np.asarray(record["peak_sod"], np.float64)
             elif kind == "reported":
                 if "through" in record:
                     self._reported_through(record["shard"], record["through"])
@@ -140,6 +146,7 @@ class Supervisor:
     def rejoin_if_restarted(self) -> None:
         """After Ray restarted this actor: find the shards again, take their figures, watch them (once)."""
         if self._rejoin is None and not self.shards and self.shard_names and self._reconstructed():
+            self._rejoining = True
             self._rejoin = asyncio.get_event_loop().create_task(self._rejoin_shards())
 
     @staticmethod
@@ -149,36 +156,46 @@ class Supervisor:
             return bool(ray.get_runtime_context().was_current_actor_reconstructed)
 
     async def _rejoin_shards(self) -> None:
+        """Take each shard's state as of the first batch this supervisor had not closed, and close its open
+        batches with the figures they had: aggregates, day peaks and limit events as if it had not died.
+        A shard that no longer keeps every report from there on gives its current figures instead."""
         handles: dict[str, Any] = {}
         for sid, name in self.shard_names.items():
             try:
                 handles[sid] = ray.get_actor(name)
             except ValueError:
                 continue  # gone for good (stopped by hand): its accounts stay down
-        summaries = await asyncio.gather(*(asyncio.wrap_future(h.summaries.remote().future()) for h in handles.values()))
-        # Read-only: the router still lives, so batches a shard holds for a gap will still fill it.
-        resumes = await asyncio.gather(*(asyncio.wrap_future(h.numbering.remote().future()) for h in handles.values()))
-        for mids in await asyncio.gather(*(asyncio.wrap_future(h.mids.remote().future()) for h in handles.values())):
-            self.mids.update(mids)  # every mark, not only those the next batches quote (the gates' price collar)
-        # Reports received but not yet journaled when this process died, or lost in flight: their events.
-        missed = await asyncio.gather(*(
-            asyncio.wrap_future(h.events_since.remote(self._reported.get(sid, (0, set()))[0]).future())
+        states = await asyncio.gather(*(
+            asyncio.wrap_future(h.rejoin_state.remote(self.next_batch, self._reported.get(sid, (0, set()))[0]).future())
             for sid, h in handles.items()))
-        for events in missed:
-            for pos, account_index, order, event in events:
+        exact = all(state["covered"] for state in states)
+        for sid, state in zip(handles, states):
+            self.mids.update(state["mids"])  # every mark, not only those the next batches quote (price collars)
+            # Reports received but not yet journaled when this process died, or lost in flight: their events.
+            for pos, account_index, order, event in state["events"]:
                 if (pos, account_index, order) not in self._event_keys:
                     self._event_keys.add((pos, account_index, order))
                     self._record((pos, account_index, order), event)
-        self.next_batch = max([r["next_batch"] for r in resumes] + [self.next_batch])
-        for batch in sorted(b for b in self.pending if b < self.next_batch):  # came in while rejoining
-            got = self.pending.pop(batch)
-            self.targets_of.pop(batch, None)
-            self._apply_reports(list(got.values()))
-        for sid, point in zip(handles, resumes):
-            self._reported_through(sid, point["next_seq"])
-            self._journal({"k": "reported", "shard": sid, "through": point["next_seq"]})
+            self.aggregator.update(state["before"] if exact else state["summaries"])
+            if exact:
+                for report in state["reports"]:  # batches it had open: closed below, in order, as they were
+                    self.pending.setdefault(report.batch, {}).setdefault(sid, report)
+                    self.targets_of.setdefault(report.batch, report.targets)
+            self._take_engaged(state["summaries"])
+            self._reported_through(sid, state["numbering"]["next_seq"])
+            self._journal({"k": "reported", "shard": sid, "through": state["numbering"]["next_seq"]})
+        if not exact:  # figures as of now: batches up to now count as closed
+            self.next_batch = max([s["numbering"]["next_batch"] for s in states] + [self.next_batch])
+            for batch in sorted(b for b in self.pending if b < self.next_batch):  # came in while rejoining
+                got = self.pending.pop(batch)
+                self.targets_of.pop(batch, None)
+                self._apply_reports(list(got.values()))
         self.shards = handles
-        self._take_registration(summaries)
+        for account in self.shard_of:
+            self.up[account] = True
+        self._rejoining = False
+        self._apply_complete_batches()
+        self._bump()
         await self.start_watch(self.watch_interval_s)
 
     # ------------------------------------------------------------------ wiring
@@ -328,6 +345,15 @@ class Supervisor:
         return True
 
     def _apply_complete_batches(self) -> None:
+        if self._rejoining:
+            return  # a restarted supervisor closes batches once it has every shard's figures back
+        first = self.next_batch
+        self._close_complete_batches()
+        if self.next_batch != first:  # a restart resumes here, with the day peaks these batches left
+            self._journal({"k": "closed", "next_batch": self.next_batch, "peak": self.aggregator.peak.tolist(),
+                           "peak_sod": self.aggregator.peak_sod.tolist()})
+
+    def _close_complete_batches(self) -> None:
         while True:
             targets = self.targets_of.get(self.next_batch)
             if targets is None:
@@ -502,15 +528,16 @@ class Supervisor:
     # ------------------------------------------------------------------ views
 
     async def wait_reported(self, upto: dict[str, int], timeout_s: float) -> dict[str, int]:
-        """Wait until every shard has reported every batch of its sequence below ``upto[shard]``; return
-        the shards still short (shard -> first batch not reported), empty when all are in."""
+        """Wait until every shard has reported every batch of its sequence below ``upto[shard]`` (and a
+        restarted supervisor has closed the batches it had open); return the shards still short (shard -> first
+        batch not reported), empty when all are in."""
         self.rejoin_if_restarted()
         deadline = time.monotonic() + timeout_s
         condition = self._condition()
 
         def short() -> dict[str, int]:
             return {s: self._reported.get(s, (0, set()))[0] for s, n in upto.items()
-                    if self._reported.get(s, (0, set()))[0] < n}
+                    if self._reported.get(s, (0, set()))[0] < n or self._rejoining}
 
         async with condition:
             while short():

@@ -107,3 +107,18 @@ def test_aggregator_day_peak_holds_the_highest_total_until_start_of_day_changes(
     assert (aggregator.firm().day_peak, aggregator.firm().drawdown) == (130.0, 40.0)
     report(90.0, 95.0)  # the account rolled its day: the peak restarts from the new start-of-day total
     assert (aggregator.firm().day_peak, aggregator.firm().drawdown) == (95.0, 5.0)
+
+
+@settings(max_examples=100, deadline=None)
+@given(updates())
+def test_aggregator_columns_when_installed_in_a_fresh_aggregator_give_the_same_figures(batches: list[SummaryColumns]) -> None:
+    aggregator = Aggregator(CONFIG)
+    for columns in batches:
+        aggregator.update(columns)
+    copy = Aggregator(CONFIG)
+    copy.update(aggregator.columns())
+    assert [copy.positions(a) for a in copy.account_ids] == [aggregator.positions(a) for a in aggregator.account_ids]
+    for name in ("has", "equity", "sod_equity", "exposure", "rank"):
+        assert np.array_equal(getattr(copy, name), getattr(aggregator, name)), name
+    assert copy.firm() == aggregator.firm()
+    assert [copy.portfolio(p) for p in CONFIG.portfolios] == [aggregator.portfolio(p) for p in CONFIG.portfolios]
