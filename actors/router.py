@@ -16,7 +16,7 @@ from riskcore.config import RiskConfig
 from riskcore.engine import EventBatch, TickColumns
 from riskcore.events import Fill, Tick
 from riskcore.ingest import FillScreen, Refusal, TickScreen
-from riskcore.wire import encode_batch
+from riskcore.wire import MAX_FRAME_BYTES, encode_batch
 
 
 def place_accounts(config: RiskConfig) -> dict[str, list[str]]:
@@ -33,8 +33,12 @@ class Router:
         placement: Mapping[str, Sequence[str]],
         send: Callable[[str, Any], Any],
         put: Callable[[bytes], Any] = lambda frame: frame,
+        max_frame_bytes: int = MAX_FRAME_BYTES,
     ) -> None:
+        """``max_frame_bytes``: the largest frame a shard decodes; a batch that would encode larger is cut in
+        two (a shard that refused a frame could never apply the batches numbered after it in its sequence)."""
         self.config = config
+        self.max_frame_bytes = max_frame_bytes
         self.symbol_ids = config.symbol_ids()
         self.shard_of = {account: shard for shard, accounts in placement.items() for account in accounts}
         self.subscriptions: dict[str, set[int]] = {shard: set() for shard in placement}
@@ -106,6 +110,9 @@ class Router:
             )
         if len(ticks) == 0 and not fills:
             return []
+        return self._send_screened(ticks, fills, fill_pos)
+
+    def _send_screened(self, ticks: TickColumns, fills: list[Fill], fill_pos: list[int]) -> list[Any]:
         fill_symbols = {self.symbol_ids[f.symbol] for f in fills}
         # The latest mark, as of the batch start, of every symbol a fill trades: an account opening it starts there.
         marks = {s: self.marks[s] for s in fill_symbols if s in self.marks}
@@ -113,11 +120,16 @@ class Router:
         if len(ticks):
             present = set(np.unique(ticks.symbol).tolist())
             targets = {shard for shard, held in self.subscriptions.items() if held & present}
+        targets |= {self.shard_of[fill.account] for fill in fills}
+        shards = sorted(targets)
+        frame = b""
+        if shards:
+            frame = encode_batch(EventBatch(ticks, fills, fill_pos, marks), self.batches, self.position, shards,
+                                 [self.shard_seq[shard] for shard in shards])
+            if len(frame) > self.max_frame_bytes and len(ticks) + len(fills) > 1:
+                return [h for part in _halves(ticks, fills, fill_pos) for h in self._send_screened(*part)]
         for fill in fills:
-            shard = self.shard_of[fill.account]
-            targets.add(shard)
-            self.subscriptions[shard].add(self.symbol_ids[fill.symbol])
-        base_pos = self.position
+            self.subscriptions[self.shard_of[fill.account]].add(self.symbol_ids[fill.symbol])
         self.position += len(ticks) + len(fills)
         if len(ticks):
             order = np.argsort(ticks.symbol, kind="stable")
@@ -125,14 +137,27 @@ class Router:
             last = order[np.append(np.flatnonzero(np.diff(symbols)), symbols.size - 1)]
             for i in last.tolist():
                 self.marks[int(ticks.symbol[i])] = (float(ticks.bid[i]), float(ticks.ask[i]))
-        if not targets:
+        if not shards:
             return []  # nobody holds these symbols: marks updated, no batch number used
-        shards = sorted(targets)
-        target_seq = [self.shard_seq[shard] for shard in shards]
         for shard in shards:
             self.shard_seq[shard] += 1
-        frame = encode_batch(EventBatch(ticks, fills, fill_pos, marks), self.batches, base_pos, shards, target_seq)
         self.batches += 1
         ref = self.put(frame)
-        self.sent += len(targets)
+        self.sent += len(shards)
         return [self.send(shard, ref) for shard in shards]
+
+
+def _halves(ticks: TickColumns, fills: list[Fill], fill_pos: list[int]) -> list[tuple[TickColumns, list[Fill], list[int]]]:
+    """A batch as two batches, in arrival order: the first half of its events, then the rest."""
+    n = len(ticks) + len(fills)
+    cut_fills = 0  # fills in the first half: those that arrived among its first n // 2 events
+    while cut_fills < len(fills) and fill_pos[cut_fills] + cut_fills < n // 2:
+        cut_fills += 1
+    cut_ticks = n // 2 - cut_fills
+    def part(lo: int, hi: int) -> TickColumns:
+        return TickColumns(ticks.symbol[lo:hi], ticks.bid[lo:hi], ticks.ask[lo:hi], ticks.ts_ns[lo:hi],
+                           ticks.seq[lo:hi], ticks.stream[lo:hi], ticks.streams)
+    return [
+        (part(0, cut_ticks), fills[:cut_fills], fill_pos[:cut_fills]),
+        (part(cut_ticks, len(ticks)), fills[cut_fills:], [p - cut_ticks for p in fill_pos[cut_fills:]]),
+    ]

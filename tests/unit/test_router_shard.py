@@ -788,3 +788,27 @@ def test_journal_when_larger_than_one_record_buffer_reads_every_record(tmp_path:
     journal.close()
     assert path.stat().st_size > 40 * 4096
     assert [r["n"] for r in journal_module.Journal.read(path)] == list(range(200))
+
+
+def test_router_when_a_batch_would_encode_over_the_frame_limit_cuts_it_and_accounts_end_the_same() -> None:
+    # A frame over the limit would be refused by every shard, and each would then hold every later batch of its
+    # sequence for ever. The router cuts such a batch instead, in arrival order.
+    config = make_config(accounts_per_actor=2, max_ticks=10_000)
+    events = stream_with_breaches()
+    whole: list[tuple[str, bytes]] = []
+    Router(config, place_accounts(config), lambda s, f: whole.append((s, f))).route(events)
+    limit = max(len(f) for _, f in whole) // 5
+    shards = make_shards(config)
+    sent: list[bytes] = []
+
+    def send(shard: str, frame: bytes) -> ShardReport:
+        sent.append(frame)
+        return shards[shard].apply(frame)
+
+    router = Router(config, place_accounts(config), send, max_frame_bytes=limit)
+    reports = router.route(events)
+    assert len(whole) < len(sent) and max(len(f) for f in sent) <= limit
+    assert not [r for report in reports for r in report.refusals]
+    ref, ref_events = reference(config, events)
+    assert shard_states(shards) == ref.states()
+    assert merged_events(reports) == ref_events
