@@ -2,12 +2,16 @@
 
 Each drill feeds the same generated stream (breaches and fills included) twice: once undisturbed, once with a
 fault halfway through. It reports whether the system recovered (every account's state identical to the
-undisturbed run's, every account up again), how long recovery took, and how many account alert and breaker
-events were lost or recorded twice (both must be 0).
+undisturbed run's, every account up again), how long recovery took (from the fault until the rest of the
+stream has been applied and every account is up again), and how many account alert and breaker events were
+lost or recorded twice (both must be 0).
 
 - ``shard kill -9``: the process hosting an account shard is killed; Ray restarts it from its journal.
 - ``supervisor kill -9``: the supervisor's process is killed after a desk halt; Ray restarts it from its journal.
 - ``service restart``: the whole system shuts down after a firm halt and starts again under the same name.
+- ``node loss``: a worker node hosting account shards leaves a 3-node cluster; Ray restarts its shards on the
+  surviving worker from their journals. It runs on a cluster of its own, in a child process
+  (:mod:`riskmon.cluster_drill`); the other three share one local Ray in this process.
 """
 
 from __future__ import annotations
@@ -21,11 +25,14 @@ from typing import Any, Callable
 import ray
 
 from riskcore.config import RiskConfig
+from riskcore.errors import RiskmonError
 from riskcore.gate import Order, Reason
 from riskmon.loadgen import Chunk, LoadGenerator, firm_config
-from supervisor.system import RiskSystem
+from supervisor.system import RiskSystem, init_ray
 
-FAULTS = ("shard kill -9", "supervisor kill -9", "service restart")
+NODE_LOSS = "node loss"
+FAULTS = ("shard kill -9", "supervisor kill -9", "service restart", NODE_LOSS)
+RESULT_KEYS = ("fault", "recovered", "recovery_s", "lost_events", "duplicated_events")
 
 
 def drill_config(accounts: int = 600, portfolios: int = 2, symbols: int = 20) -> RiskConfig:
@@ -62,9 +69,20 @@ def run_stream(system: RiskSystem, parts: list[Chunk], fault: Callable[[RiskSyst
 
 def event_diff(expected: list[dict[str, Any]], got: list[dict[str, Any]]) -> tuple[int, int]:
     """(events of ``expected`` missing from ``got``, events ``got`` holds more often than ``expected``)."""
-    want = Counter(repr(sorted(e.items())) for e in expected)
-    have = Counter(repr(sorted(e.items())) for e in got)
-    return sum((want - have).values()), sum((have - want).values())
+    return len(unmatched_events(expected, got)), len(unmatched_events(got, expected))
+
+
+def unmatched_events(expected: list[dict[str, Any]], got: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The events of ``expected``, in order, that ``got`` does not hold as many times (a drill's diff)."""
+    spare = Counter(repr(sorted(e.items())) for e in got)
+    missing = []
+    for event in expected:
+        key = repr(sorted(event.items()))
+        if spare[key] > 0:
+            spare[key] -= 1
+        else:
+            missing.append(event)
+    return missing
 
 
 def wait_all_up(system: RiskSystem, timeout_s: float = 60.0) -> bool:
@@ -75,7 +93,9 @@ def wait_all_up(system: RiskSystem, timeout_s: float = 60.0) -> bool:
     return gate.wait_for(lambda g: all(g.check(o).reason is not Reason.STALE_STATE for o in probes), timeout_s)
 
 
-def _result(fault: str, baseline: dict[str, Any], faulted: dict[str, Any], recovery_s: float, up: bool) -> dict[str, Any]:
+def drill_result(fault: str, baseline: dict[str, Any], faulted: dict[str, Any], recovery_s: float,
+                 up: bool) -> dict[str, Any]:
+    """A drill's row: recovered if ``up`` and the accounts and shard counts equal the baseline's."""
     lost, duplicated = event_diff(baseline["events"], faulted["events"])
     recovered = up and faulted["states"] == baseline["states"] and faulted["counts"] == baseline["counts"]
     return {"fault": fault, "recovered": recovered, "recovery_s": round(recovery_s, 2), "lost_events": lost,
@@ -93,7 +113,7 @@ def drill_shard_kill(config: RiskConfig, parts: list[Chunk], baseline: dict[str,
 
         faulted = run_stream(system, parts, kill)
         up = wait_all_up(system)
-        return _result("shard kill -9", baseline, faulted, time.monotonic() - killed["at"], up)
+        return drill_result("shard kill -9", baseline, faulted, time.monotonic() - killed["at"], up)
     finally:
         _discard(system)
 
@@ -112,7 +132,7 @@ def drill_supervisor_kill(config: RiskConfig, parts: list[Chunk], baseline: dict
 
         faulted = run_stream(system, parts, halt_then_kill)
         up = wait_all_up(system) and system.status()["breakers"]["portfolios"][desk]["state"] == "ENGAGED"
-        return _result("supervisor kill -9", baseline, faulted, time.monotonic() - killed["at"], up)
+        return drill_result("supervisor kill -9", baseline, faulted, time.monotonic() - killed["at"], up)
     finally:
         _discard(system)
 
@@ -133,7 +153,7 @@ def drill_service_restart(config: RiskConfig, parts: list[Chunk], baseline: dict
         halted = second.status()["breakers"]["global"]["state"] == "ENGAGED"
         faulted = run_stream(second, parts[half:])
         up = wait_all_up(second) and halted
-        return _result("service restart", baseline, faulted, recovery_s, up)
+        return drill_result("service restart", baseline, faulted, recovery_s, up)
     finally:
         _discard(second)
 
@@ -146,14 +166,45 @@ def _discard(system: RiskSystem) -> None:
         shutil.rmtree(state, ignore_errors=True)
 
 
-DRILLS = {"shard kill -9": drill_shard_kill, "supervisor kill -9": drill_supervisor_kill,
-          "service restart": drill_service_restart}
+IN_PROCESS_DRILLS = {"shard kill -9": drill_shard_kill, "supervisor kill -9": drill_supervisor_kill,
+                     "service restart": drill_service_restart}
 
 
-def run_chaos(config: RiskConfig, parts: list[Chunk], faults: tuple[str, ...] = FAULTS) -> list[dict[str, Any]]:
-    baseline_system = RiskSystem.start(config, name=f"chaos-baseline-{uuid.uuid4().hex[:8]}")
+def run_chaos(accounts: int = 600, ticks: int = 12_000, seed: int = 11,
+              faults: tuple[str, ...] = FAULTS) -> list[dict[str, Any]]:
+    """Run the drills named in ``faults``, in that order, on ``drill_config(accounts)`` fed ``ticks`` ticks.
+
+    Returns one row per drill with the ``RESULT_KEYS``; a drill that could not run to its end also has an
+    ``error`` (and null figures). The in-process drills start a local Ray here unless one is up already.
+    """
+    # The node-loss drill builds on this module's helpers, so it is imported when it runs.
+    from riskmon.cluster_drill import run_node_loss
+
+    unknown = [f for f in faults if f not in FAULTS]
+    if unknown:
+        raise RiskmonError(f"unknown fault {unknown[0]!r}; one of {', '.join(FAULTS)}")
+    results: list[dict[str, Any]] = []
+    baseline: dict[str, Any] | None = None
+    config = drill_config(accounts)
+    parts: list[Chunk] = []
+    owns_ray = False
     try:
-        baseline = run_stream(baseline_system, parts)
+        for fault in faults:
+            if fault == NODE_LOSS:
+                row = run_node_loss(accounts, ticks, seed)
+                results.append({key: row[key] for key in (*RESULT_KEYS, "error") if key in row})
+                continue
+            if baseline is None:
+                # Ray's restart notices are expected here; the table says what happened.
+                owns_ray = init_ray(log_to_driver=False)
+                parts = drill_load(config, ticks, seed)
+                baseline_system = RiskSystem.start(config, name=f"chaos-baseline-{uuid.uuid4().hex[:8]}")
+                try:
+                    baseline = run_stream(baseline_system, parts)
+                finally:
+                    _discard(baseline_system)
+            results.append(IN_PROCESS_DRILLS[fault](config, parts, baseline))
     finally:
-        _discard(baseline_system)
-    return [DRILLS[fault](config, parts, baseline) for fault in faults]
+        if owns_ray:
+            ray.shutdown()
+    return results

@@ -7,7 +7,7 @@
 - `kill -9` of the supervisor after a desk halt: the halt is still in force at the gate, nothing lost.
 - a restart of the whole service: account, portfolio and firm halts still in force; the stream continues.
 - removal of a node hosting accounts from a 3-node cluster: they come back elsewhere, identical.
-- `riskmon chaos` runs the first three against a live system and reports them.
+- `riskmon chaos` runs all four against a live system and reports them.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import ray
 from riskcore.gate import Order, Reason
 from riskmon.chaos import drill_config, drill_load
 from riskmon.chaos import run_stream as run
+from riskmon.cluster_drill import run_node_loss
 from supervisor.system import RiskSystem
 
 pytestmark = pytest.mark.ray
@@ -135,20 +136,14 @@ def test_drill_when_whole_service_restarts_engaged_breakers_stay_engaged(ray_ses
 
 
 def test_drill_when_a_node_hosting_accounts_is_removed_they_come_back_elsewhere_identical() -> None:
-    # A 3-node cluster of its own (ray.cluster_utils.Cluster), so it runs as a program beside this session.
-    import json
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    program = Path(__file__).with_name("cluster_drill.py")
-    done = subprocess.run([sys.executable, str(program)], cwd=program.parents[2], capture_output=True, text=True,
-                          timeout=600, stdin=subprocess.DEVNULL)
-    assert done.stdout.strip(), done.stderr[-3000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
-    assert result["shards_on_it"] and result["moved"], result
-    assert result["identical"], result  # every account equal to the reference engine fed the same stream
-    assert result["engaged"] > 0 and result["fills"] > 0, result
+    # What `riskmon chaos` runs: a 3-node cluster of its own, in a child process beside this session's Ray.
+    result = run_node_loss(accounts=200, ticks=6_000, seed=5)
+    assert "detail" in result, result.get("error")  # else the drill ended without a result
+    detail = result["detail"]
+    assert detail["shards_on_it"] and detail["moved"], result  # restarted on the surviving worker
+    assert detail["identical_to_reference"], result  # every account equal to the reference engine's
+    assert result["recovered"] and result["lost_events"] == 0 and result["duplicated_events"] == 0, result
+    assert detail["engaged"] > 0 and detail["fills"] > 0, result  # the stream breached and filled
 
 
 def test_chaos_command_when_run_reports_every_drill_recovered_with_nothing_lost(tmp_path: Any) -> None:
@@ -163,7 +158,8 @@ def test_chaos_command_when_run_reports_every_drill_recovered_with_nothing_lost(
                           timeout=600, stdin=subprocess.DEVNULL)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     results = json.loads(out.read_text())
-    assert [r["fault"] for r in results] == ["shard kill -9", "supervisor kill -9", "service restart"]
+    assert [r["fault"] for r in results] == ["shard kill -9", "supervisor kill -9", "service restart",
+                                             "node loss"]
     for r in results:
         assert set(r) == {"fault", "recovered", "recovery_s", "lost_events", "duplicated_events"}
         assert r["recovered"] and r["lost_events"] == 0 and r["duplicated_events"] == 0 and r["recovery_s"] > 0, r
