@@ -11,6 +11,7 @@ from __future__ import annotations
 import bisect
 import copy
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -52,6 +53,7 @@ class ShardReport:
     seq: int | None = None  # the batch's number in this shard's sequence
     recovered_upto: int = -1  # a recovery report: every batch of this shard's sequence up to here is applied
     recovered_batch: int = 0  # ... and every router batch numbered below this that was sent to it
+    halts_version: int = -1  # the shard's breaker-change number when it made the report
     resent: list["ShardReport"] = field(default_factory=list)  # a recovery report: the last batches' reports
 
 
@@ -122,7 +124,10 @@ class AccountShard:
         # supervisor, and to gates watching this shard (watch_halts).
         self.engine.on_breaker = self._publish_breaker
         self._halts_changed = threading.Condition()
-        self.halts_version = 0
+        # Numbered from the clock, so a restarted shard's are newer than any its previous process gave: the
+        # supervisor takes an account breaker state only if it is newer than the one it holds (an operator's
+        # reset is not undone by a report of the batch before it that happens to arrive after it).
+        self.halts_version = time.time_ns()
         self.halted = {book.id for book in self.engine.books if book.breaker.engaged}
         self.batches = 0
         self.ticks_applied = 0
@@ -183,7 +188,8 @@ class AccountShard:
         self.engine.summary_columns(changed_only=True)  # the recovery report carries every account anyway
         self._send(ShardReport(self.shard_id, -1, self.ticks_applied, self.fills_applied, [], events,
                                self.engine.summary_columns(), {}, self.mids(), recovered_upto=self.next_seq - 1,
-                               recovered_batch=self.next_batch, resent=list(self.kept)))
+                               recovered_batch=self.next_batch, resent=list(self.kept),
+                               halts_version=self.halts_version))
 
     # ------------------------------------------------------------------ data path
 
@@ -239,6 +245,7 @@ class AccountShard:
         report = self.apply_batch(decoded.batch, decoded.number, decoded.base_pos)
         report.targets = decoded.targets
         report.seq = seq
+        report.halts_version = self.halts_version
         if seq is not None:
             self.next_seq = seq + 1
             self.recent.append((seq, report.events))
@@ -309,7 +316,7 @@ class AccountShard:
     def _publish_breaker(self, event: BreakerEvent) -> None:
         self._note_halt(event.id, event.state == "ENGAGED")
         if self.supervisor is not None:
-            self.supervisor.breaker_now.remote(event.id, event.state, event.reason)
+            self.supervisor.breaker_now.remote(event.id, event.state, event.reason, self.halts_version)
 
     def _note_halt(self, account: str, engaged: bool) -> None:
         with self._halts_changed:
@@ -354,20 +361,30 @@ class AccountShard:
         if self.journal is not None:
             self.journal.append({"k": kind, "account": account, "now_ns": now_ns, "operator": operator, "reason": reason})
 
-    def engage(self, account: str, now_ns: int, operator: str, reason: str) -> BreakerEvent:
-        self.engine.book(account)  # an unknown account is refused before anything is journaled
+    def _state(self, account: str) -> dict[str, Any]:
+        book = self.engine.book(account)
+        self.engine.sync()
+        return book.state().to_dict()
+
+    def engage(self, account: str, now_ns: int, operator: str, reason: str) -> dict[str, Any]:
+        """Engage an account breaker by hand: the event, the breaker-change number, the account before and after."""
+        before = self._state(account)  # an unknown account is refused before anything is journaled
         self._journal_command("engage", account, now_ns, operator, reason)
         event = self.engine.engage(account, now_ns, operator, reason)
         self._note_halt(account, True)
-        return event
+        return {"event": event, "refusal": None, "version": self.halts_version, "before": before,
+                "after": self._state(account)}
 
-    def reset(self, account: str, now_ns: int, operator: str, reason: str) -> tuple[BreakerEvent | None, str | None]:
+    def reset(self, account: str, now_ns: int, operator: str, reason: str) -> dict[str, Any]:
+        """Release an account breaker, or say why not; as :meth:`engage` (no event, and a refusal, if refused)."""
+        before = self._state(account)
         event, refusal = self.engine.reset(account, now_ns, operator, reason)
         if event is not None:
             # Journaled once it is known to release (a refused reset changes nothing and replays as nothing).
             self._journal_command("reset", account, now_ns, operator, reason)
             self._note_halt(account, False)
-        return event, refusal
+        return {"event": event, "refusal": refusal, "version": self.halts_version, "before": before,
+                "after": self._state(account)}
 
     def events_since(self, seq: int) -> list[KeyedEvent]:
         """The events of every batch from ``seq`` on among the last RECENT_REPORTS this shard applied
@@ -394,7 +411,7 @@ class AccountShard:
         return {
             "covered": covered, "before": before, "reports": [r for r in self.kept if r.batch >= from_batch],
             "summaries": self.engine.summary_columns(), "numbering": self.numbering(), "mids": self.mids(),
-            "events": self.events_since(from_seq),
+            "events": self.events_since(from_seq), "halts_version": self.halts_version,
         }
 
     def numbering(self) -> dict[str, Any]:

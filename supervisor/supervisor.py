@@ -45,6 +45,7 @@ class Supervisor:
         self.portfolio_breakers = {pid: Breaker(Scope.PORTFOLIO, pid) for pid in config.portfolios}
         self.account_breakers: dict[str, dict[str, Any]] = {spec.id: {"state": "SAFE", "reason": ""} for spec in config.accounts}
         self.account_index = {spec.id: i for i, spec in enumerate(config.accounts)}
+        self.breaker_seen: dict[str, int] = {}  # account -> the shard's breaker-change number last taken
         self.shards: dict[str, Any] = {}
         self.shard_of: dict[str, str] = {}
         self.accounts_of: dict[str, list[str]] = {}  # shard -> its accounts (placement)
@@ -181,7 +182,7 @@ class Supervisor:
                 for report in state["reports"]:  # batches it had open: closed below, in order, as they were
                     self.pending.setdefault(report.batch, {}).setdefault(sid, report)
                     self.targets_of.setdefault(report.batch, report.targets)
-            self._take_engaged(state["summaries"])
+            self._take_engaged(state["summaries"], state["halts_version"])
             self._reported_through(sid, state["numbering"]["next_seq"])
             self._journal({"k": "reported", "shard": sid, "through": state["numbering"]["next_seq"]})
         if not exact:  # figures as of now: batches up to now count as closed
@@ -215,14 +216,14 @@ class Supervisor:
         self._take_registration(summaries)
         return self.version
 
-    def _take_engaged(self, columns: SummaryColumns) -> None:
+    def _take_engaged(self, columns: SummaryColumns, version: int = -1) -> None:
         """Account breakers a shard holds engaged, from its figures (after a restart, the log may lack the
         event). Only engagements: a snapshot may be older than a report already applied, and a release
         always arrives as an event of its own."""
         for index, engaged in zip(columns.index.tolist(), columns.engaged.tolist()):
             account = self.config.accounts[index].id
             if engaged and self.account_breakers[account]["state"] != "ENGAGED":
-                self._set_account_breaker(account, "ENGAGED", "engaged, as its shard holds it")
+                self._set_account_breaker(account, "ENGAGED", "engaged, as its shard holds it", version)
 
     def _take_registration(self, summaries: list[SummaryColumns]) -> None:
         for columns in summaries:
@@ -293,7 +294,7 @@ class Supervisor:
             self._event_keys.add((pos, account_index, order))
             self._record((pos, account_index, order), event)
             if isinstance(event, BreakerEvent):
-                self._set_account_breaker(event.id, event.state, event.reason)
+                self._set_account_breaker(event.id, event.state, event.reason, report.halts_version)
         if reported is not None:
             self._journal(reported)
         if report.recovered_upto >= 0:
@@ -303,7 +304,7 @@ class Supervisor:
                 self._apply_reports([report])
                 self._caught_up[report.shard] = max(self._caught_up.get(report.shard, 0), report.recovered_batch)
                 self._apply_complete_batches()
-            self._take_engaged(report.summaries)
+            self._take_engaged(report.summaries, report.halts_version)
         elif report.targets and report.batch < self.next_batch:
             # Its batch closed without it (the shard was gone): the figures are still the newest we have.
             self._apply_reports([report])
@@ -314,10 +315,10 @@ class Supervisor:
         elif report.batch >= 0:
             self._apply_reports([report])
 
-    async def breaker_now(self, account: str, state: str, reason: str) -> None:
+    async def breaker_now(self, account: str, state: str, reason: str, version: int) -> None:
         """An account breaker changed inside a batch: tell the gates now; the batch's report records it."""
         self.rejoin_if_restarted()
-        self._set_account_breaker(account, state, reason)
+        self._set_account_breaker(account, state, reason, version)
         if self._breaker_changed:
             self._breaker_changed = False
             self._bump()
@@ -473,8 +474,9 @@ class Supervisor:
         now_ns = _now_ns() if now_ns is None else now_ns
         if scope == "account":
             shard = self._shard(target)
-            event = await shard.engage.remote(target, now_ns, operator, reason)
-            self._set_account_breaker(target, "ENGAGED", reason)
+            done = await shard.engage.remote(target, now_ns, operator, reason)
+            event = done["event"]
+            self._set_account_breaker(target, "ENGAGED", reason, done["version"])
         else:
             breaker, _limits, _agg = self._aggregate_breaker(scope, target)
             breaker.engage(now_ns, EngageCause.OPERATOR, reason, operator)
@@ -490,9 +492,10 @@ class Supervisor:
         self._check_command(scope, operator, reason)
         now_ns = _now_ns() if now_ns is None else now_ns
         if scope == "account":
-            event, refusal = await self._shard(target).reset.remote(target, now_ns, operator, reason)
+            done = await self._shard(target).reset.remote(target, now_ns, operator, reason)
+            event, refusal = done["event"], done["refusal"]
             if event is not None:
-                self._set_account_breaker(target, "SAFE", "")
+                self._set_account_breaker(target, "SAFE", "", done["version"])
         else:
             breaker, limits, aggregate = self._aggregate_breaker(scope, target)
             refusal = breaker.reset_refusal(now_ns, limits.recovery_cooldown_seconds, bool(breaches(aggregate, limits)),
@@ -509,7 +512,13 @@ class Supervisor:
         self._bump()
         return {"ok": event is not None, "refusal": refusal, "event": None if event is None else event.to_dict()}
 
-    def _set_account_breaker(self, account: str, state: str, reason: str) -> None:
+    def _set_account_breaker(self, account: str, state: str, reason: str, version: int = -1) -> None:
+        """``version``: the shard's breaker-change number as of the news (-1: unnumbered). News older than
+        what is already known for the account (a report that arrives after the operator's reset) is ignored."""
+        if version >= 0:
+            if version < self.breaker_seen.get(account, -1):
+                return
+            self.breaker_seen[account] = version
         # The breaker counts per portfolio and firm come from the summaries: keep them in step at once.
         if self.account_breakers[account] == {"state": state, "reason": reason}:
             return  # already known (published mid-batch, now in the report)

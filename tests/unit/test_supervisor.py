@@ -9,7 +9,7 @@ from actors.router import Router, place_accounts
 from actors.shard import AccountShard, ShardReport
 from riskcore.clock import NS_PER_SECOND, parse_rfc3339
 from riskcore.config import parse_config
-from riskcore.events import Tick
+from riskcore.events import BreakerEvent, Tick
 from supervisor.supervisor import Supervisor
 
 T0 = parse_rfc3339("2020-01-02T14:30:00.000000Z")
@@ -240,3 +240,22 @@ def test_supervisor_when_a_restarted_shard_resends_lost_reports_aggregates_and_e
     asyncio.run(run())
     assert lost and view(supervisor) == expected
     assert supervisor.next_batch == len({r.batch for r in reports}) and not supervisor.pending
+
+
+def test_supervisor_when_a_report_arrives_after_the_operator_reset_keeps_the_reset() -> None:
+    # The shard applied a batch that engaged "long", then the operator's reset; the batch's report reaches the
+    # supervisor only after the reset's answer. Its ENGAGED is older news than the reset and must not undo it.
+    reports = sorted(shard_reports(), key=lambda r: (r.batch, r.shard))
+    engaging = next(r for r in reports if any(isinstance(e[3], BreakerEvent) and e[3].id == "long" for e in r.events))
+    supervisor = Supervisor(CONFIG)
+
+    async def run(reset_version: int) -> str:
+        await supervisor.register({}, place_accounts(CONFIG), [])
+        supervisor._set_account_breaker("long", "SAFE", "", reset_version)  # the reset's answer
+        for report in reports:
+            await supervisor.report(report)
+        return supervisor.account_breakers["long"]["state"]
+
+    assert asyncio.run(run(engaging.halts_version + 1)) == "SAFE"
+    supervisor = Supervisor(CONFIG)
+    assert asyncio.run(run(engaging.halts_version - 1)) == "ENGAGED"  # a reset before the batch is overtaken
