@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Sequence
 
 from config import DEFAULT_CONFIG
+from riskcore.audit import AuditTrail, config_summary, verify
+from riskcore.config import RiskConfig
 from riskcore.errors import ConfigError, InputError, RiskmonError
 from riskcore.feeds import FORMATS
 
@@ -30,20 +32,51 @@ def cmd_replay(args: argparse.Namespace) -> int:
     config = _config(args.config)
     if not Path(args.ticks).is_file():
         raise RiskmonError(f"no tick file at {args.ticks}")  # before starting Ray, not after
-    from riskmon.replay import replay
+    from riskmon.replay import replay, write_audit
 
     symbol = args.symbol or ("EURUSD" if args.format == "histdata" else None)
-    report = replay(args.ticks, args.format, config, symbol=symbol)
+    # Opened before the replay: a trail that must not be extended stops the command before any work.
+    trail = _open_audit(args.audit, config, args.config, command="replay", input=args.ticks)
+    try:
+        report = replay(args.ticks, args.format, config, symbol=symbol)
+        audited = 0 if trail is None else 1 + write_audit(trail, report, config, symbol)
+    finally:
+        if trail is not None:
+            trail.close()
     text = json.dumps(report, indent=2, allow_nan=False)
     if args.report:
         Path(args.report).write_text(text + "\n", encoding="utf-8")
     engaged = [e for e in report["events"] if e.get("type") == "breaker" and e["state"] == "ENGAGED"]
     print(f"replayed {args.ticks}: {report['ticks']} ticks applied, {report['rejected']} rejected, "
           f"{sum(1 for e in report['events'] if e.get('type') == 'alert')} alert changes, "
-          f"{len(engaged)} breakers engaged" + (f"; report in {args.report}" if args.report else ""))
+          f"{len(engaged)} breakers engaged" + (f"; report in {args.report}" if args.report else "")
+          + (f"; {audited} audit records appended to {args.audit}" if trail is not None else ""))
     if not args.report:
         print(text)
     return 0
+
+
+def _open_audit(path: str | None, config: RiskConfig, source: str | None, **context: object) -> AuditTrail | None:
+    """The trail at ``path`` (continued if it exists), opened with a ``config_load`` record; None without a path."""
+    if path is None:
+        return None
+    trail = AuditTrail(path)
+    trail.append("config_load", **config_summary(config, source), **context)
+    return trail
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    try:
+        result = verify(args.file)
+    except OSError as exc:
+        print(f"error: cannot read audit trail {args.file}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    if result.ok:
+        print(f"OK: {result.records} records, chain intact ({args.file}); head {result.head}")
+        return 0
+    print(f"BROKEN at record {result.first_bad} (line {result.first_bad}): {result.problem} ({args.file}); "
+          f"the {result.records} records before it verify")
+    return 1
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -88,9 +121,14 @@ def cmd_stress(args: argparse.Namespace) -> int:
         raise RiskmonError("give --ticks or --duration, not both")
     config = firm_config(args.accounts, args.portfolios, args.symbols, seed=args.seed,
                          accounts_per_actor=args.accounts_per_actor)
-    summary = run_stress(config, streams=args.streams, ticks=args.ticks,
-                         duration=args.duration if args.ticks is None else None, scenario=args.scenario,
-                         seed=args.seed, rate=args.rate)
+    trail = _open_audit(args.audit, config, None, command="stress", scenario=args.scenario, seed=args.seed)
+    try:
+        summary = run_stress(config, streams=args.streams, ticks=args.ticks,
+                             duration=args.duration if args.ticks is None else None, scenario=args.scenario,
+                             seed=args.seed, rate=args.rate, audit=trail)
+    finally:
+        if trail is not None:
+            trail.close()
     print_summary(Console(width=None if sys.stdout.isatty() else 110), summary)
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
@@ -117,6 +155,10 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--symbol", help="symbol of a HistData file (default EURUSD); a filter for the others")
     replay.add_argument("--config", required=True, help="config file")
     replay.add_argument("--report", help="write the JSON report here (default: print it)")
+    replay.add_argument("--audit", metavar="PATH",
+                        help="append to the audit trail here (created if missing): the config load, every alert "
+                             "and breaker change with the account's state before and after, a summary of "
+                             "refused records")
     replay.set_defaults(func=cmd_replay)
 
     from riskmon.loadgen import SCENARIOS
@@ -137,6 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
     stress.add_argument("--scenario", choices=SCENARIOS, default="mixed", help="what happens during the run")
     stress.add_argument("--seed", type=int, default=7, help="random seed")
     stress.add_argument("--json", help="also write the summary here as JSON")
+    stress.add_argument("--audit", metavar="PATH",
+                        help="append to the audit trail here (created if missing): the config load, every alert "
+                             "and breaker change, a summary of refused input")
     stress.set_defaults(func=cmd_stress)
 
     chaos = sub.add_parser("chaos", help="failure drills against a live local system: recovery time, events lost",
@@ -164,6 +209,17 @@ def build_parser() -> argparse.ArgumentParser:
                                   description="Exit 0 and print OK if valid; else name the key path and exit 2.")
     check.add_argument("config", help="config file")
     check.set_defaults(func=cmd_config_check)
+
+    audit = sub.add_parser("audit", help="audit trail tools")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
+    verify_cmd = audit_sub.add_parser(
+        "verify", help="check an audit trail's hash chain",
+        description="Checks every record: a JSON object in canonical form, seq rising by one from 0, prev equal to "
+                    "the SHA-256 of the line before, its own hash, an RFC 3339 timestamp. Exit 0 and print OK with "
+                    "the head hash (keep it elsewhere: records cut off the end leave a chain that still verifies); "
+                    "exit 1 naming the first record that does not fit; exit 2 if the file cannot be read.")
+    verify_cmd.add_argument("file", help="audit trail file (JSON lines)")
+    verify_cmd.set_defaults(func=cmd_audit_verify)
     return parser
 
 

@@ -6,8 +6,10 @@ import itertools
 from pathlib import Path
 from typing import Any
 
+from riskcore.audit import AuditTrail, refusal_summary
 from riskcore.config import RiskConfig
-from riskcore.errors import InputError
+from riskcore.engine import BatchedEngine, EventBatch
+from riskcore.errors import InputError, RiskmonError
 from riskcore.events import Tick
 from riskcore.feeds import read_records
 from supervisor.system import RiskSystem
@@ -57,3 +59,97 @@ def replay(path: str | Path, fmt: str, config: RiskConfig, symbol: str | None = 
     finally:
         if own:
             system.shutdown()
+
+
+def write_audit(trail: AuditTrail, report: dict[str, Any], config: RiskConfig, symbol: str | None = None) -> int:
+    """Append a replay's events to the audit trail, then a summary of what it refused; return the records written.
+
+    Each account's alert or breaker change carries the account's state just before and just after its tick.
+    """
+    states = _states_around_changes(report, config, symbol)
+    written = 0
+    for event in report["events"]:
+        account = _account_of(event)
+        before = after = None
+        if account is not None:
+            # The rerun must agree with what the system reported, or the states it gives are not the system's.
+            around = states.get((account, int(event["tick_seq"])))
+            if around is None or around[1][_STATE_FIELD[event["type"]]] != event[_EVENT_FIELD[event["type"]]]:
+                raise RiskmonError(f"audit: the rerun of {report['source']} disagrees with the system about "
+                                   f"account {account} at tick_seq {event['tick_seq']}: {event}, states {around}")
+            before, after = around
+        trail.append_event(event, before=before, after=after)
+        written += 1
+    if report["rejections"]:
+        trail.append("rejected_input", source=report["source"], **refusal_summary(report["rejections"]))
+        written += 1
+    return written
+
+
+# What an account change says, and the AccountState field that must say the same after it.
+_EVENT_FIELD = {"alert": "to", "breaker": "state"}
+_STATE_FIELD = {"alert": "alert_level", "breaker": "breaker"}
+
+
+# (account, tick_seq) -> the account's state (AccountState.to_dict()) before and after that tick.
+StatesAround = dict[tuple[str, int], tuple[dict[str, Any], dict[str, Any]]]
+
+
+def _account_of(event: dict[str, Any]) -> str | None:
+    """The account a tick changed, or None (portfolio and firm events, operator commands)."""
+    if event.get("tick_seq") is None:
+        return None
+    if event.get("type") == "alert":
+        return str(event["account"])
+    if event.get("type") == "breaker" and event.get("scope") == "account":
+        return str(event["id"])
+    return None
+
+
+def _states_around_changes(report: dict[str, Any], config: RiskConfig, symbol: str | None) -> StatesAround:
+    """The state of each account either side of every tick that changed its alert level or breaker.
+
+    The system reports events, not states as of each one. This reruns the file up to its last change through
+    the engine the shards run (bit-identical to the reference engine), without Ray, skipping what the system
+    refused, and reads the accounts either side of each changing tick: a second pass, paid only for an audit.
+    """
+    changed: dict[int, set[str]] = {}
+    for event in report["events"]:
+        account = _account_of(event)
+        if account is not None:
+            changed.setdefault(int(event["tick_seq"]), set()).add(account)
+    if not changed:
+        return {}
+    refused = {int(r["tick_seq"]) for r in report["rejections"]}
+    last = max(changed)
+    engine = BatchedEngine(config)
+    pending: list[Tick] = []
+
+    def run(ticks: list[Tick]) -> None:
+        engine.apply(EventBatch.from_events(ticks, engine.symbol_ids))
+
+    def read(accounts: set[str]) -> dict[str, dict[str, Any]]:
+        engine.sync()
+        return {a: engine.book(a).state().to_dict() for a in accounts}
+
+    states: StatesAround = {}
+    for index, record in read_records(report["source"], report["format"], symbol):
+        if index > last:
+            break
+        if isinstance(record, InputError) or index in refused:
+            continue
+        accounts = changed.get(index)
+        if accounts is None:
+            pending.append(record)
+            if len(pending) >= CHUNK:
+                run(pending)
+                pending = []
+            continue
+        if pending:
+            run(pending)
+            pending = []
+        before = read(accounts)
+        run([record])
+        after = read(accounts)
+        states.update(((a, index), (before[a], after[a])) for a in accounts)
+    return states

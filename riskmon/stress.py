@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from riskcore.audit import AuditTrail, refusal_summary
 from riskcore.config import RiskConfig
 from riskmon.loadgen import LoadGenerator
 from supervisor.deploy import create_gate_probe
@@ -36,8 +37,11 @@ def percentiles(values: list[float]) -> dict[str, float | int | None]:
 def run_stress(config: RiskConfig, *, streams: int = 128, ticks: int | None = None, duration: float | None = None,
                scenario: str = "mixed", seed: int = 7, rate: float | None = None, chunk: int = 16_384,
                console: Console | None = None, progress: bool = True, system: RiskSystem | None = None,
-               breach_every: int | None = None) -> dict[str, Any]:
-    """Drive ``config``'s firm with generated load; return the summary (see the module docstring)."""
+               breach_every: int | None = None, audit: AuditTrail | None = None) -> dict[str, Any]:
+    """Drive ``config``'s firm with generated load; return the summary (see the module docstring).
+
+    With ``audit``, every event and a summary of refused input go on that trail after the measured run.
+    """
     console = console or Console(stderr=True)
     own = system is None
     system = system or RiskSystem.start(config)
@@ -68,6 +72,11 @@ def run_stress(config: RiskConfig, *, streams: int = 128, ticks: int | None = No
             system.flush()
         seconds = time.monotonic() - started
         events = system.events()
+        if audit is not None:
+            for event in events:
+                audit.append_event(event)
+            if system.refusals:
+                audit.append("rejected_input", **refusal_summary(r.to_dict() for r in system.refusals))
         engaged = [e for e in events if e.get("type") == "breaker" and e["state"] == "ENGAGED"
                    and (e["tick_seq"] is None or e["tick_seq"] >= first)]
         first_engaged: dict[str, int] = {}

@@ -188,6 +188,30 @@ def test_replay_when_eurusd_file_with_report_exits_0_and_writes_full_json(tmp_pa
     assert f"{len(engaged)} breakers engaged" in result.stdout
 
 
+def test_replay_when_audit_given_writes_a_trail_that_audit_verify_accepts(
+    tmp_path: Path, eurusd_file: Path
+) -> None:
+    config = write_yaml(tmp_path / "small.yaml", SMALL_CONFIG)
+
+    result = run_cli("replay", str(eurusd_file), "--format", "histdata", "--config", str(config),
+                     "--report", "out.json", "--audit", "audit.jsonl", cwd=tmp_path)
+
+    assert result.returncode == 0, result.stderr[-4000:]
+    report = json.loads((tmp_path / "out.json").read_text(encoding="utf-8"))
+    lines = (tmp_path / "audit.jsonl").read_text(encoding="ascii").splitlines()
+    records = [json.loads(line) for line in lines]
+    assert f"; {len(records)} audit records appended to audit.jsonl" in result.stdout
+    assert records[0]["kind"] == "config_load"
+    changes = records[1:]  # nothing refused in this file: no rejected_input summary
+    assert [r["kind"] for r in changes] == [e["type"] for e in report["events"]]
+    assert all(r["tick_seq"] == e["tick_seq"] for r, e in zip(changes, report["events"]))
+    assert all(r["after"]["timestamp"] == r["tick_ts"] for r in changes if r["kind"] == "alert")
+
+    verified = run_cli("audit", "verify", "audit.jsonl", cwd=tmp_path)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert verified.stdout.startswith(f"OK: {len(records)} records, chain intact (audit.jsonl)")
+
+
 def test_replay_when_config_invalid_exits_2_before_starting(tmp_path: Path) -> None:
     config = json.loads(json.dumps(SMALL_CONFIG))
     _warning_above_hard(config)
@@ -214,7 +238,8 @@ SUBCOMMANDS = _subcommands(build_parser())
 
 
 def test_cli_when_parser_built_has_every_documented_subcommand() -> None:
-    assert {("demo",), ("replay",), ("config",), ("config", "check")} <= set(SUBCOMMANDS)
+    documented = {("demo",), ("replay",), ("config",), ("config", "check"), ("audit",), ("audit", "verify")}
+    assert documented <= set(SUBCOMMANDS)
 
 
 @pytest.mark.parametrize("command", SUBCOMMANDS, ids=lambda c: " ".join(c) or "riskmon")
