@@ -522,7 +522,8 @@ def test_account_shard_when_tick_engages_breaker_publishes_it_before_applying_la
     router.route([tick("EURUSD", 1.0990, 1.0992, 1), tick("EURUSD", 1.0850, 1.0852, 2),
                   tick("EURUSD", 1.0800, 1.0802, 3), tick("EURUSD", 1.0700, 1.0702, 4)])
     assert [name for name, _ in calls] == ["breaker_now", "report"]
-    assert calls[0][1] == ("A1", "ENGAGED", calls[0][1][2], 1.0850)  # published at the tick that engaged it
+    # Published at the tick that engaged it, numbered after every breaker change before it.
+    assert calls[0][1] == ("A1", "ENGAGED", calls[0][1][2], shard.halts_version, 1.0850)
     assert calls[0][1][2].startswith("drawdown_pct")
 
 
@@ -531,19 +532,20 @@ def test_account_shard_when_watched_for_halts_wakes_the_watcher_inside_the_batch
 
     config = make_config(accounts_per_actor=5)
     shard = AccountShard(config, "shard-0000", ["A1", "A2", "A3", "A4", "A5"])
-    assert shard.watch_halts(-1, 0.0) == (0, [])  # the current state at once for a new watcher
+    v0 = shard.halts_version  # numbered from the clock: newer than any a previous process of the shard gave
+    assert shard.watch_halts(-1, 0.0) == (v0, [])  # the current state at once for a new watcher
     woke: list[tuple[int, list[str]]] = []
-    watcher = threading.Thread(target=lambda: woke.append(shard.watch_halts(0, 30.0)))
+    watcher = threading.Thread(target=lambda: woke.append(shard.watch_halts(v0, 30.0)))
     watcher.start()
     router = Router(config, place_accounts(config), lambda s, f: shard.apply(f))
     router.route([tick("EURUSD", 1.0990, 1.0992, 1), tick("EURUSD", 1.0850, 1.0852, 2)])  # A1 engages
     watcher.join(timeout=30.0)
-    assert woke == [(1, ["A1"])]
-    assert shard.watch_halts(1, 0.0) == (1, ["A1"])  # nothing newer: the timeout returns the same
+    assert woke == [(v0 + 1, ["A1"])]
+    assert shard.watch_halts(v0 + 1, 0.0) == (v0 + 1, ["A1"])  # nothing newer: the timeout returns the same
     shard.engage("A2", T0 + 10 * MS, "ops", "check")
-    assert shard.watch_halts(1, 0.0) == (2, ["A1", "A2"])
+    assert shard.watch_halts(v0 + 1, 0.0) == (v0 + 2, ["A1", "A2"])
     shard.reset("A2", T0 + 10 * MS + 10**12, "ops", "done")
-    assert shard.watch_halts(2, 0.0) == (3, ["A1"])
+    assert shard.watch_halts(v0 + 2, 0.0) == (v0 + 3, ["A1"])
 
 
 # --------------------------------------------------------------------------- delivery order and recovery
