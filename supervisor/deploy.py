@@ -53,10 +53,11 @@ def shard_options(config: RiskConfig, name: str, journaled: bool) -> dict[str, A
 
 
 def create_supervisor(config: RiskConfig, name: str = SUPERVISOR_NAME, journal_path: str | None = None,
-                      config_path: str | None = None) -> Any:
-    """``config_path``: as for :func:`create_shard`."""
+                      config_path: str | None = None, audit_path: str | None = None) -> Any:
+    """``config_path``: as for :func:`create_shard`. ``audit_path``: the audit trail it writes (shared storage
+    on a cluster, like the journals)."""
     options = supervisor_options(name, journal_path is not None)
-    return ray.remote(Supervisor).options(**options).remote(config_path or config, journal_path)
+    return ray.remote(Supervisor).options(**options).remote(config_path or config, journal_path, audit_path)
 
 
 def create_shard(config: RiskConfig, system_name: str, shard_id: str, accounts: list[str], supervisor: Any,

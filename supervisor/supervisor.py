@@ -10,18 +10,21 @@ comes through here. Gates long-poll :meth:`poll` for a versioned view.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 import warnings
 from collections import Counter
 from typing import Any
 
+import msgpack
 import numpy as np
 import ray
 
 from actors.shard import HALTS_GROUP, ShardReport
 from riskcore.aggregate import Aggregate, Aggregator, SummaryColumns, breaches
-from riskcore.clock import rfc3339_us
-from riskcore.config import AggregateLimits, RiskConfig, resolve_config
+from riskcore.audit import AuditTrail, refusal_summary
+from riskcore.clock import parse_rfc3339, rfc3339_us
+from riskcore.config import AggregateLimits, RiskConfig, config_to_raw, resolve_config
 from riskcore.errors import RiskmonError, UnknownAccountError
 from riskcore.events import AlertEvent, BreakerEvent
 from riskcore.journal import Journal
@@ -34,11 +37,16 @@ def _now_ns() -> int:
     return time.time_ns()
 
 
+def _audit_key(key: tuple[int, int, int] | list[int]) -> str:
+    return "log:" + ":".join(str(int(k)) for k in key)
+
+
 class Supervisor:
-    def __init__(self, config: RiskConfig | str, journal_path: str | None = None) -> None:
+    def __init__(self, config: RiskConfig | str, journal_path: str | None = None, audit_path: str | None = None) -> None:
         """``config``: the config, or where the service stored it (``riskcore.config.save_config``).
         ``journal_path``: where portfolio and global breaker changes, the event log and the shard wiring are
-        journaled, and from which a restarted supervisor rebuilds them (None: nothing outlives the process)."""
+        journaled, and from which a restarted supervisor rebuilds them (None: nothing outlives the process).
+        ``audit_path``: the audit trail this supervisor is the single writer of (None: none)."""
         self.config = config = resolve_config(config)
         self.aggregator = Aggregator(config)
         self.global_breaker = Breaker(Scope.GLOBAL, "firm")
@@ -82,10 +90,27 @@ class Supervisor:
         self._rejoin: asyncio.Task[None] | None = None
         self._rejoining = False  # batches close only once a restarted supervisor has its figures back
         self._unjournaled: list[dict[str, Any]] = []
+        self._unaudited: list[tuple[str, str, dict[str, Any]]] = []  # (key, kind, fields), written after the journal
         self.journal: Journal | None = None
+        records: list[dict[str, Any]] = []
         if journal_path is not None:
-            self._replay(Journal.read(journal_path))
+            records = Journal.read(journal_path)
+            self._replay(records)
             self.journal = Journal(journal_path, config.durability.fsync)
+        self.audit: AuditTrail | None = None
+        if audit_path is not None:
+            self.audit = AuditTrail(audit_path, fsync=config.durability.fsync)
+            written = self.audit.keys()
+            # Journaled before this process died, not yet audited: written now, once (records are keyed).
+            for key, body in self.log:
+                if _audit_key(key) not in written:
+                    self._audit_event(key, body, {})
+            stored = msgpack.packb(config_to_raw(config), use_bin_type=True)
+            self._unaudited.append(("", "config_load", {
+                "source": config.source, "config_sha256": hashlib.sha256(stored).hexdigest(),
+                "accounts": len(config.accounts), "portfolios": len(config.portfolios), "symbols": len(config.symbols),
+                "restart": bool(records)}))
+            self._flush_journal()
 
     # ------------------------------------------------------------------ durability
 
@@ -133,11 +158,29 @@ class Supervisor:
             self._unjournaled.append(record)
 
     def _flush_journal(self) -> None:
-        """Write what this call changed before anyone is told of it (gates, the caller)."""
+        """Write what this call changed before anyone is told of it (gates, the caller): the journal, then the
+        audit trail (a record journaled but not audited when the process died is audited on restart)."""
         if self.journal is not None and self._unjournaled:
             for record in self._unjournaled:
                 self.journal.append(record)
             self._unjournaled.clear()
+        if self.audit is not None and self._unaudited:
+            for key, kind, fields in self._unaudited:
+                stamp = fields.pop("_ts_ns", None)
+                self.audit.append(kind, stamp, key=key or None, **fields)
+            self._unaudited.clear()
+
+    def _audit_event(self, key: tuple[int, int, int], body: dict[str, Any], extra: dict[str, Any]) -> None:
+        """An alert, breaker, limit or command record; ``extra``: what only the trail keeps (states before and
+        after, an operator's identity)."""
+        if self.audit is None:
+            return
+        fields = {k: v for k, v in body.items() if k not in ("type", "ts")}
+        fields.update(extra)
+        stamp = body.get("tick_ts") or body.get("ts")
+        if stamp is not None:
+            fields["_ts_ns"] = parse_rfc3339(stamp)
+        self._unaudited.append((_audit_key(key), str(body.get("type", "event")), fields))
 
     def _journal_upper(self, breaker: Breaker, op: str) -> None:
         self._journal({"k": "upper", "scope": str(breaker.scope), "id": breaker.id, "op": op,
@@ -288,6 +331,12 @@ class Supervisor:
             return  # this batch was reported already (the shard restarted and it was delivered again)
         for refusal in report.refusals:
             self.refused[refusal.code] += 1
+        if report.refusals and self.audit is not None:
+            key = "" if report.seq is None else f"refused:{report.shard}:{report.seq}"
+            if not key or not self.audit.has_key(key):
+                self._unaudited.append((key, "rejected_input", {
+                    "source": f"shard {report.shard}", "batch": report.batch,
+                    **refusal_summary(r.to_dict() for r in report.refusals)}))
         for pos, account_index, order, event in report.events:
             if (pos, account_index, order) in self._event_keys:
                 continue  # recorded from the first report, before the shard restarted and replayed it
@@ -447,10 +496,12 @@ class Supervisor:
         for handle in self.shards.values():
             handle.set_upper_breakers.remote(self._upper_pushes, states)
 
-    def _record(self, key: tuple[int, int, int], event: AlertEvent | BreakerEvent | dict[str, Any]) -> None:
+    def _record(self, key: tuple[int, int, int], event: AlertEvent | BreakerEvent | dict[str, Any],
+                audit: dict[str, Any] | None = None) -> None:
         body = event if isinstance(event, dict) else event.to_dict()
         self.log.append((key, body))
         self._journal({"k": "log", "key": list(key), "body": body})
+        self._audit_event(key, body, audit or {})
 
     # ------------------------------------------------------------------ operator commands
 
@@ -470,34 +521,36 @@ class Supervisor:
 
     async def engage(self, scope: str, target: str, operator: str, reason: str, now_ns: int | None = None) -> dict[str, Any]:
         """Engage a breaker by hand. Always allowed."""
-        self._check_command(scope, operator, reason)
-        now_ns = _now_ns() if now_ns is None else now_ns
+        now_ns = self._command_time("engage", scope, target, operator, reason, now_ns)
         if scope == "account":
             shard = self._shard(target)
             done = await shard.engage.remote(target, now_ns, operator, reason)
-            event = done["event"]
+            event, before, after = done["event"], done["before"], done["after"]
             self._set_account_breaker(target, "ENGAGED", reason, done["version"])
         else:
-            breaker, _limits, _agg = self._aggregate_breaker(scope, target)
+            breaker, _limits, aggregate = self._aggregate_breaker(scope, target)
+            before = {"breaker": breaker.snapshot(), "aggregate": aggregate.to_dict()}
             breaker.engage(now_ns, EngageCause.OPERATOR, reason, operator)
+            after = {"breaker": breaker.snapshot(), "aggregate": aggregate.to_dict()}
             self._journal_upper(breaker, "engage")
             self._push_upper_breakers()
             event = BreakerEvent(scope, breaker.id, "ENGAGED", reason, "operator", operator, "operator", None, now_ns)
-        self._record((self.last_pos, len(self.account_index) + 2, len(self.log)), event)
+        self._record((self.last_pos, len(self.account_index) + 2, len(self.log)), event,
+                     {"action": "engage", "before": before, "after": after})
         self._bump()
         return {"ok": True, "refusal": None, "event": event.to_dict()}
 
     async def reset(self, scope: str, target: str, operator: str, reason: str, now_ns: int | None = None) -> dict[str, Any]:
         """Release a breaker if its cooldown has passed and its limits are no longer breached."""
-        self._check_command(scope, operator, reason)
-        now_ns = _now_ns() if now_ns is None else now_ns
+        now_ns = self._command_time("reset", scope, target, operator, reason, now_ns)
         if scope == "account":
             done = await self._shard(target).reset.remote(target, now_ns, operator, reason)
-            event, refusal = done["event"], done["refusal"]
+            event, refusal, before, after = done["event"], done["refusal"], done["before"], done["after"]
             if event is not None:
                 self._set_account_breaker(target, "SAFE", "", done["version"])
         else:
             breaker, limits, aggregate = self._aggregate_breaker(scope, target)
+            before = {"breaker": breaker.snapshot(), "aggregate": aggregate.to_dict()}
             refusal = breaker.reset_refusal(now_ns, limits.recovery_cooldown_seconds, bool(breaches(aggregate, limits)),
                                             limits.kill_switch_mode)
             event = None
@@ -506,11 +559,40 @@ class Supervisor:
                 self._journal_upper(breaker, "reset")
                 self._push_upper_breakers()
                 event = BreakerEvent(scope, breaker.id, "SAFE", reason, "reset", operator, "operator", None, now_ns)
+            after = {"breaker": breaker.snapshot(), "aggregate": aggregate.to_dict()}
         record: dict[str, Any] = {"type": "command", "action": "reset", "scope": scope, "id": target,
                                   "operator": operator, "reason": reason, "refused": refusal, "ts": rfc3339_us(now_ns)}
-        self._record((self.last_pos, len(self.account_index) + 2, len(self.log)), event if event is not None else record)
+        self._record((self.last_pos, len(self.account_index) + 2, len(self.log)), event if event is not None else record,
+                     {"action": "reset", "before": before, "after": after})
         self._bump()
         return {"ok": event is not None, "refusal": refusal, "event": None if event is None else event.to_dict()}
+
+    def _command_time(self, action: str, scope: str, target: str, operator: str, reason: str,
+                      now_ns: int | None) -> int:
+        """Check an operator command; one refused here (no operator, no reason, unknown target) is audited too."""
+        now_ns = _now_ns() if now_ns is None else now_ns
+        try:
+            self._check_command(scope, operator, reason)
+            if scope == "account":
+                self._shard(target)
+            elif scope == "portfolio":
+                self._aggregate_breaker(scope, target)
+        except RiskmonError as exc:
+            self._unaudited.append(("", "command", {"action": action, "scope": scope, "id": target,
+                                                    "operator": operator, "reason": reason, "refused": str(exc),
+                                                    "_ts_ns": now_ns}))
+            self._flush_journal()
+            raise
+        return now_ns
+
+    async def input_refused(self, source: str, refusals: list[dict[str, Any]]) -> None:
+        """Input refused before it reached a shard (by the router of ``source``): counted, and summarised in the
+        audit trail. (Shards' refusals arrive in their reports.)"""
+        for refusal in refusals:
+            self.refused[str(refusal["code"])] += 1
+        if refusals and self.audit is not None:
+            self._unaudited.append(("", "rejected_input", {"source": source, **refusal_summary(refusals)}))
+            self._flush_journal()
 
     def _set_account_breaker(self, account: str, state: str, reason: str, version: int = -1) -> None:
         """``version``: the shard's breaker-change number as of the news (-1: unnumbered). News older than

@@ -85,19 +85,21 @@ class RiskSystem:
         self._pending_ticks = 0
         self._timer: threading.Timer | None = None
         self.shard_refusals: list[Refusal] = []
+        self._refusals_told = 0  # router refusals already sent to the supervisor (counted and audited there)
         self.ticks_applied = 0
         self._gates: list[OrderGate] = []
 
     @classmethod
     def start(cls, config: RiskConfig, *, address: str | None = None, name: str | None = None,
               watch_interval_s: float | None = None, state_dir: str | os.PathLike[str] | None = None,
-              durable: bool = True) -> "RiskSystem":
+              durable: bool = True, audit: str | os.PathLike[str] | None = None) -> "RiskSystem":
         """Create the supervisor and the account shards (``placement.accounts_per_actor`` accounts each).
 
         With ``durable`` (the default) every shard journals what it applies and is restarted from its journal
         if its process dies. A named system keeps its journals under ``state_root(state_dir)/name``, where a
         later start with the same name finds them; an unnamed one keeps them in a temporary directory that
-        ``shutdown`` removes.
+        ``shutdown`` removes. ``audit``: the audit trail's path (default: ``audit.jsonl`` in the state directory;
+        none for a system that is not durable).
         """
         owns_ray = init_ray(address)
         ephemeral = name is None and state_dir is None
@@ -110,8 +112,10 @@ class RiskSystem:
         if state is not None:  # what a restarted actor is constructed from, whoever started the service
             config_path = str(state / "config.msgpack")
             save_config(config, config_path)
+        if audit is None and state is not None:
+            audit = state / "audit.jsonl"
         supervisor = create_supervisor(config, name, None if state is None else str(state / "supervisor.journal"),
-                                       config_path)
+                                       config_path, None if audit is None else str(Path(audit).resolve()))
         placement = place_accounts(config)
         shards = {
             sid: create_shard(config, name, sid, accounts, supervisor,
@@ -172,6 +176,10 @@ class RiskSystem:
 
     def _bound_in_flight(self) -> None:
         """Back-pressure: wait while more than ``max_in_flight`` batches per shard are unacknowledged."""
+        if len(self.router.refusals) > self._refusals_told:  # refused here, before any shard: tell the supervisor
+            told = self.router.refusals[self._refusals_told:]
+            self._refusals_told = len(self.router.refusals)
+            self.supervisor.input_refused.remote(f"router of {self.name}", [r.to_dict() for r in told])
         limit = self.config.batching.max_in_flight * max(1, len(self.shards))
         if len(self._in_flight) > limit:
             done, self._in_flight = ray.wait(self._in_flight, num_returns=len(self._in_flight) - limit)

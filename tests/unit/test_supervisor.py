@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 from actors.router import Router, place_accounts
@@ -259,3 +260,47 @@ def test_supervisor_when_a_report_arrives_after_the_operator_reset_keeps_the_res
     assert asyncio.run(run(engaging.halts_version + 1)) == "SAFE"
     supervisor = Supervisor(CONFIG)
     assert asyncio.run(run(engaging.halts_version - 1)) == "ENGAGED"  # a reset before the batch is overtaken
+
+
+def test_supervisor_audit_trail_when_restarted_writes_each_record_once_and_the_chain_verifies(tmp_path: Any) -> None:
+    from riskcore.audit import verify
+    from riskcore.ingest import Refusal
+
+    journal, trail = str(tmp_path / "supervisor.journal"), tmp_path / "audit.jsonl"
+    first = Supervisor(CONFIG, journal_path=journal, audit_path=str(trail))
+    reports = shard_reports()
+    reports[0].refusals = [Refusal("f", 3, "crossed_quote", "bid 1.2 above ask 1.1")]
+
+    async def feed() -> None:
+        await first.register({}, place_accounts(CONFIG), [])
+        for report in reports:
+            await first.report(report)
+        await first.engage("portfolio", "desk", "alice", "desk review", now_ns=T0)
+        await first.reset("portfolio", "desk", "alice", "too early", now_ns=T0 + 1)  # refused: cooldown
+        try:
+            await first.engage("global", "firm", "", "no operator named", now_ns=T0 + 2)
+        except Exception:
+            pass
+        await first.input_refused("router", [{"stream": "f", "seq": 9, "code": "unknown_symbol", "message": "XXX"}])
+
+    asyncio.run(feed())
+    lines = trail.read_text().splitlines()
+    kinds = [json.loads(line)["kind"] for line in lines]
+    assert kinds[0] == "config_load" and {"alert", "breaker", "limit", "command", "rejected_input"} <= set(kinds)
+    engage = next(json.loads(line) for line in lines if json.loads(line).get("action") == "engage")
+    assert engage["operator"] == "alice" and engage["reason"] == "desk review"
+    assert engage["before"]["breaker"]["state"] == "SAFE" and engage["after"]["breaker"]["state"] == "ENGAGED"
+    refused = [json.loads(line) for line in lines if json.loads(line).get("refused") == "an operator command needs an operator name and a reason"]
+    assert len(refused) == 1
+    assert sum(json.loads(line)["kind"] == "rejected_input" for line in lines) == 2
+    assert verify(trail).ok
+    # The process dies after journaling its last three events but before auditing them: a restart audits them,
+    # once, and writes nothing twice.
+    logged = [json.loads(line)["key"] for line in lines if "key" in json.loads(line)]
+    assert json.loads(lines[-4])["key"] == logged[-2]  # the last lines: engage, refused reset, refused engage, router
+    trail.write_text("\n".join(lines[:-4]) + "\n")
+    Supervisor(CONFIG, journal_path=journal, audit_path=str(trail))
+    again = [json.loads(line) for line in trail.read_text().splitlines()]
+    assert verify(trail).ok
+    assert [r["key"] for r in again if "key" in r] == logged  # the logged ones back, in order, once each
+    assert [r["kind"] for r in again][-1] == "config_load" and again[-1]["restart"] is True
