@@ -6,7 +6,7 @@ Nothing here imports Ray or reads a clock; time is always an argument.
 from riskcore.account import AccountBook, AccountState, fill_position
 from riskcore.config import AccountLimits, AggregateLimits, RiskConfig, load_config, parse_config
 from riskcore.engine import BatchedEngine, EventBatch, ReferenceEngine, TickColumns
-from riskcore.errors import ConfigError, InputError, RiskmonError, TransitionError, UnknownAccountError
+from riskcore.errors import ConfigError, InputError, RiskmonError, SnapshotError, TransitionError, UnknownAccountError
 from riskcore.events import AlertEvent, BreakerEvent, Fill, Tick
 from riskcore.states import AlertLevel, Breaker, BreakerState, KillSwitchMode, Scope
 
@@ -30,6 +30,7 @@ __all__ = [
     "RiskConfig",
     "RiskmonError",
     "Scope",
+    "SnapshotError",
     "Tick",
     "TickColumns",
     "TransitionError",

@@ -308,6 +308,45 @@ class AccountBook:
             now_ns, self.limits.recovery_cooldown_seconds, self.rank == CRITICAL, self.limits.kill_switch_mode
         )
 
+    # ------------------------------------------------------------------ snapshots
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything that decides this account's future figures, as msgpack-native values.
+
+        Slots keep their order: sums run over them in that order, so it is part of the state.
+        """
+        return {
+            "id": self.id,
+            "slot_symbols": list(self.slot_symbols),
+            "qty": list(self.qty),
+            "avg": list(self.avg),
+            "mult": list(self.mult),
+            "balance": self.balance,
+            "closed_pnl": self.closed_pnl,
+            "open_pnl": self.open_pnl,
+            "exposure": self.exposure,
+            "sod_equity": self.sod_equity,
+            "day_peak": self.day_peak,
+            "rank": self.rank,
+            "dd_rank": self.dd_rank,
+            "lev_rank": self.lev_rank,
+            "ts_ns": self.ts_ns,
+            "next_roll_ns": self.next_roll_ns,
+            "breaker": self.breaker.snapshot(),
+        }
+
+    def restore(self, data: Mapping[str, Any]) -> None:
+        """Take the state :meth:`snapshot` wrote; limits, portfolio and calendar stay the config's."""
+        self.slot_symbols = list(data["slot_symbols"])
+        self.slot_of = {symbol_id: slot for slot, symbol_id in enumerate(self.slot_symbols)}
+        self.qty, self.avg, self.mult = list(data["qty"]), list(data["avg"]), list(data["mult"])
+        self.balance, self.closed_pnl = data["balance"], data["closed_pnl"]
+        self.open_pnl, self.exposure = data["open_pnl"], data["exposure"]
+        self.sod_equity, self.day_peak = data["sod_equity"], data["day_peak"]
+        self.rank, self.dd_rank, self.lev_rank = data["rank"], data["dd_rank"], data["lev_rank"]
+        self.ts_ns, self.next_roll_ns = data["ts_ns"], data["next_roll_ns"]
+        self.breaker = Breaker.from_snapshot(data["breaker"])
+
     # ------------------------------------------------------------------ views
 
     def state(self) -> AccountState:

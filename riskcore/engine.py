@@ -11,7 +11,7 @@ packed into arrays, and applies fills through the same ``AccountBook`` code.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -20,12 +20,27 @@ from riskcore.account import CRITICAL, AccountBook, AccountState, transition_met
 from riskcore.aggregate import SummaryColumns
 from riskcore.clock import NS_PER_SECOND, TradingCalendar
 from riskcore.config import RiskConfig
-from riskcore.errors import UnknownAccountError
+from riskcore.errors import SnapshotError, UnknownAccountError
 from riskcore.events import AlertEvent, BreakerEvent, Fill, Tick
 from riskcore.states import AlertLevel, EngageCause, KillSwitchMode, Metric
 
 Event = AlertEvent | BreakerEvent
 Quote = tuple[float, float]
+
+# The layout of every snapshot riskcore writes (engine, input screens). Bump it on any change: a snapshot
+# of another layout would be misread, not refused, and a restarted shard must fall back to its journal.
+SNAPSHOT_VERSION = 1
+
+
+def check_snapshot_version(snapshot: Mapping[str, Any], what: str) -> None:
+    """Refuse (:class:`SnapshotError`) a ``what`` snapshot not written in :data:`SNAPSHOT_VERSION`'s layout."""
+    version = snapshot.get("version") if isinstance(snapshot, Mapping) else None
+    if version != SNAPSHOT_VERSION:
+        raise SnapshotError(f"{what} snapshot has version {version!r}; this build reads version {SNAPSHOT_VERSION}")
+
+
+def _is_symbol_id(value: object, n_symbols: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < n_symbols
 
 
 @dataclass(slots=True)
@@ -141,6 +156,52 @@ class _EngineBase:
             return None, refusal
         book.breaker.reset()
         return BreakerEvent("account", account_id, "SAFE", reason, "reset", operator, "operator", None, now_ns), None
+
+    # ------------------------------------------------------------------ snapshots
+
+    def snapshot(self) -> dict[str, Any]:
+        """Every account's state and the latest marks, as msgpack-native values (no numpy, no pickle).
+
+        With the journal written after it, enough to rebuild the engine (:meth:`restore`) without
+        replaying the journal from its start. Symbol ids index ``symbols``, the config's symbol table.
+        """
+        return {
+            "version": SNAPSHOT_VERSION,
+            "symbols": list(self.symbol_names),
+            "marks": [[symbol_id, bid, ask] for symbol_id, (bid, ask) in sorted(self.marks.items())],
+            "accounts": [book.snapshot() for book in self.books],
+        }
+
+    def restore(self, snapshot: Mapping[str, Any]) -> None:
+        """Take the state :meth:`snapshot` wrote, in an engine of the same config and accounts.
+
+        Raises :class:`SnapshotError`, having changed nothing, for a snapshot of another version, of other
+        accounts, or naming symbols this config does not have.
+        """
+        self._check_snapshot(snapshot)
+        for data in snapshot["accounts"]:
+            self.book_by_id[data["id"]].restore(data)
+        self.marks = {symbol_id: (bid, ask) for symbol_id, bid, ask in snapshot["marks"]}
+
+    def _check_snapshot(self, snapshot: Mapping[str, Any]) -> None:
+        check_snapshot_version(snapshot, "engine")
+        if snapshot["symbols"] != self.symbol_names:
+            raise SnapshotError("snapshot symbol table differs from the config's: its symbol ids name other symbols")
+        ids = sorted(data["id"] for data in snapshot["accounts"])
+        if ids != sorted(self.book_by_id):
+            hosted = set(self.book_by_id)
+            raise SnapshotError(
+                f"snapshot accounts are not this engine's: missing {sorted(hosted - set(ids))[:5]}, "
+                f"not hosted here {sorted(set(ids) - hosted)[:5]}, {len(ids)} in snapshot, {len(hosted)} hosted"
+            )
+        n_symbols = len(self.symbol_names)
+        for data in snapshot["accounts"]:
+            for symbol_id in data["slot_symbols"]:
+                if not _is_symbol_id(symbol_id, n_symbols):
+                    raise SnapshotError(f"snapshot account {data['id']} holds unknown symbol id {symbol_id!r}")
+        for symbol_id, *_ in snapshot["marks"]:
+            if not _is_symbol_id(symbol_id, n_symbols):
+                raise SnapshotError(f"snapshot marks unknown symbol id {symbol_id!r}")
 
 
 class ReferenceEngine(_EngineBase):
@@ -313,6 +374,26 @@ class BatchedEngine(_EngineBase):
         self.sync()
         return super().states()
 
+    def snapshot(self) -> dict[str, Any]:
+        self.sync()  # a snapshot reads the books
+        return super().snapshot()
+
+    def restore(self, snapshot: Mapping[str, Any]) -> None:
+        """:meth:`_EngineBase.restore`, then the arrays rebuilt from the books.
+
+        Every account counts as changed for the next changed-only summary.
+        """
+        super().restore(snapshot)
+        # Marks first: _pack prices each slot's terms at them, as the kernel last did.
+        self.m_has[:] = False
+        self._mark_arrays(self.marks)
+        # Every slot anew: _pack adds each slot's symbol holder, in account order.
+        self.slot_n[:] = 0
+        self.hold_n[:] = 0
+        for a in range(len(self.books)):
+            self._pack(a)
+        self.a_lag[:] = False
+
     def summary_columns(self, changed_only: bool = False) -> SummaryColumns:
         """Accounts' summaries straight from the arrays: the figures ``summarize`` gives, as columns.
 
@@ -390,8 +471,7 @@ class BatchedEngine(_EngineBase):
     def apply_keyed(self, batch: EventBatch) -> list[tuple[int, int, int, Event]]:
         """Events with their sort key: (position in the batch, account index, order at that event)."""
         self.marks.update(batch.marks)
-        for symbol_id, (bid, ask) in batch.marks.items():
-            self.m_bid[symbol_id], self.m_ask[symbol_id], self.m_has[symbol_id] = bid, ask, True
+        self._mark_arrays(batch.marks)
         ticks = batch.ticks
         keyed: list[tuple[int, int, int, Event]] = []
         rolls = self._roll_boundaries(ticks, batch.fills)
@@ -417,6 +497,10 @@ class BatchedEngine(_EngineBase):
         for symbol_id in np.unique(ticks.symbol).tolist():  # the marks the batch moved
             self.marks[symbol_id] = (float(self.m_bid[symbol_id]), float(self.m_ask[symbol_id]))
         return keyed
+
+    def _mark_arrays(self, marks: Mapping[int, Quote]) -> None:
+        for symbol_id, (bid, ask) in marks.items():
+            self.m_bid[symbol_id], self.m_ask[symbol_id], self.m_has[symbol_id] = bid, ask, True
 
     def _roll_boundaries(self, ticks: TickColumns, fills: list[Fill]) -> np.ndarray:
         """Every trading-day boundary from three days before the batch to three days after it."""
@@ -489,4 +573,12 @@ class BatchedEngine(_EngineBase):
                 self.on_breaker(event)
 
 
-__all__ = ["BatchedEngine", "EventBatch", "Metric", "ReferenceEngine", "TickColumns"]
+__all__ = [
+    "SNAPSHOT_VERSION",
+    "BatchedEngine",
+    "EventBatch",
+    "Metric",
+    "ReferenceEngine",
+    "TickColumns",
+    "check_snapshot_version",
+]

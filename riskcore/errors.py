@@ -62,3 +62,17 @@ class UnknownAccountError(RiskmonError):
 
     def __str__(self) -> str:
         return f"unknown account {self.account!r}"
+
+
+class SnapshotError(RiskmonError):
+    """A snapshot does not fit here (another format version, other accounts or symbols); nothing was restored.
+
+    The caller falls back to replaying the whole journal.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message

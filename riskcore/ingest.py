@@ -10,11 +10,11 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass
-from typing import Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from riskcore.engine import TickColumns
+from riskcore.engine import SNAPSHOT_VERSION, TickColumns, check_snapshot_version
 from riskcore.events import Fill
 
 MAX_PRICE = 1e9  # no instrument we mark trades near this; beyond it a price is a broken feed
@@ -118,6 +118,21 @@ class TickScreen:
         self.refused[code] += 1
         return Refusal(stream, seq, code, message)
 
+    def snapshot(self) -> dict[str, Any]:
+        """Each stream's last accepted ``[seq, ts_ns]`` and the refusal counts, as msgpack-native values."""
+        return {
+            "version": SNAPSHOT_VERSION,
+            "streams": {name: [seq, self.last_ts[name]] for name, seq in self.last_seq.items()},
+            "refused": dict(self.refused),
+        }
+
+    def restore(self, snapshot: Mapping[str, Any]) -> None:
+        check_snapshot_version(snapshot, "tick screen")
+        streams = snapshot["streams"]
+        self.last_seq = {name: seq for name, (seq, _) in streams.items()}
+        self.last_ts = {name: ts for name, (_, ts) in streams.items()}
+        self.refused = Counter(snapshot["refused"])
+
 
 class FillScreen:
     """Fills: known account and symbol, sane numbers, and each fill id applied once."""
@@ -158,3 +173,13 @@ class FillScreen:
                 self.refused[problem[0]] += 1
                 refusals.append(Refusal(fill.stream, fill.seq, *problem))
         return kept, kept_pos, refusals
+
+    def snapshot(self) -> dict[str, Any]:
+        """The fill ids applied (a list of strings, in no order) and the refusal counts."""
+        return {"version": SNAPSHOT_VERSION, "seen_ids": list(self.seen_ids), "refused": dict(self.refused)}
+
+    def restore(self, snapshot: Mapping[str, Any]) -> None:
+        """Take the state :meth:`snapshot` wrote; the known accounts and symbols stay the constructor's."""
+        check_snapshot_version(snapshot, "fill screen")
+        self.seen_ids = set(snapshot["seen_ids"])
+        self.refused = Counter(snapshot["refused"])

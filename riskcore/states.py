@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import IntEnum, StrEnum
+from typing import Any, Mapping
 
 from riskcore.errors import TransitionError
 
@@ -143,6 +144,7 @@ class Breaker:
         self.day_rolled = False
 
     def snapshot(self) -> dict[str, object]:
+        """Every field, as msgpack/JSON-native values: :meth:`from_snapshot` rebuilds the same breaker."""
         return {
             "scope": str(self.scope),
             "id": self.id,
@@ -152,4 +154,13 @@ class Breaker:
             "engaged_by": self.engaged_by,
             "engaged_at_ns": self.engaged_at_ns,
             "metric": self.metric,
+            "day_rolled": self.day_rolled,
         }
+
+    @classmethod
+    def from_snapshot(cls, data: Mapping[str, Any]) -> "Breaker":
+        cause = None if data["cause"] is None else EngageCause(data["cause"])
+        return cls(
+            Scope(data["scope"]), data["id"], BreakerState(data["state"]), cause,
+            data["reason"], data["engaged_by"], data["engaged_at_ns"], data["metric"], data["day_rolled"],
+        )

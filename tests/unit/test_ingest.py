@@ -6,12 +6,14 @@ import math
 from collections import Counter
 from typing import Sequence
 
+import msgpack
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from riskcore.engine import TickColumns
+from riskcore.engine import SNAPSHOT_VERSION, TickColumns
+from riskcore.errors import SnapshotError
 from riskcore.events import Fill
 from riskcore.ingest import MAX_PRICE, MAX_QTY, FillScreen, TickScreen, quote_problem
 
@@ -326,3 +328,50 @@ def test_fill_screen_when_mixed_batch_keeps_positions_of_accepted_fills() -> Non
     assert [f.seq for f in kept] == [1, 3, 5]
     assert kept_pos == [0, 2, 7]
     assert [(r.seq, r.code) for r in refusals] == [(2, "unknown_account"), (4, "bad_qty")]
+
+
+# --------------------------------------------------------------------------- snapshots
+
+
+def through_msgpack(snapshot: dict[str, object]) -> dict[str, object]:
+    return msgpack.unpackb(msgpack.packb(snapshot, use_bin_type=True), raw=False, strict_map_key=False)
+
+
+def test_tick_screen_when_restored_from_snapshot_screens_as_the_original() -> None:
+    original = TickScreen()
+    original.screen(columns([ok(0, 5), ok(1, 9), ok(0, 6, bid=2.0, ask=1.0)]))
+    restored = TickScreen()
+    restored.restore(through_msgpack(original.snapshot()))
+    # Behind stream A's last seq, behind its last time, fresh on B, and a stream not seen before.
+    batch = columns([ok(0, 5), ok(0, 7, ts=T0 + 4), ok(1, 10), ok(2, 1)], streams=("A", "B", "C"))
+
+    mask, refusals = restored.screen(batch)
+    expected_mask, expected_refusals = original.screen(batch)
+
+    assert mask.tolist() == expected_mask.tolist() == [False, False, True, True]
+    assert refusals == expected_refusals
+    assert codes(refusals) == ["duplicate_seq", "stale_timestamp"]
+    assert restored.refused == original.refused == Counter({"crossed_quote": 1, "duplicate_seq": 1,
+                                                            "stale_timestamp": 1})
+    assert (restored.last_seq, restored.last_ts) == (original.last_seq, original.last_ts)
+
+
+def test_fill_screen_when_restored_from_snapshot_refuses_fill_ids_already_applied() -> None:
+    original = fill_screen()
+    original.screen([fill(fill_id="f-1"), fill(fill_id="f-2"), fill(fill_id="f-3", qty=0.0)], [0, 0, 0])
+    restored = fill_screen()
+    restored.restore(through_msgpack(original.snapshot()))
+
+    kept, _, refusals = restored.screen([fill(fill_id="f-2"), fill(fill_id="f-3")], [0, 0])
+
+    assert [f.fill_id for f in kept] == ["f-3"] and codes(refusals) == ["duplicate_fill"]
+    assert restored.refused == Counter({"bad_qty": 1, "duplicate_fill": 1})
+
+
+@pytest.mark.parametrize("screen", [TickScreen(), fill_screen()], ids=["ticks", "fills"])
+def test_screen_restore_when_snapshot_of_another_version_refuses(screen: TickScreen | FillScreen) -> None:
+    snapshot = screen.snapshot()
+    snapshot["version"] = SNAPSHOT_VERSION + 1
+
+    with pytest.raises(SnapshotError, match=f"version {SNAPSHOT_VERSION + 1}"):
+        screen.restore(snapshot)

@@ -9,7 +9,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from riskcore.clock import TradingCalendar, parse_rfc3339, rfc3339_us
-from riskcore.errors import ConfigError, InputError, RiskmonError, TransitionError, UnknownAccountError
+from riskcore.errors import (
+    ConfigError,
+    InputError,
+    RiskmonError,
+    SnapshotError,
+    TransitionError,
+    UnknownAccountError,
+)
 from riskcore.states import (
     AlertLevel,
     Breaker,
@@ -90,6 +97,19 @@ def test_breaker_when_operator_engages_engaged_breaker_takes_it_over_and_restart
     assert breaker.cooldown_left_seconds(130 * S, 60.0) == 30.0
 
 
+@pytest.mark.parametrize("engaged", [False, True])
+def test_breaker_from_snapshot_when_given_its_snapshot_equals_the_breaker(engaged: bool) -> None:
+    breaker = Breaker(Scope.ACCOUNT, "A")
+    if engaged:
+        breaker.engage(7 * S, EngageCause.LIMIT, "drawdown", "limit", "drawdown_pct")
+        breaker.day_rolled = True
+
+    restored = Breaker.from_snapshot(breaker.snapshot())
+
+    assert restored == breaker
+    assert type(restored.scope) is Scope and type(restored.state) is BreakerState
+
+
 def test_breaker_reset_refusal_when_cooldown_left_mentions_cooldown() -> None:
     breaker = Breaker(Scope.ACCOUNT, "A")
     breaker.engage(0, EngageCause.OPERATOR, "hold", "alice")
@@ -151,6 +171,7 @@ def test_transition_error_when_raised_by_breaker_pickles() -> None:
         (InputError("crossed_quote", "bid 2 above ask 1"), {"code": "crossed_quote", "message": "bid 2 above ask 1"}),
         (TransitionError("breaker", "SAFE", "reset"), {"machine": "breaker", "state": "SAFE", "trigger": "reset"}),
         (UnknownAccountError("ACC-404"), {"account": "ACC-404"}),
+        (SnapshotError("snapshot has version 2"), {"message": "snapshot has version 2"}),
     ],
     ids=lambda value: type(value).__name__ if isinstance(value, Exception) else "",
 )
@@ -166,7 +187,7 @@ def test_riskmon_errors_when_pickled_round_trip(error: RiskmonError, fields: dic
 
 
 def test_riskmon_errors_when_listed_all_derive_from_base() -> None:
-    for cls in (ConfigError, InputError, TransitionError, UnknownAccountError):
+    for cls in (ConfigError, InputError, SnapshotError, TransitionError, UnknownAccountError):
         assert issubclass(cls, RiskmonError)
     assert issubclass(RiskmonError, Exception)
 
