@@ -14,6 +14,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field, replace
+from dataclasses import fields as dataclass_fields
 from typing import Any
 
 import numpy as np
@@ -104,6 +105,17 @@ class _ArrivalPositions:
         return self.base_pos + tick + int(np.searchsorted(self.orig_fill_pos, tick, side="right"))
 
 
+def _event_row(event: AlertEvent | BreakerEvent) -> list[Any]:
+    """An event as msgpack data (a snapshot's recent events): its kind, then its fields in order."""
+    kind = "alert" if isinstance(event, AlertEvent) else "breaker"
+    return [kind, *(getattr(event, f.name) for f in dataclass_fields(event))]
+
+
+def _event_from_row(row: list[Any]) -> AlertEvent | BreakerEvent:
+    kind, *values = row
+    return AlertEvent(*values) if kind == "alert" else BreakerEvent(*values)
+
+
 class AccountShard:
     def __init__(self, config: RiskConfig | str, shard_id: str, account_ids: list[str], supervisor: Any = None,
                  journal_path: str | None = None) -> None:
@@ -149,6 +161,8 @@ class AccountShard:
         self.base.update(self.engine.summary_columns())
         self.base_batch = 0  # every router batch numbered below this is folded into ``base``
         self.journal: Journal | None = None
+        self.snapshot_bytes = int(config.durability.snapshot_mb * 1024 * 1024)
+        self.snapshots = 0  # compactions this process made
         if journal_path is not None:
             self._recover(journal_path)
             self.journal = Journal(journal_path, config.durability.fsync)
@@ -156,7 +170,8 @@ class AccountShard:
     # ------------------------------------------------------------------ recovery
 
     def _recover(self, journal_path: str) -> None:
-        """Rebuild from the journal: every batch and command again, in order, through the same code.
+        """Rebuild from the journal: its snapshot, if compacted, then every batch and command again, in order,
+        through the same code.
 
         The engine is deterministic, so the accounts end exactly as they were. Breaker changes are not
         published one by one; one recovery report gives the supervisor every event of the replay (it keeps
@@ -171,7 +186,9 @@ class AccountShard:
         for record in records:
             kind = record.get("k")
             applied: list[ShardReport] = []
-            if kind == "batch":  # journaled on arrival: applied in turn, exactly as when it arrived
+            if kind == "snapshot":  # a compacted journal starts with one: where the replay starts from
+                self._restore(record)
+            elif kind == "batch":  # journaled on arrival: applied in turn, exactly as when it arrived
                 decoded = decode(record["f"], symbol_count=len(self.engine.symbol_names))
                 assert isinstance(decoded, BatchFrame)
                 applied = self._take(decoded, decoded.seq_for(self.shard_id), send=False)
@@ -190,6 +207,42 @@ class AccountShard:
                                self.engine.summary_columns(), {}, self.mids(), recovered_upto=self.next_seq - 1,
                                recovered_batch=self.next_batch, resent=list(self.kept),
                                halts_version=self.halts_version))
+
+    _COUNTERS = ("batches", "ticks_applied", "fills_applied", "next_seq", "next_pos", "next_batch", "redelivered")
+
+    def _compact(self) -> None:
+        """Replace the journal by one snapshot record: a restart then replays from here, not from the start.
+
+        Taken between batches with none held, so the accounts, the input screens, the sequence counters and
+        the events kept for a restarted supervisor are all there is. The reports kept in memory stay; a shard
+        restored from the snapshot keeps them afresh from there (every batch before it was reported).
+        """
+        assert self.journal is not None and not self.held
+        self.journal.rewrite([{
+            "k": "snapshot", "engine": self.engine.snapshot(), "ticks": self.tick_screen.snapshot(),
+            "fills": self.fill_screen.snapshot(), "counters": {name: getattr(self, name) for name in self._COUNTERS},
+            "recent": [[seq, [[pos, index, order, *_event_row(event)] for pos, index, order, event in events]]
+                       for seq, events in self.recent],
+        }])
+        self.snapshots += 1
+
+    def _restore(self, record: dict[str, Any]) -> None:
+        self.engine.restore(record["engine"])
+        self.tick_screen.restore(record["ticks"])
+        self.fill_screen.restore(record["fills"])
+        for name in self._COUNTERS:
+            setattr(self, name, record["counters"][name])
+        self.recent.clear()
+        self.recent.extend((seq, [(pos, index, order, _event_from_row(row)) for pos, index, order, *row in events])
+                           for seq, events in record["recent"])
+        self._restart_windows()
+
+    def _restart_windows(self) -> None:
+        """Figures as of now are where the kept reports start again."""
+        self.kept.clear()
+        self.base = Aggregator(self.config)
+        self.base.update(self.engine.summary_columns())
+        self.base_batch = self.next_batch
 
     # ------------------------------------------------------------------ data path
 
@@ -216,6 +269,8 @@ class AccountShard:
         if self.journal is not None:
             self.journal.append({"k": "batch", "f": frame})  # on arrival: before it is applied or acknowledged
         applied = self._take(decoded, seq, send=True)
+        if self.journal is not None and self.journal.size > self.snapshot_bytes and not self.held:
+            self._compact()
         if not applied:  # held for its turn
             return ShardReport(self.shard_id, decoded.number, 0, 0, [], [], _NO_SUMMARIES, seq=seq)
         # The caller's answer covers those that came early and are now applied in turn too (each was reported
@@ -436,7 +491,8 @@ class AccountShard:
             "shard": self.shard_id, "accounts": len(self.account_ids), "batches": self.batches,
             "ticks_applied": self.ticks_applied, "fills_applied": self.fills_applied,
             "refused": dict(self.tick_screen.refused + self.fill_screen.refused),
-            "upper_breakers": dict(self.upper_breakers),
+            "upper_breakers": dict(self.upper_breakers), "snapshots": self.snapshots,
+            "journal_bytes": None if self.journal is None else self.journal.size,
         }
 
     def set_upper_breakers(self, version: int, breakers: dict[str, str]) -> None:

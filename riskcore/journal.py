@@ -38,6 +38,32 @@ class Journal:
         if self.fsync:
             os.fsync(self._file.fileno())
 
+    @property
+    def size(self) -> int:
+        """Bytes in the journal so far."""
+        return self._file.tell()
+
+    def rewrite(self, records: list[dict[str, Any]]) -> None:
+        """Replace the whole journal with ``records`` (a compaction: a snapshot of what the journal held), all
+        at once: they are written to a new file, which then takes the journal's name. A crash at any point
+        leaves either the old journal or the new one, never a mix."""
+        tmp = self.path.with_name(self.path.name + ".compacting")
+        with open(tmp, "wb") as file:
+            for record in records:
+                file.write(msgpack.packb(record, use_bin_type=True))
+            file.flush()
+            if self.fsync:
+                os.fsync(file.fileno())
+        self._file.close()
+        os.replace(tmp, self.path)
+        if self.fsync:  # the rename itself on disk
+            directory = os.open(self.path.parent, os.O_RDONLY)
+            try:
+                os.fsync(directory)
+            finally:
+                os.close(directory)
+        self._file = open(self.path, "ab")  # noqa: SIM115 - held open for the actor's life
+
     def close(self) -> None:
         self._file.close()
 

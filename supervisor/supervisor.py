@@ -37,6 +37,12 @@ def _now_ns() -> int:
     return time.time_ns()
 
 
+def _upper_record(breaker: Breaker, op: str) -> dict[str, Any]:
+    return {"k": "upper", "scope": str(breaker.scope), "id": breaker.id, "op": op, "now_ns": breaker.engaged_at_ns,
+            "cause": str(breaker.cause or ""), "reason": breaker.reason, "by": breaker.engaged_by,
+            "metric": breaker.metric}
+
+
 def _audit_key(key: tuple[int, int, int] | list[int]) -> str:
     return "log:" + ":".join(str(int(k)) for k in key)
 
@@ -92,6 +98,8 @@ class Supervisor:
         self._unjournaled: list[dict[str, Any]] = []
         self._unaudited: list[tuple[str, str, dict[str, Any]]] = []  # (key, kind, fields), written after the journal
         self.journal: Journal | None = None
+        self.snapshot_bytes = int(config.durability.snapshot_mb * 1024 * 1024)
+        self.compactions = 0
         records: list[dict[str, Any]] = []
         if journal_path is not None:
             records = Journal.read(journal_path)
@@ -164,6 +172,9 @@ class Supervisor:
             for record in self._unjournaled:
                 self.journal.append(record)
             self._unjournaled.clear()
+            if self.journal.size > self.snapshot_bytes:
+                self.journal.rewrite(self._compacted())
+                self.compactions += 1
         if self.audit is not None and self._unaudited:
             for key, kind, fields in self._unaudited:
                 stamp = fields.pop("_ts_ns", None)
@@ -183,9 +194,24 @@ class Supervisor:
         self._unaudited.append((_audit_key(key), str(body.get("type", "event")), fields))
 
     def _journal_upper(self, breaker: Breaker, op: str) -> None:
-        self._journal({"k": "upper", "scope": str(breaker.scope), "id": breaker.id, "op": op,
-                       "now_ns": breaker.engaged_at_ns, "cause": str(breaker.cause or ""), "reason": breaker.reason,
-                       "by": breaker.engaged_by, "metric": breaker.metric})
+        self._journal(_upper_record(breaker, op))
+
+    def _compacted(self) -> list[dict[str, Any]]:
+        """The journal's whole effect in as few records as replay needs: wiring, engaged upper breakers,
+        active breaches, reported marks, the last closed batch with its day peaks, and the event log."""
+        records: list[dict[str, Any]] = [{"k": "register", "names": self.shard_names, "placement": self.accounts_of}]
+        records += [_upper_record(b, "engage") for b in (self.global_breaker, *self.portfolio_breakers.values())
+                    if b.engaged]
+        for scope in sorted({k[:2] for k in self.active_breaches}):
+            records.append({"k": "breaches", "scope": scope[0], "id": scope[1],
+                            "metrics": sorted(k[2] for k in self.active_breaches if k[:2] == scope)})
+        for shard, (below, above) in sorted(self._reported.items()):
+            records.append({"k": "reported", "shard": shard, "through": below})
+            records += [{"k": "reported", "shard": shard, "seq": seq} for seq in sorted(above)]
+        records.append({"k": "closed", "next_batch": self.next_batch, "peak": self.aggregator.peak.tolist(),
+                        "peak_sod": self.aggregator.peak_sod.tolist()})
+        records += [{"k": "log", "key": list(key), "body": body} for key, body in self.log]
+        return records
 
     def rejoin_if_restarted(self) -> None:
         """After Ray restarted this actor: find the shards again, take their figures, watch them (once)."""

@@ -814,3 +814,51 @@ def test_router_when_a_batch_would_encode_over_the_frame_limit_cuts_it_and_accou
     ref, ref_events = reference(config, events)
     assert shard_states(shards) == ref.states()
     assert merged_events(reports) == ref_events
+
+
+@pytest.mark.parametrize("snapshot_kb", [1, 2, 4])
+def test_account_shard_when_its_journal_is_compacted_restarts_from_the_snapshot_as_if_it_never_stopped(
+    tmp_path: Any, snapshot_kb: int
+) -> None:
+    # A small snapshot threshold makes the shard compact its journal several times over the stream; each
+    # restart (one after every batch) rebuilds from snapshot + tail and must go on exactly as one that never
+    # stopped: accounts, breakers, input screens, sequence counters and the events a supervisor may ask for.
+    from dataclasses import replace as replace_config
+
+    from riskcore.config import DurabilityConfig
+    from riskcore.journal import Journal
+
+    config = replace_config(make_config(accounts_per_actor=5), durability=DurabilityConfig(snapshot_mb=snapshot_kb / 1024))
+    events = stream_with_breaches()
+    events.insert(20, fill("A3", "EURUSD", 10_000, 1.09, 500, "dup"))
+    events.insert(50, fill("A3", "EURUSD", 10_000, 1.09, 501, "dup"))  # the same fill id: refused after a restart too
+    frames: list[bytes] = []
+    router = Router(config, place_accounts(config), lambda s, f: frames.append(f))
+    router.route(events[:50])
+    router.fill_screen.seen_ids.clear()  # so the second "dup" reaches the shard, which must still know the first
+    router.route(events[50:])
+    journal = str(tmp_path / "shard-0000.journal")
+    never_stopped, reference_supervisor = AccountShard(config, "shard-0000", ACCOUNTS), RecordingSupervisor()
+    never_stopped.supervisor = reference_supervisor
+    compactions, refused = 0, []
+    for n, frame in enumerate(frames):
+        shard = AccountShard(config, "shard-0000", ACCOUNTS, RecordingSupervisor(), journal_path=journal)
+        if n == 4:
+            shard.engage("A4", T0 + 10**12, "ops", "desk call")
+            never_stopped.engage("A4", T0 + 10**12, "ops", "desk call")
+        got, want = shard.apply(frame), never_stopped.apply(frame)
+        assert [r.code for r in got.refusals] == [r.code for r in want.refusals]
+        refused += [r.code for r in got.refusals]
+        compactions += shard.snapshots
+        assert shard.states() == never_stopped.states()
+        assert shard.events_since(0)[-3:] == never_stopped.events_since(0)[-3:]
+        assert (shard.next_seq, shard.batches, shard.fills_applied) == (
+            never_stopped.next_seq, never_stopped.batches, never_stopped.fills_applied)
+        shard.journal.close()
+    assert compactions >= 2 and Journal.read(journal)[0]["k"] == "snapshot"
+    assert refused == ["duplicate_fill"]
+    again = AccountShard(config, "shard-0000", ACCOUNTS, RecordingSupervisor(), journal_path=journal)
+    assert again.apply(frames[-1]).seq == len(frames) - 1 and again.redelivered == 1  # re-delivery recognised
+    assert again.events_since(0) == never_stopped.events_since(0)
+    assert {a: b.breaker.snapshot() for a, b in again.engine.book_by_id.items()} == {
+        a: b.breaker.snapshot() for a, b in never_stopped.engine.book_by_id.items()}

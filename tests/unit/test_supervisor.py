@@ -304,3 +304,34 @@ def test_supervisor_audit_trail_when_restarted_writes_each_record_once_and_the_c
     assert verify(trail).ok
     assert [r["key"] for r in again if "key" in r] == logged  # the logged ones back, in order, once each
     assert [r["kind"] for r in again][-1] == "config_load" and again[-1]["restart"] is True
+
+
+def test_supervisor_when_its_journal_is_compacted_restarts_to_the_same_state(tmp_path: Any) -> None:
+    from dataclasses import replace as replace_config
+
+    from riskcore.config import DurabilityConfig
+    from riskcore.journal import Journal
+
+    small = replace_config(CONFIG, durability=DurabilityConfig(snapshot_mb=1 / 1024))  # compacts past 1 KiB
+    whole, compacted = str(tmp_path / "whole.journal"), str(tmp_path / "compacted.journal")
+    fed = [Supervisor(CONFIG, journal_path=whole), Supervisor(small, journal_path=compacted)]
+
+    async def feed(supervisor: Supervisor) -> None:
+        await supervisor.register({}, place_accounts(CONFIG), [])
+        for n, report in enumerate(shard_reports()):
+            if n == 3:
+                await supervisor.engage("portfolio", "desk", "alice", "desk review", now_ns=T0)
+            await supervisor.report(report)
+
+    for supervisor in fed:
+        asyncio.run(feed(supervisor))
+    assert fed[1].compactions >= 2 and fed[0].compactions == 0
+    assert len(Journal.read(compacted)) < len(Journal.read(whole))
+
+    def state(s: Supervisor) -> Any:
+        return (view(s), s.active_breaches, s.next_batch, s._reported, s.aggregator.peak.tolist(),
+                s.portfolio_breakers["desk"].snapshot(), s.global_breaker.snapshot())
+
+    again = [Supervisor(CONFIG, journal_path=whole), Supervisor(small, journal_path=compacted)]
+    assert state(again[1]) == state(again[0])
+    assert again[1].portfolio_breakers["desk"].engaged and again[1].active_breaches
