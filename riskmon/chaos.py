@@ -1,13 +1,16 @@
 """``riskmon chaos``: failure drills against a live local system, each compared with the run without the fault.
 
-Each drill feeds the same generated stream (breaches and fills included) twice: once undisturbed, once with a
-fault halfway through. It reports whether the system recovered (every account's state identical to the
-undisturbed run's, every account up again), how long recovery took (from the fault until the rest of the
-stream has been applied and every account is up again), and how many account alert and breaker events were
-lost or recorded twice (both must be 0).
+Each drill feeds the same generated stream (account, portfolio and firm breaches and fills included) twice:
+once undisturbed, once with a fault halfway through; an operator's halt that is part of a drill's story happens
+in both runs, at the same point. It reports whether the system recovered (every account's state identical to
+the undisturbed run's, every account up again), how long recovery took (from the fault until the rest of the
+stream has been applied and every account is up again), and how many events — account alerts and breakers,
+portfolio and firm limit breaches and breakers, operator commands — were lost or recorded twice (both must be 0).
+The drills' journals compact into snapshots several times a run, so restarts rebuild from snapshot + journal.
 
 - ``shard kill -9``: the process hosting an account shard is killed; Ray restarts it from its journal.
-- ``supervisor kill -9``: the supervisor's process is killed after a desk halt; Ray restarts it from its journal.
+- ``supervisor kill -9``: the supervisor's process is killed mid-stream after a desk halt; Ray restarts it from its
+  journal.
 - ``service restart``: the whole system shuts down after a firm halt and starts again under the same name.
 - ``node loss``: a worker node hosting account shards leaves a 3-node cluster; Ray restarts its shards on the
   surviving worker from their journals. It runs on a cluster of its own, in a child process
@@ -20,11 +23,12 @@ import shutil
 import time
 import uuid
 from collections import Counter
+from dataclasses import replace
 from typing import Any, Callable
 
 import ray
 
-from riskcore.config import RiskConfig
+from riskcore.config import DurabilityConfig, RiskConfig
 from riskcore.errors import RiskmonError
 from riskcore.gate import Order, Reason
 from riskmon.loadgen import Chunk, LoadGenerator, firm_config
@@ -35,8 +39,22 @@ FAULTS = ("shard kill -9", "supervisor kill -9", "service restart", NODE_LOSS)
 RESULT_KEYS = ("fault", "recovered", "recovery_s", "lost_events", "duplicated_events")
 
 
+# Operator commands in drills carry this time, so the same command is the same event in every run.
+COMMAND_NS = 1_578_000_000 * 1_000_000_000
+
+
 def drill_config(accounts: int = 600, portfolios: int = 2, symbols: int = 20) -> RiskConfig:
-    return firm_config(accounts, portfolios, symbols, accounts_per_actor=max(1, accounts // 2))
+    """Two shards; desk and firm gross-exposure limits a little above where the firm starts, so the stream's
+    fills breach them mid-run (portfolio and firm breakers engage); journals compact every 256 KiB."""
+    plain = firm_config(accounts, portfolios, symbols, accounts_per_actor=max(1, accounts // 2))
+    desks: dict[str, float] = {}
+    for spec in plain.accounts:
+        gross = sum(abs(p.qty) * p.avg_price * plain.symbols[p.symbol].multiplier for p in spec.positions)
+        desks[spec.portfolio] = desks.get(spec.portfolio, 0.0) + gross
+    config = firm_config(accounts, portfolios, symbols, accounts_per_actor=max(1, accounts // 2),
+                         desk_limits={"max_gross_exposure": 1.04 * max(desks.values())},
+                         firm_limits={"max_gross_exposure": 1.05 * sum(desks.values())})
+    return replace(config, durability=DurabilityConfig(snapshot_mb=0.25))
 
 
 def drill_load(config: RiskConfig, ticks: int = 12_000, seed: int = 11, chunk: int = 400) -> list[Chunk]:
@@ -45,9 +63,12 @@ def drill_load(config: RiskConfig, ticks: int = 12_000, seed: int = 11, chunk: i
     return list(generator.chunks(chunk, generator.sent + ticks))
 
 
-def account_events(system: RiskSystem) -> list[dict[str, Any]]:
-    return [e for e in system.events()
-            if e.get("type") in ("alert", "breaker") and e.get("scope", "account") == "account"]
+def halt(scope: str, target: str, reason: str) -> Callable[[RiskSystem], None]:
+    """An operator's halt once everything sent so far is applied (so it lands at the same point in every run)."""
+    def act(system: RiskSystem) -> None:
+        system.flush(timeout_s=180.0)
+        system.engage(scope, target, "chaos", reason, now_ns=COMMAND_NS)
+    return act
 
 
 def shard_counts(system: RiskSystem) -> dict[str, tuple[int, int, int]]:
@@ -56,15 +77,19 @@ def shard_counts(system: RiskSystem) -> dict[str, tuple[int, int, int]]:
 
 
 def run_stream(system: RiskSystem, parts: list[Chunk], fault: Callable[[RiskSystem], None] | None = None,
-               fault_at: int | None = None) -> dict[str, Any]:
-    """Feed ``parts`` (``fault`` runs before part ``fault_at``, default halfway), flush, and read the outcome."""
+               fault_at: int | None = None, actions: dict[int, Callable[[RiskSystem], None]] | None = None,
+               ) -> dict[str, Any]:
+    """Feed ``parts`` (``actions[n]``, then ``fault``, run before part n: the fault at ``fault_at``, default
+    halfway), flush, and read the outcome: accounts, every event, and each shard's batch/tick/fill counts."""
     at = len(parts) // 2 if fault_at is None else fault_at
     for n, part in enumerate(parts):
+        if actions and n in actions:
+            actions[n](system)
         if fault is not None and n == at:
             fault(system)
         system.submit_columns(part.ticks, part.fills, part.fill_pos)
     system.flush(timeout_s=180.0)
-    return {"states": system.states(), "events": account_events(system), "counts": shard_counts(system)}
+    return {"states": system.states(), "events": system.events(), "counts": shard_counts(system)}
 
 
 def event_diff(expected: list[dict[str, Any]], got: list[dict[str, Any]]) -> tuple[int, int]:
@@ -102,7 +127,7 @@ def drill_result(fault: str, baseline: dict[str, Any], faulted: dict[str, Any], 
             "duplicated_events": duplicated}
 
 
-def drill_shard_kill(config: RiskConfig, parts: list[Chunk], baseline: dict[str, Any]) -> dict[str, Any]:
+def drill_shard_kill(config: RiskConfig, parts: list[Chunk], baseline: Callable[..., dict[str, Any]]) -> dict[str, Any]:
     system = RiskSystem.start(config, name=f"chaos-shard-{uuid.uuid4().hex[:8]}")
     try:
         killed: dict[str, float] = {}
@@ -113,37 +138,38 @@ def drill_shard_kill(config: RiskConfig, parts: list[Chunk], baseline: dict[str,
 
         faulted = run_stream(system, parts, kill)
         up = wait_all_up(system)
-        return drill_result("shard kill -9", baseline, faulted, time.monotonic() - killed["at"], up)
+        return drill_result("shard kill -9", baseline(), faulted, time.monotonic() - killed["at"], up)
     finally:
         _discard(system)
 
 
-def drill_supervisor_kill(config: RiskConfig, parts: list[Chunk], baseline: dict[str, Any]) -> dict[str, Any]:
+def drill_supervisor_kill(config: RiskConfig, parts: list[Chunk], baseline: Callable[..., dict[str, Any]]) -> dict[str, Any]:
     system = RiskSystem.start(config, name=f"chaos-supervisor-{uuid.uuid4().hex[:8]}")
     desk = next(iter(config.portfolios))
+    half = len(parts) // 2
+    actions = {half: halt("portfolio", desk, "drill: desk halted before the supervisor dies")}
     try:
         killed: dict[str, float] = {}
 
-        def halt_then_kill(s: RiskSystem) -> None:
-            s.engage("portfolio", desk, "chaos", "drill: desk halted before the supervisor dies")
+        def kill(s: RiskSystem) -> None:  # a few batches after the halt, with batches in flight
             s.crash_supervisor()
             killed["at"] = time.monotonic()
-            s.status()  # answered by the restarted supervisor
 
-        faulted = run_stream(system, parts, halt_then_kill)
+        faulted = run_stream(system, parts, kill, half + 3, actions)
         up = wait_all_up(system) and system.status()["breakers"]["portfolios"][desk]["state"] == "ENGAGED"
-        return drill_result("supervisor kill -9", baseline, faulted, time.monotonic() - killed["at"], up)
+        return drill_result("supervisor kill -9", baseline("desk halt", actions), faulted, time.monotonic() - killed["at"], up)
     finally:
         _discard(system)
 
 
-def drill_service_restart(config: RiskConfig, parts: list[Chunk], baseline: dict[str, Any]) -> dict[str, Any]:
+def drill_service_restart(config: RiskConfig, parts: list[Chunk], baseline: Callable[..., dict[str, Any]]) -> dict[str, Any]:
     name = f"chaos-restart-{uuid.uuid4().hex[:8]}"
     half = len(parts) // 2
+    firm_halt = halt("global", "firm", "drill: firm halted before the restart")
     first = RiskSystem.start(config, name=name)
     try:
         run_stream(first, parts[:half])
-        first.engage("global", "firm", "chaos", "drill: firm halted before the restart")
+        firm_halt(first)
     finally:
         first.shutdown()
     started = time.monotonic()
@@ -153,7 +179,7 @@ def drill_service_restart(config: RiskConfig, parts: list[Chunk], baseline: dict
         halted = second.status()["breakers"]["global"]["state"] == "ENGAGED"
         faulted = run_stream(second, parts[half:])
         up = wait_all_up(second) and halted
-        return drill_result("service restart", baseline, faulted, recovery_s, up)
+        return drill_result("service restart", baseline("firm halt", {half: firm_halt}), faulted, recovery_s, up)
     finally:
         _discard(second)
 
@@ -184,9 +210,20 @@ def run_chaos(accounts: int = 600, ticks: int = 12_000, seed: int = 11,
     if unknown:
         raise RiskmonError(f"unknown fault {unknown[0]!r}; one of {', '.join(FAULTS)}")
     results: list[dict[str, Any]] = []
-    baseline: dict[str, Any] | None = None
     config = drill_config(accounts)
     parts: list[Chunk] = []
+    baselines: dict[str, dict[str, Any]] = {}
+
+    def baseline(story: str = "plain", actions: dict[int, Callable[[RiskSystem], None]] | None = None) -> dict[str, Any]:
+        """The undisturbed run of a drill's story (its operator actions included), run once per story."""
+        if story not in baselines:
+            system = RiskSystem.start(config, name=f"chaos-baseline-{uuid.uuid4().hex[:8]}")
+            try:
+                baselines[story] = run_stream(system, parts, actions=actions)
+            finally:
+                _discard(system)
+        return baselines[story]
+
     owns_ray = False
     try:
         for fault in faults:
@@ -194,15 +231,10 @@ def run_chaos(accounts: int = 600, ticks: int = 12_000, seed: int = 11,
                 row = run_node_loss(accounts, ticks, seed)
                 results.append({key: row[key] for key in (*RESULT_KEYS, "error") if key in row})
                 continue
-            if baseline is None:
+            if not parts:
                 # Ray's restart notices are expected here; the table says what happened.
                 owns_ray = init_ray(log_to_driver=False)
                 parts = drill_load(config, ticks, seed)
-                baseline_system = RiskSystem.start(config, name=f"chaos-baseline-{uuid.uuid4().hex[:8]}")
-                try:
-                    baseline = run_stream(baseline_system, parts)
-                finally:
-                    _discard(baseline_system)
             results.append(IN_PROCESS_DRILLS[fault](config, parts, baseline))
     finally:
         if owns_ray:

@@ -15,7 +15,7 @@ cluster; halfway through the second run it removes a worker hosting shards, one 
 there is a choice (``detail.supervisor_was_on_it`` says if not). It has recovered when the removed node's
 shards run on a surviving node, every account is up again, accounts and shard counts (batches, ticks and
 fills applied) equal the baseline's, and accounts equal the one-event-at-a-time reference engine's fed the
-same stream. Events lost or duplicated are counted against the baseline's account alert and breaker events.
+same stream. Events lost or duplicated are counted against all of the baseline's events.
 Recovery time runs from the call that removes the node until the rest of the stream has been applied and
 every account is up again at a gate (as in the other drills, it includes feeding the second half).
 """
