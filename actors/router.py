@@ -14,7 +14,7 @@ import numpy as np
 
 from riskcore.config import RiskConfig
 from riskcore.engine import EventBatch, TickColumns
-from riskcore.events import Fill, Tick
+from riskcore.events import AccountEvent, Cash, Fill, Tick
 from riskcore.ingest import FillScreen, Refusal, TickScreen
 from riskcore.wire import MAX_FRAME_BYTES, encode_batch
 
@@ -57,14 +57,14 @@ class Router:
         self.sent = 0  # shard calls made (each yields one report)
         self.shard_seq = {shard: 0 for shard in placement}  # the next batch number in each shard's own sequence
 
-    def route(self, events: Iterable[Tick | Fill]) -> list[Any]:
+    def route(self, events: Iterable[Tick | AccountEvent]) -> list[Any]:
         """Screen, batch and send events; return the handles of the shard calls made."""
         handles: list[Any] = []
-        pending: list[Tick | Fill] = []
+        pending: list[Tick | AccountEvent] = []
         ticks_in_batch = 0
         for event in events:
             pending.append(event)
-            if not isinstance(event, Fill):
+            if isinstance(event, Tick):
                 ticks_in_batch += 1
                 if ticks_in_batch >= self.config.batching.max_ticks:
                     handles.extend(self._send_batch(pending))
@@ -73,16 +73,15 @@ class Router:
             handles.extend(self._send_batch(pending))
         return handles
 
-    def _send_batch(self, events: list[Tick | Fill]) -> list[Any]:
+    def _send_batch(self, events: list[Tick | AccountEvent]) -> list[Any]:
         ticks: list[Tick] = []
-        fills: list[Fill] = []
+        fills: list[AccountEvent] = []
         fill_pos: list[int] = []
         for event in events:
-            if isinstance(event, Fill):
+            if isinstance(event, (Fill, Cash)):
                 problem = self.fill_screen.problem(event)
                 if problem is None:
-                    if event.fill_id:
-                        self.fill_screen.seen_ids.add(event.fill_id)
+                    self.fill_screen.note(event)
                     fills.append(event)
                     fill_pos.append(len(ticks))
                 else:
@@ -97,7 +96,7 @@ class Router:
         columns = TickColumns.from_ticks(ticks, self.symbol_ids) if ticks else TickColumns.empty()
         return self.send_columns(columns, fills, fill_pos)
 
-    def send_columns(self, ticks: TickColumns, fills: list[Fill], fill_pos: list[int]) -> list[Any]:
+    def send_columns(self, ticks: TickColumns, fills: list[AccountEvent], fill_pos: list[int]) -> list[Any]:
         """Screen ticks and send them with (screened) fills as one batch; the fast path for columnar producers."""
         mask, refused = self.tick_screen.screen(ticks)
         self.refusals.extend(refused)
@@ -112,8 +111,8 @@ class Router:
             return []
         return self._send_screened(ticks, fills, fill_pos)
 
-    def _send_screened(self, ticks: TickColumns, fills: list[Fill], fill_pos: list[int]) -> list[Any]:
-        fill_symbols = {self.symbol_ids[f.symbol] for f in fills}
+    def _send_screened(self, ticks: TickColumns, fills: list[AccountEvent], fill_pos: list[int]) -> list[Any]:
+        fill_symbols = {self.symbol_ids[f.symbol] for f in fills if isinstance(f, Fill)}
         # The latest mark, as of the batch start, of every symbol a fill trades: an account opening it starts there.
         marks = {s: self.marks[s] for s in fill_symbols if s in self.marks}
         targets: set[str] = set()
@@ -129,7 +128,8 @@ class Router:
             if len(frame) > self.max_frame_bytes and len(ticks) + len(fills) > 1:
                 return [h for part in _halves(ticks, fills, fill_pos) for h in self._send_screened(*part)]
         for fill in fills:
-            self.subscriptions[self.shard_of[fill.account]].add(self.symbol_ids[fill.symbol])
+            if isinstance(fill, Fill):
+                self.subscriptions[self.shard_of[fill.account]].add(self.symbol_ids[fill.symbol])
         self.position += len(ticks) + len(fills)
         if len(ticks):
             order = np.argsort(ticks.symbol, kind="stable")
@@ -147,7 +147,8 @@ class Router:
         return [self.send(shard, ref) for shard in shards]
 
 
-def _halves(ticks: TickColumns, fills: list[Fill], fill_pos: list[int]) -> list[tuple[TickColumns, list[Fill], list[int]]]:
+def _halves(ticks: TickColumns, fills: list[AccountEvent], fill_pos: list[int],
+            ) -> list[tuple[TickColumns, list[AccountEvent], list[int]]]:
     """A batch as two batches, in arrival order: the first half of its events, then the rest."""
     n = len(ticks) + len(fills)
     cut_fills = 0  # fills in the first half: those that arrived among its first n // 2 events

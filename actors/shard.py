@@ -332,8 +332,7 @@ class AccountShard:
                 self.fill_screen.refused[problem[0]] += 1
                 refusals.append(Refusal(fill.stream, fill.seq, *problem))
                 continue
-            if fill.fill_id:
-                self.fill_screen.seen_ids.add(fill.fill_id)
+            self.fill_screen.note(fill)
             fills.append(fill)
             kept_pos.append(pos)
             kept_fills.append(index)

@@ -7,7 +7,7 @@ from riskcore.account import AccountBook, AccountState, fill_position
 from riskcore.config import AccountLimits, AggregateLimits, RiskConfig, load_config, parse_config
 from riskcore.engine import BatchedEngine, EventBatch, ReferenceEngine, TickColumns
 from riskcore.errors import ConfigError, InputError, RiskmonError, SnapshotError, TransitionError, UnknownAccountError
-from riskcore.events import AlertEvent, BreakerEvent, Fill, Tick
+from riskcore.events import AlertEvent, BreakerEvent, Cash, Fill, Tick
 from riskcore.states import AlertLevel, Breaker, BreakerState, KillSwitchMode, Scope
 
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "BreakerState",
     "ConfigError",
     "EventBatch",
+    "Cash",
     "Fill",
     "InputError",
     "KillSwitchMode",

@@ -15,7 +15,7 @@ from typing import Any, Mapping
 
 from riskcore.clock import NS_PER_SECOND, TradingCalendar, rfc3339_us
 from riskcore.config import AccountLimits, AccountSpec
-from riskcore.events import AlertEvent, BreakerEvent, Fill
+from riskcore.events import AlertEvent, BreakerEvent, Cash, Fill
 from riskcore.states import AlertLevel, Breaker, EngageCause, KillSwitchMode, Metric, Scope
 
 INF = math.inf
@@ -233,6 +233,15 @@ class AccountBook:
         self.apply_fill_arithmetic(fill, symbol_id)
         self.remark(marks)
         return self.evaluate(fill.ts_ns, fill.stream, fill.seq)
+
+    def on_cash(self, cash: Cash) -> list[AlertEvent | BreakerEvent]:
+        """A deposit or withdrawal: the balance moves, and start-of-day equity and the day peak with it (after a
+        roll it brings on), so it is neither daily PnL nor drawdown; leverage follows the new equity."""
+        self.begin_event(cash.ts_ns)
+        self.balance += cash.amount
+        self.sod_equity += cash.amount
+        self.day_peak += cash.amount
+        return self.evaluate(cash.ts_ns, cash.stream, cash.seq)
 
     def apply_fill_arithmetic(self, fill: Fill, symbol_id: int) -> None:
         slot = self._slot(symbol_id)

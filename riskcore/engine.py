@@ -21,7 +21,7 @@ from riskcore.aggregate import SummaryColumns
 from riskcore.clock import NS_PER_SECOND, TradingCalendar
 from riskcore.config import RiskConfig
 from riskcore.errors import SnapshotError, UnknownAccountError
-from riskcore.events import AlertEvent, BreakerEvent, Fill, Tick
+from riskcore.events import AccountEvent, AlertEvent, BreakerEvent, Cash, Fill, Tick
 from riskcore.states import AlertLevel, EngageCause, KillSwitchMode, Metric
 
 Event = AlertEvent | BreakerEvent
@@ -83,7 +83,7 @@ class TickColumns:
 
 @dataclass(slots=True)
 class EventBatch:
-    """Ticks in arrival order, and fills placed between them.
+    """Ticks in arrival order, and fills (and cash movements: the accounts' own events) placed between them.
 
     Fill ``j`` arrived after ``ticks[:fill_pos[j]]`` (``fill_pos`` is non-decreasing).
     ``marks`` carries the router's latest quote, as of the start of the batch, of
@@ -92,17 +92,17 @@ class EventBatch:
     """
 
     ticks: TickColumns
-    fills: list[Fill] = field(default_factory=list)
+    fills: list[AccountEvent] = field(default_factory=list)
     fill_pos: list[int] = field(default_factory=list)
     marks: dict[int, Quote] = field(default_factory=dict)
 
     @classmethod
-    def from_events(cls, events: Iterable[Tick | Fill], symbol_ids: Mapping[str, int]) -> "EventBatch":
+    def from_events(cls, events: Iterable[Tick | AccountEvent], symbol_ids: Mapping[str, int]) -> "EventBatch":
         ticks: list[Tick] = []
-        fills: list[Fill] = []
+        fills: list[AccountEvent] = []
         fill_pos: list[int] = []
         for event in events:
-            if isinstance(event, Fill):
+            if isinstance(event, (Fill, Cash)):
                 fills.append(event)
                 fill_pos.append(len(ticks))
             else:
@@ -229,7 +229,9 @@ class ReferenceEngine(_EngineBase):
                     events.extend(book.on_tick(self.marks, ts_ns, stream, seq))
         return events
 
-    def apply_fill(self, fill: Fill) -> list[Event]:
+    def apply_fill(self, fill: AccountEvent) -> list[Event]:
+        if isinstance(fill, Cash):
+            return self.book(fill.account).on_cash(fill)
         return self.book(fill.account).on_fill(fill, self.symbol_ids[fill.symbol], self.marks)
 
 
@@ -482,12 +484,16 @@ class BatchedEngine(_EngineBase):
             a = self.index_of[fill.account]
             self._unpack(a)
             book = self.books[a]
-            symbol_id = self.symbol_ids[fill.symbol]
-            marks = {
-                s: (float(self.m_bid[s]), float(self.m_ask[s]))
-                for s in {*book.slot_symbols, symbol_id} if self.m_has[s]
-            }
-            for order, event in enumerate(book.on_fill(fill, symbol_id, marks)):
+            if isinstance(fill, Cash):
+                events = book.on_cash(fill)
+            else:
+                symbol_id = self.symbol_ids[fill.symbol]
+                marks = {
+                    s: (float(self.m_bid[s]), float(self.m_ask[s]))
+                    for s in {*book.slot_symbols, symbol_id} if self.m_has[s]
+                }
+                events = book.on_fill(fill, symbol_id, marks)
+            for order, event in enumerate(events):
                 keyed.append((end + j, a, order, event))
                 if self.on_breaker is not None and isinstance(event, BreakerEvent):
                     self.on_breaker(event)
@@ -502,7 +508,7 @@ class BatchedEngine(_EngineBase):
         for symbol_id, (bid, ask) in marks.items():
             self.m_bid[symbol_id], self.m_ask[symbol_id], self.m_has[symbol_id] = bid, ask, True
 
-    def _roll_boundaries(self, ticks: TickColumns, fills: list[Fill]) -> np.ndarray:
+    def _roll_boundaries(self, ticks: TickColumns, fills: list[AccountEvent]) -> np.ndarray:
         """Every trading-day boundary from three days before the batch to three days after it."""
         stamps = [int(ticks.ts_ns.min()), int(ticks.ts_ns.max())] if len(ticks) else []
         stamps += [f.ts_ns for f in fills]

@@ -1,4 +1,4 @@
-"""Inputs (ticks, fills) and outputs (alert and breaker events) as plain values."""
+"""Inputs (ticks, fills, cash movements) and outputs (alert and breaker events) as plain values."""
 
 from __future__ import annotations
 
@@ -34,6 +34,33 @@ class Fill:
     fill_id: str = ""
     stream: str = "fills"
     seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Cash:
+    """Cash moved into (``amount`` > 0: a deposit) or out of (< 0: a withdrawal) an account.
+
+    It changes the balance, and start-of-day equity and the day peak by the same amount: moving cash is neither
+    profit nor loss, so daily PnL and drawdown are as they were, while leverage follows the new equity. It
+    travels with the account's fills (routed by account, in arrival order), and ``cash_id`` is applied once.
+    """
+
+    account: str
+    amount: float
+    ts_ns: int
+    cash_id: str = ""
+    stream: str = "cash"
+    seq: int = 0
+
+
+AccountEvent = Fill | Cash  # what an account's own stream carries (the router routes these by account)
+
+
+def event_id(event: AccountEvent) -> str:
+    """The id an account event is applied once by ("" if it has none); a fill's and a cash id never collide."""
+    if isinstance(event, Fill):
+        return event.fill_id
+    return f"cash:{event.cash_id}" if event.cash_id else ""
 
 
 def _json_number(value: float) -> float | str:

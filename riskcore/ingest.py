@@ -15,10 +15,11 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from riskcore.engine import SNAPSHOT_VERSION, TickColumns, check_snapshot_version
-from riskcore.events import Fill
+from riskcore.events import AccountEvent, Cash, event_id
 
 MAX_PRICE = 1e9  # no instrument we mark trades near this; beyond it a price is a broken feed
 MAX_QTY = 1e12  # an order of magnitude past any real position: a fat-fingered or corrupted fill
+MAX_CASH = 1e12  # no account moves a trillion in one transfer: a corrupted or mistyped amount
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +136,7 @@ class TickScreen:
 
 
 class FillScreen:
-    """Fills: known account and symbol, sane numbers, and each fill id applied once."""
+    """Fills and cash movements: known account (and symbol), sane numbers, each fill id and cash id applied once."""
 
     def __init__(self, accounts: Iterable[str], symbols: Mapping[str, int]) -> None:
         self.accounts = set(accounts)
@@ -143,9 +144,15 @@ class FillScreen:
         self.seen_ids: set[str] = set()
         self.refused: Counter[str] = Counter()
 
-    def problem(self, fill: Fill) -> tuple[str, str] | None:
+    def problem(self, fill: AccountEvent) -> tuple[str, str] | None:
         if fill.account not in self.accounts:
             return "unknown_account", f"unknown account {fill.account!r}"
+        if isinstance(fill, Cash):
+            if not math.isfinite(fill.amount) or fill.amount == 0.0 or abs(fill.amount) > MAX_CASH:
+                return "bad_amount", f"cash amount {fill.amount!r} is zero, non-finite or absurd"
+            if fill.cash_id and event_id(fill) in self.seen_ids:
+                return "duplicate_cash", f"cash movement {fill.cash_id!r} was already applied"
+            return None
         if fill.symbol not in self.symbols:
             return "unknown_symbol", f"unknown symbol {fill.symbol!r}"
         if not math.isfinite(fill.qty) or fill.qty == 0.0 or abs(fill.qty) > MAX_QTY:
@@ -158,15 +165,20 @@ class FillScreen:
             return "duplicate_fill", f"fill {fill.fill_id!r} was already applied"
         return None
 
-    def screen(self, fills: list[Fill], fill_pos: list[int]) -> tuple[list[Fill], list[int], list[Refusal]]:
-        kept: list[Fill] = []
+    def note(self, fill: AccountEvent) -> None:
+        """``fill`` is applied: its id is refused from now on."""
+        key = event_id(fill)
+        if key:
+            self.seen_ids.add(key)
+
+    def screen(self, fills: list[AccountEvent], fill_pos: list[int]) -> tuple[list[AccountEvent], list[int], list[Refusal]]:
+        kept: list[AccountEvent] = []
         kept_pos: list[int] = []
         refusals: list[Refusal] = []
         for fill, pos in zip(fills, fill_pos):
             problem = self.problem(fill)
             if problem is None:
-                if fill.fill_id:
-                    self.seen_ids.add(fill.fill_id)
+                self.note(fill)
                 kept.append(fill)
                 kept_pos.append(pos)
             else:

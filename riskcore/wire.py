@@ -11,7 +11,9 @@ Frame types (key ``type``, version ``v`` = 1):
            ``sym`` (<i4 index into ``symbols``), ``bid``/``ask`` (<f8),
            ``ts`` (<i8 ns since epoch, UTC), ``seq`` (<i8, per-stream sequence).
 ``fills``  ``fills``: a list of maps with ``account``, ``symbol``, ``qty``,
-           ``price``, ``ts``; optional ``fee``, ``fill_id``, ``stream``, ``seq``.
+           ``price``, ``ts``; optional ``fee``, ``fill_id``, ``stream``, ``seq``. A
+           cash movement in the same list is ``{"type": "cash", "account",
+           "amount", "ts"}``; optional ``cash_id``, ``stream``, ``seq``.
 ``batch``  router to account actors: ``streams`` (names), columns ``stream``
            (<i4), ``sym`` (<i4 config symbol id), ``bid``, ``ask``, ``ts``,
            ``seq``; ``fills`` and ``fill_pos``; ``marks`` {symbol id: [bid, ask]};
@@ -33,7 +35,7 @@ import numpy as np
 
 from riskcore.engine import EventBatch, TickColumns
 from riskcore.errors import InputError
-from riskcore.events import Fill
+from riskcore.events import AccountEvent, Cash, Fill
 
 VERSION = 1
 MAX_FRAME_BYTES = 64 * 1024 * 1024
@@ -123,27 +125,41 @@ def _tick_frame(frame: Mapping[str, Any]) -> TickFrame:
 # --------------------------------------------------------------------------- fills
 
 
-def fill_to_wire(fill: Fill) -> dict[str, Any]:
+def fill_to_wire(fill: AccountEvent) -> dict[str, Any]:
+    if isinstance(fill, Cash):
+        return {"type": "cash", "account": fill.account, "amount": fill.amount, "ts": fill.ts_ns,
+                "cash_id": fill.cash_id, "stream": fill.stream, "seq": fill.seq}
     return {
         "account": fill.account, "symbol": fill.symbol, "qty": fill.qty, "price": fill.price, "ts": fill.ts_ns,
         "fee": fill.fee, "fill_id": fill.fill_id, "stream": fill.stream, "seq": fill.seq,
     }
 
 
-def fill_from_wire(item: Any) -> Fill:
+_FILL_FIELDS = frozenset({"account", "symbol", "qty", "price", "ts", "fee", "fill_id", "stream", "seq"})
+_CASH_FIELDS = frozenset({"type", "account", "amount", "ts", "cash_id", "stream", "seq"})
+
+
+def fill_from_wire(item: Any) -> AccountEvent:
     if not isinstance(item, dict):
         raise InputError("bad_fill", f"a fill must be a map, got {type(item).__name__}")
-    allowed = {"account", "symbol", "qty", "price", "ts", "fee", "fill_id", "stream", "seq"}
-    unknown = sorted(repr(key) for key in item if key not in allowed)
+    cash = item.get("type") == "cash"
+    what = "cash movement" if cash else "fill"
+    unknown = sorted(repr(key) for key in item if key not in (_CASH_FIELDS if cash else _FILL_FIELDS))
     if unknown:
-        raise InputError("bad_fill", f"unknown fill field {unknown[0]}")
+        raise InputError("bad_fill", f"unknown {what} field {unknown[0]}")
 
     def field(name: str, kinds: tuple[type, ...], default: Any = None) -> Any:
         value = item.get(name, default)
         if value is None or isinstance(value, bool) or not isinstance(value, kinds):
-            raise InputError("bad_fill", f"fill field {name!r} must be {'/'.join(k.__name__ for k in kinds)}, got {value!r}")
+            raise InputError("bad_fill", f"{what} field {name!r} must be {'/'.join(k.__name__ for k in kinds)}, got {value!r}")
         return value
 
+    if cash:
+        return Cash(
+            account=field("account", (str,)), amount=float(field("amount", (int, float))), ts_ns=int(field("ts", (int,))),
+            cash_id=field("cash_id", (str,), ""), stream=field("stream", (str,), "cash"),
+            seq=int(field("seq", (int,), 0)),
+        )
     return Fill(
         account=field("account", (str,)), symbol=field("symbol", (str,)),
         qty=float(field("qty", (int, float))), price=float(field("price", (int, float))),
@@ -152,7 +168,7 @@ def fill_from_wire(item: Any) -> Fill:
     )
 
 
-def encode_fills(fills: Sequence[Fill]) -> bytes:
+def encode_fills(fills: Sequence[AccountEvent]) -> bytes:
     return msgpack.packb({"v": VERSION, "type": "fills", "fills": [fill_to_wire(f) for f in fills]}, use_bin_type=True)
 
 
@@ -243,7 +259,8 @@ def _batch_frame(frame: Mapping[str, Any], symbol_count: int) -> BatchFrame:
 # --------------------------------------------------------------------------- entry point
 
 
-def decode(data: bytes | bytearray | memoryview, *, symbol_count: int = 1 << 30, max_bytes: int = MAX_FRAME_BYTES) -> TickFrame | list[Fill] | BatchFrame:
+def decode(data: bytes | bytearray | memoryview, *, symbol_count: int = 1 << 30, max_bytes: int = MAX_FRAME_BYTES,
+           ) -> TickFrame | list[AccountEvent] | BatchFrame:
     """Decode one frame of any type, or raise :class:`InputError` saying what is wrong with it."""
     frame = _unpack(data, max_bytes)
     kind = frame.get("type")

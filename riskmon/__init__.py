@@ -8,7 +8,7 @@ The Python API::
 
 from riskcore.config import RiskConfig, load_config, parse_config
 from riskcore.errors import ConfigError, InputError, RiskmonError
-from riskcore.events import Fill, Tick
+from riskcore.events import Cash, Fill, Tick
 from riskcore.gate import Decision, Order, Reason
 from supervisor.gate import OrderGate
 from supervisor.system import RiskSystem
@@ -16,6 +16,7 @@ from supervisor.system import RiskSystem
 __all__ = [
     "ConfigError",
     "Decision",
+    "Cash",
     "Fill",
     "InputError",
     "Order",

@@ -25,7 +25,7 @@ from actors.router import Router, place_accounts
 from actors.shard import ShardAck
 from riskcore.config import RiskConfig, save_config
 from riskcore.engine import TickColumns
-from riskcore.events import Fill, Tick
+from riskcore.events import AccountEvent, Tick
 from riskcore.ingest import Refusal
 from supervisor.deploy import NAMESPACE, SUPERVISOR_NAME, create_shard, create_supervisor
 from supervisor.gate import OrderGate
@@ -81,7 +81,7 @@ class RiskSystem:
         self._in_flight: list[Any] = []
         # Coalescing: events wait here until max_ticks of them or max_delay_ms since the first.
         self._lock = threading.RLock()
-        self._pending: list[Tick | Fill] = []
+        self._pending: list[Tick | AccountEvent] = []
         self._pending_ticks = 0
         self._timer: threading.Timer | None = None
         self.shard_refusals: list[Refusal] = []
@@ -141,7 +141,7 @@ class RiskSystem:
 
     # ------------------------------------------------------------------ data
 
-    def submit(self, events: Iterable[Tick | Fill]) -> None:
+    def submit(self, events: Iterable[Tick | AccountEvent]) -> None:
         """Queue ticks and fills in arrival order.
 
         A batch closes when it holds ``batching.max_ticks`` ticks or ``batching.max_delay_ms`` after its first
@@ -152,7 +152,7 @@ class RiskSystem:
         with self._lock:
             for event in events:
                 self._pending.append(event)
-                if not isinstance(event, Fill):
+                if isinstance(event, Tick):
                     self._pending_ticks += 1
             if self._pending_ticks >= batching.max_ticks or (self._pending and batching.max_delay_ms == 0):
                 self._send_pending()
@@ -185,7 +185,8 @@ class RiskSystem:
             done, self._in_flight = ray.wait(self._in_flight, num_returns=len(self._in_flight) - limit)
             self._collect(done)
 
-    def submit_columns(self, ticks: TickColumns, fills: list[Fill] | None = None, fill_pos: list[int] | None = None) -> None:
+    def submit_columns(self, ticks: TickColumns, fills: list[AccountEvent] | None = None,
+                       fill_pos: list[int] | None = None) -> None:
         """Send columns as one batch (producers that already hold columns); fills must already be screened."""
         with self._lock:
             self._send_pending()  # keep arrival order with anything queued by submit()

@@ -11,7 +11,7 @@ import math
 import pytest
 
 from riskcore.clock import NS_PER_SECOND, parse_rfc3339, rfc3339_us
-from riskcore.events import Fill, Tick
+from riskcore.events import Cash, Fill, Tick
 from riskcore.gate import Order, Reason
 
 pytestmark = pytest.mark.ray
@@ -128,6 +128,25 @@ def test_scenario_when_fat_finger_fill_leverage_engages_on_the_fill(start_system
     [engaged] = breaker_events(events)
     assert engaged["state"] == "ENGAGED" and engaged["tick_seq"] == 41 and "leverage" in engaged["reason"]
     assert system.states()["acct"]["balance"] == BALANCE - 10.0
+
+
+def test_scenario_when_cash_is_withdrawn_leverage_engages_at_the_withdrawal_and_a_repeat_is_refused(
+    start_system,
+) -> None:
+    bids = [AVG] * 5
+    withdrawal = Cash("acct", -700_000.0, T0 + 5 * NS_PER_SECOND, cash_id="wd-1", stream="treasury", seq=7)
+    system = start_system(config())
+    system.submit([*ticks(bids), withdrawal, Cash("acct", -700_000.0, T0 + 6 * NS_PER_SECOND, "wd-1", "treasury", 8)])
+    system.flush()
+    equity = BALANCE - 700_000.0 + QTY * (AVG - AVG)
+    [alert] = [e for e in system.events() if e["type"] == "alert"]
+    assert (alert["to"], alert["metric"], alert["tick_seq"], alert["stream"]) == ("CRITICAL", "leverage", 7, "treasury")
+    assert alert["value"] == QTY * AVG / equity  # 2.2M on 300k
+    [engaged] = breaker_events(system.events())
+    assert engaged["state"] == "ENGAGED" and engaged["tick_seq"] == 7
+    state = system.states()["acct"]
+    assert state["balance"] == equity and state["total_pnl"] == 0.0 and state["drawdown"] == 0.0  # not a loss
+    assert [r.code for r in system.refusals] == ["duplicate_cash"]
 
 
 def test_scenario_when_extreme_volatility_escalates_warning_then_critical(start_system) -> None:

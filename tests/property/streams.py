@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from riskcore.clock import NS_PER_SECOND, TradingCalendar, parse_rfc3339, rfc3339_us
 from riskcore.config import RiskConfig, parse_config
 from riskcore.engine import BatchedEngine, ReferenceEngine
-from riskcore.events import AlertEvent, BreakerEvent, Fill, Tick
+from riskcore.events import AccountEvent, AlertEvent, BreakerEvent, Cash, Fill, Tick
 
 
 S = NS_PER_SECOND
@@ -32,7 +32,7 @@ START_PRICE = 100.0
 NOTIONAL_PER_LOT = 10_000.0  # a lot is 10k of notional whatever the multiplier, so leverage is comparable
 # Start days around both 2020 DST changes and in plain winter / summer; the hour varies the distance to 17:00 NY.
 START_DAYS = ("2020-01-15", "2020-03-07", "2020-07-15", "2020-10-31")
-FILL_KINDS = ("open", "grow", "reduce", "close", "flip")
+FILL_KINDS = ("open", "grow", "reduce", "close", "flip", "cash")  # "cash": a deposit or withdrawal instead
 
 Event = AlertEvent | BreakerEvent
 
@@ -195,7 +195,7 @@ segment_lists = st.lists(
 )
 
 
-def build_events(config: RiskConfig, segments: list[Segment], start_ns: int) -> list[Tick | Fill]:
+def build_events(config: RiskConfig, segments: list[Segment], start_ns: int) -> list[Tick | AccountEvent]:
     """Turn segments of steps into a valid stream: positive prices, bid <= ask, time never running back."""
     names = list(config.symbols)
     multipliers = [spec.multiplier for spec in config.symbols.values()]
@@ -203,7 +203,7 @@ def build_events(config: RiskConfig, segments: list[Segment], start_ns: int) -> 
     position = {(spec.id, p.symbol): p.qty for spec in config.accounts for p in spec.positions}
     calendar = TradingCalendar(config.trading_day.roll_time, config.trading_day.timezone)
     ts = start_ns
-    events: list[Tick | Fill] = []
+    events: list[Tick | AccountEvent] = []
     for segment in segments:
         price = [START_PRICE * (1 + segment.level_bps / 10_000)] * len(names)
         for step in (step for run in segment.runs for step in run):
@@ -222,9 +222,12 @@ def build_events(config: RiskConfig, segments: list[Segment], start_ns: int) -> 
             s = step.who // MAX_ACCOUNTS % len(names)
             kind = FILL_KINDS[step.detail % len(FILL_KINDS)]
             fee = FEES[step.detail // len(FILL_KINDS)]
+            side = 1.0 if step.size % 2 else -1.0  # direction of a fresh position (of a cash movement: in or out)
+            if kind == "cash":  # up to 170k: a withdrawal can leave equity at or below zero (infinite leverage)
+                events.append(Cash(account, side * (step.size + 1) * NOTIONAL_PER_LOT, ts, f"c{seq}", "c", seq))
+                continue
             held = position.get((account, names[s]), 0.0)
             size = (step.size + 1) * NOTIONAL_PER_LOT / (2 * START_PRICE * multipliers[s])
-            side = 1.0 if step.size % 2 else -1.0  # direction of a fresh position
             direction = math.copysign(1.0, held) if held else side
             if kind == "close" and held:
                 qty = -held  # exactly flat
@@ -267,10 +270,12 @@ operator_steps = st.lists(
 )
 
 
-def describe(event: Tick | Fill) -> str:
+def describe(event: Tick | AccountEvent) -> str:
     when = rfc3339_us(event.ts_ns)
     if isinstance(event, Tick):
         return f"{event.stream}#{event.seq} {when} tick {event.symbol} {event.bid!r}/{event.ask!r}"
+    if isinstance(event, Cash):
+        return f"{event.stream}#{event.seq} {when} cash {event.account} {event.amount!r}"
     return (
         f"{event.stream}#{event.seq} {when} fill {event.account} {event.symbol} "
         f"{event.qty!r} @ {event.price!r} fee {event.fee!r}"
@@ -281,7 +286,7 @@ def describe(event: Tick | Fill) -> str:
 class Scenario:
     raw_config: dict[str, Any]
     config: RiskConfig
-    events: list[Tick | Fill]
+    events: list[Tick | AccountEvent]
     batches: list[tuple[int, int]]  # [start, end) into events
     operator: list[OperatorStep]
     publish: bool = False  # the batched engine publishes breaker changes mid-batch, as account shards run it
@@ -329,7 +334,7 @@ def scenarios(draw: st.DrawFn) -> Scenario:
     return Scenario(raw, config, events, batches, draw(operator_steps), draw(st.booleans()))
 
 
-def one_account_scenario(limits: dict[str, Any], events: list[Tick | Fill], sizes: list[int]) -> Scenario:
+def one_account_scenario(limits: dict[str, Any], events: list[Tick | AccountEvent], sizes: list[int]) -> Scenario:
     """Account A0 holding 1,000 S0 (S1 it does not hold), fed ``events`` in batches of ``sizes``."""
     raw = {
         "symbols": {"S0": {"multiplier": 1}, "S1": {"multiplier": 10}},

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings, target
 
 from riskcore.clock import parse_rfc3339
 from riskcore.engine import BatchedEngine, EventBatch, ReferenceEngine
-from riskcore.events import AlertEvent, BreakerEvent, Fill, Tick
+from riskcore.events import AlertEvent, BreakerEvent, Cash, Fill, Tick
 from tests.property.streams import HOUR, S, Event, Scenario, breakers, one_account_scenario, scenarios
 
 
@@ -162,6 +162,7 @@ def test_scenario_generator_when_sampled_produces_breaches_engagements_and_relea
     """Over a fixed (derandomized) set of examples, the generator must reach every interesting path."""
     seen: list[Counter[str]] = []
     multi_event_batches_with_fills = 0
+    with_cash = 0
 
     @settings(
         max_examples=150,
@@ -172,7 +173,8 @@ def test_scenario_generator_when_sampled_produces_breaches_engagements_and_relea
     )
     @given(scenarios())
     def sample(scenario: Scenario) -> None:
-        nonlocal multi_event_batches_with_fills
+        nonlocal multi_event_batches_with_fills, with_cash
+        with_cash += any(isinstance(e, Cash) for e in scenario.events)
         reference = ReferenceEngine(scenario.config)
         symbol_ids = scenario.config.symbol_ids()
         events: list[Event] = []
@@ -199,3 +201,4 @@ def test_scenario_generator_when_sampled_produces_breaches_engagements_and_relea
     assert examples_with("breaker:SAFE:auto_reset") >= 15, "auto_reset releases are rarely generated"
     assert examples_with("breaker:SAFE:day_roll") >= 6, "day-roll releases are rarely generated"
     assert multi_event_batches_with_fills >= len(seen) // 4
+    assert with_cash >= len(seen) // 4, "too few examples move cash"

@@ -15,7 +15,7 @@ from riskcore.clock import parse_rfc3339, rfc3339_us
 from riskcore.config import RiskConfig, parse_config
 from riskcore.engine import EventBatch, ReferenceEngine
 from riskcore.errors import UnknownAccountError
-from riskcore.events import AlertEvent, BreakerEvent, Fill, Tick
+from riskcore.events import AlertEvent, BreakerEvent, Cash, Fill, Tick
 
 S = 1_000_000_000  # ns per second
 T0 = parse_rfc3339("2020-01-15T15:00:00.000000Z")  # 10:00 in New York, far from the 17:00 roll
@@ -733,3 +733,44 @@ def test_operator_engage_when_limit_engaged_takes_it_over_so_it_no_longer_auto_r
 
     assert breaker_events(events) == []
     assert desk.state.breaker == "ENGAGED"
+
+
+# --------------------------------------------------------------------------- cash movements
+
+
+def cash(desk: Desk, amount: float, *, ts: int, seq: int) -> list[Event]:
+    return desk.engine.apply(EventBatch.from_events([Cash("A", amount, ts, f"c{seq}", "c", seq)], desk.ids))
+
+
+def test_cash_when_deposited_after_a_loss_moves_balance_but_not_daily_pnl_or_drawdown() -> None:
+    desk = Desk(make_config())
+    desk.tick(55.0, 56.0, ts=T0, seq=1)  # +5,000 open: the day peak is 105,000
+    desk.tick(49.0, 50.0, ts=T0 + S, seq=2)  # -1,000 open: 6,000 below the peak
+    before = desk.state
+    cash(desk, 50_000.0, ts=T0 + 2 * S, seq=3)
+    after = desk.state
+    assert after.balance == before.balance + 50_000.0 and after.equity == before.equity + 50_000.0
+    assert after.total_pnl == before.total_pnl == -1_000.0  # moving cash is not profit
+    assert after.drawdown == before.drawdown == 6_000.0  # ... and not a recovery from the drawdown
+    assert (after.sod_equity, after.day_peak) == (before.sod_equity + 50_000.0, before.day_peak + 50_000.0)
+    assert after.leverage == after.total_exposure / after.equity < before.leverage
+
+
+def test_cash_when_withdrawn_raises_leverage_and_can_engage_the_breaker_at_that_event() -> None:
+    desk = Desk(make_config(max_account_leverage=2.0, leverage_warning=1.0))  # exposure 50,000 on 100,000
+    desk.tick(50.0, 51.0, ts=T0, seq=1)
+    assert desk.state.alert_level == "NORMAL"
+    events = cash(desk, -80_000.0, ts=T0 + S, seq=2)  # equity 20,000: leverage 2.5
+    assert [(e.to_level, e.metric) for e in alerts(events)] == [("CRITICAL", "leverage")]
+    (engaged,) = breaker_events(events)
+    assert (engaged.state, engaged.stream, engaged.seq) == ("ENGAGED", "c", 2)
+    assert desk.state.drawdown == 0.0 and desk.state.leverage == 2.5
+
+
+def test_cash_when_it_brings_a_new_trading_day_rolls_first_then_moves_the_new_day_figures() -> None:
+    desk = Desk(make_config())
+    desk.tick(49.0, 50.0, ts=T0, seq=1)  # -1,000 open
+    next_day = parse_rfc3339("2020-01-16T15:00:00.000000Z")
+    cash(desk, 10_000.0, ts=next_day, seq=2)
+    state = desk.state
+    assert state.sod_equity == 99_000.0 + 10_000.0 and state.day_peak == 109_000.0 and state.total_pnl == -1_000.0

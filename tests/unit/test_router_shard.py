@@ -20,7 +20,7 @@ from actors.shard import AccountShard, ShardReport
 from riskcore.clock import parse_rfc3339
 from riskcore.config import RiskConfig, parse_config
 from riskcore.engine import EventBatch, ReferenceEngine
-from riskcore.events import Fill, Tick
+from riskcore.events import Cash, Fill, Tick
 from riskcore.wire import BatchFrame, decode, encode_ticks
 
 T0 = parse_rfc3339("2020-01-15T15:00:00.000000Z")  # 10:00 New York: far from the 17:00 roll
@@ -699,7 +699,8 @@ def hostile_streams(draw: st.DrawFn) -> tuple[list[Tick | Fill], list[Tick | Fil
     last: Tick | None = None
     for event in draw(event_streams()):
         kind = draw(st.sampled_from(["none"] * 6 + ["price", "crossed", "symbol", "dup", "older", "stale", "qty",
-                                                     "fill_price", "account", "fill_symbol", "fill_id"]))
+                                                     "fill_price", "account", "fill_symbol", "fill_id", "cash",
+                                                     "cash_amount", "cash_account", "cash_id"]))
         seq = event.seq
         bad: Tick | Fill | None = None
         if kind == "price" and last is not None:
@@ -729,6 +730,20 @@ def hostile_streams(draw: st.DrawFn) -> tuple[list[Tick | Fill], list[Tick | Fil
             mixed.append(first)
             valid.append(first)
             bad, code = fill("A3", "EURUSD", 1000.0, 1.1, seq, fill_id=f"id-{seq}"), "duplicate_fill"
+        elif kind == "cash":  # a valid deposit or withdrawal, among the hostile ones
+            good = Cash("A2", draw(st.sampled_from([50_000.0, -120_000.0, -2e6])), T0 + seq * MS, "", "cash", seq)
+            mixed.append(good)
+            valid.append(good)
+        elif kind == "cash_amount":
+            amount = draw(st.sampled_from([0.0, _NAN, _INF, -_INF, 1e13, -1e13]))
+            bad, code = Cash("A2", amount, T0 + seq * MS, "", "cash", seq), "bad_amount"
+        elif kind == "cash_account":
+            bad, code = Cash("ghost", 1000.0, T0 + seq * MS, "", "cash", seq), "unknown_account"
+        elif kind == "cash_id":
+            first = Cash("A5", 1000.0, T0 + seq * MS, f"c-{seq}", "cash", seq)
+            mixed.append(first)
+            valid.append(first)
+            bad, code = Cash("A5", 1000.0, T0 + seq * MS, f"c-{seq}", "cash", seq), "duplicate_cash"
         if bad is not None:
             mixed.append(bad)
             codes.append(code)

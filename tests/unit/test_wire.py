@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from riskcore.engine import EventBatch, TickColumns
 from riskcore.errors import InputError
-from riskcore.events import Fill
+from riskcore.events import Cash, Fill
 from riskcore.wire import BatchFrame, TickFrame, decode, encode_batch, encode_fills, encode_ticks
 
 T0 = 1_577_916_000_000_000_000  # 2020-01-01T22:00:00Z in ns
@@ -353,3 +353,23 @@ def test_wire_when_random_tick_columns_round_trip_returns_identical_columns(
     # Bit-identical: -0.0 stays -0.0, every int64 survives.
     for got, want in ((frame.sym, sym), (frame.bid, bid), (frame.ask, ask), (frame.ts_ns, ts), (frame.seq, seq)):
         assert got.tobytes() == want.tobytes()
+
+
+def test_wire_when_cash_travels_among_fills_decodes_to_the_same_events_in_order() -> None:
+    events = [sample_fills()[0], Cash("acct-1", -250_000.0, T0 + 5, "wd-7", "treasury", 3), sample_fills()[-1]]
+    assert decode(encode_fills(events)) == events
+    batch = EventBatch(TickColumns.empty(), events, [0, 0, 0])
+    frame = decode(encode_batch(batch, number=1, base_pos=0), symbol_count=3)
+    assert isinstance(frame, BatchFrame) and frame.batch.fills == events
+
+
+@pytest.mark.parametrize(
+    "item",
+    [{"type": "cash", "account": "acct-1", "amount": "100", "ts": T0},  # amount a string
+     {"type": "cash", "account": "acct-1", "ts": T0},  # no amount
+     {"type": "cash", "account": "acct-1", "amount": 5.0, "ts": T0, "symbol": "EURUSD"},  # a fill's field
+     {"type": "cash", "account": 3, "amount": 5.0, "ts": T0},
+     {"type": "cash", "account": "acct-1", "amount": True, "ts": T0}],
+)
+def test_wire_when_cash_item_malformed_raises_bad_fill(item: dict[str, Any]) -> None:
+    assert refused(msgpack.packb({"v": 1, "type": "fills", "fills": [item]})).code == "bad_fill"
