@@ -89,6 +89,7 @@ class Supervisor:
         # Dead for good (not restartable): batches close without them. A restarting shard's batches wait for
         # it (its journal brings it back with every batch it had), so aggregates stay exact through a restart.
         self.gone_shards: set[str] = set()
+        self.watch_failures: Counter[str] = Counter()  # "shard: exception" -> failed liveness watches
         # A shard that rebuilt from its journal has applied every batch below this, reported or not.
         self._caught_up: dict[str, int] = {}
         self.watch_interval_s = 0.5
@@ -762,6 +763,7 @@ class Supervisor:
             },
             "up": dict(self.up),
             "refused": dict(self.refused),
+            "watch_failures": dict(self.watch_failures),
         }
 
     async def watch_shard(self, shard_id: str, handle: Any, interval_s: float) -> None:
@@ -780,8 +782,10 @@ class Supervisor:
                 alive, gone = True, False
             except ray.exceptions.ActorDiedError:
                 alive, gone = False, True  # Ray will not restart it (no journal, or stopped for good)
-            except Exception:
+                self.watch_failures[f"{shard_id}: ActorDiedError"] += 1
+            except Exception as exc:
                 alive, gone = False, False  # restarting (ActorUnavailableError) or unreachable for now
+                self.watch_failures[f"{shard_id}: {type(exc).__name__}"] += 1
             self._set_shard_alive(shard_id, alive, gone)
             if not alive:
                 await asyncio.sleep(interval_s)

@@ -64,7 +64,8 @@ def test_drill_when_shard_process_killed_mid_stream_accounts_end_identical(
     gate = system.gate()
     assert gate.wait_for(lambda g: all(g.check(Order(a, "SYM000", 1.0, 1.0)).reason is not Reason.STALE_STATE
                                        for a in system.placement["shard-0000"]), 30.0)
-    assert system.status()["up"] == {spec.id: True for spec in CONFIG.accounts}
+    status = system.status()
+    assert status["up"] == {spec.id: True for spec in CONFIG.accounts}, status["watch_failures"]
 
 
 def halted_order(portfolio: str, calm: dict[str, Any]) -> Order:
