@@ -454,6 +454,12 @@ SMALL_CONFIG: dict[str, Any] = {
 BAD_LINE = 50
 
 
+def write_small_config(tmp_path: Path) -> Path:
+    config = tmp_path / "small.yaml"
+    config.write_text(yaml.safe_dump(SMALL_CONFIG, sort_keys=False), encoding="utf-8")
+    return config
+
+
 def write_quotes(path: Path) -> Path:
     """HistData quotes a second apart (EST): flat, a fall of 27 pips, a rise to 18 pips above; one broken line."""
     fall = [1.1212 - 0.0027 * i / 40 for i in range(1, 41)]
@@ -468,8 +474,7 @@ def write_quotes(path: Path) -> Path:
 def test_cli_replay_with_audit_when_limits_crossed_writes_a_verified_trail_of_every_change(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], engine_system: type[EngineSystem]
 ) -> None:
-    config = tmp_path / "small.yaml"
-    config.write_text(yaml.safe_dump(SMALL_CONFIG, sort_keys=False), encoding="utf-8")
+    config = write_small_config(tmp_path)
     quotes = write_quotes(tmp_path / "quotes.csv")
     trail = tmp_path / "audit" / "replay.jsonl"
 
@@ -519,8 +524,7 @@ def test_cli_replay_with_audit_when_limits_crossed_writes_a_verified_trail_of_ev
 def test_cli_replay_with_audit_when_run_twice_continues_one_chain(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], engine_system: type[EngineSystem]
 ) -> None:
-    config = tmp_path / "small.yaml"
-    config.write_text(yaml.safe_dump(SMALL_CONFIG, sort_keys=False), encoding="utf-8")
+    config = write_small_config(tmp_path)
     quotes = write_quotes(tmp_path / "quotes.csv")
     trail = tmp_path / "replay.jsonl"
     args = ("replay", str(quotes), "--format", "histdata", "--config", str(config), "--report",
@@ -540,8 +544,7 @@ def test_cli_replay_with_audit_when_run_twice_continues_one_chain(
 def test_cli_replay_with_audit_when_trail_broken_exits_1_before_replaying(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], engine_system: type[EngineSystem]
 ) -> None:
-    config = tmp_path / "small.yaml"
-    config.write_text(yaml.safe_dump(SMALL_CONFIG, sort_keys=False), encoding="utf-8")
+    config = write_small_config(tmp_path)
     trail = write_sample(tmp_path / "replay.jsonl")
     raw = lines(trail)
     trail.write_bytes(b"".join(raw[:2] + raw[3:]))
