@@ -24,6 +24,7 @@ from riskcore.config import RiskConfig, resolve_config
 from riskcore.engine import BatchedEngine, EventBatch, TickColumns
 from riskcore.errors import InputError
 from riskcore.events import AlertEvent, BreakerEvent
+from riskcore.histogram import DurationHistogram
 from riskcore.ingest import FillScreen, Refusal, TickScreen
 from riskcore.journal import Journal
 from riskcore.wire import BatchFrame, decode
@@ -163,6 +164,12 @@ class AccountShard:
         self.journal: Journal | None = None
         self.snapshot_bytes = int(config.durability.snapshot_mb * 1024 * 1024)
         self.snapshots = 0  # compactions this process made
+        # Metrics of this process only (not journaled): a restart starts them again, which the exporter
+        # tells by ``started_ns`` and keeps its counters monotonic across (supervisor.metrics).
+        self.started_ns = time.time_ns()
+        self.batch_seconds = DurationHistogram()  # live batches, from taking one to its report being sent
+        self.breach_to_halt_seconds = DurationHistogram()  # a batch's arrival to its ENGAGED going out
+        self._arrived_s: float | None = None  # perf_counter() when the batch being applied arrived
         if journal_path is not None:
             self._recover(journal_path)
             self.journal = Journal(journal_path, config.durability.fsync)
@@ -252,6 +259,7 @@ class AccountShard:
         A batch ahead of its turn in this shard's sequence waits until those before it arrive; one already
         applied (a re-delivery after a restart) is acknowledged and not applied again.
         """
+        self._arrived_s = time.perf_counter()
         try:
             decoded = decode(frame, symbol_count=len(self.engine.symbol_names))
             if not isinstance(decoded, BatchFrame):
@@ -297,6 +305,7 @@ class AccountShard:
         return [self._apply_decoded(self.held.pop(seq), seq, send) for seq in sorted(self.held)]
 
     def _apply_decoded(self, decoded: BatchFrame, seq: int | None, send: bool) -> ShardReport:
+        started_s = time.perf_counter()
         report = self.apply_batch(decoded.batch, decoded.number, decoded.base_pos)
         report.targets = decoded.targets
         report.seq = seq
@@ -311,6 +320,7 @@ class AccountShard:
                 self.base_batch = oldest.batch + 1
         if send:
             self._send(report)
+            self.batch_seconds.observe(time.perf_counter() - started_s)  # live only, not journal replay
         return report
 
     def apply_batch(self, batch: EventBatch, number: int, base_pos: int) -> ShardReport:
@@ -371,6 +381,8 @@ class AccountShard:
         self._note_halt(event.id, event.state == "ENGAGED")
         if self.supervisor is not None:
             self.supervisor.breaker_now.remote(event.id, event.state, event.reason, self.halts_version)
+        if event.state == "ENGAGED" and self._arrived_s is not None:
+            self.breach_to_halt_seconds.observe(time.perf_counter() - self._arrived_s)
 
     def _note_halt(self, account: str, engaged: bool) -> None:
         with self._halts_changed:
@@ -480,6 +492,7 @@ class AccountShard:
         it never filled are applied now, in order, as nothing will fill it; then :meth:`numbering`. Only a
         new router calls this: while the old one lives, the gap may still fill."""
         if self.held:
+            self._arrived_s = time.perf_counter()  # what it releases arrives, in effect, now
             if self.journal is not None:
                 self.journal.append({"k": "resume"})
             self._release_held(send=True)
@@ -492,6 +505,8 @@ class AccountShard:
             "refused": dict(self.tick_screen.refused + self.fill_screen.refused),
             "upper_breakers": dict(self.upper_breakers), "snapshots": self.snapshots,
             "journal_bytes": None if self.journal is None else self.journal.size,
+            "started_ns": self.started_ns, "batch_seconds": self.batch_seconds.to_dict(),
+            "breach_to_halt_seconds": self.breach_to_halt_seconds.to_dict(),
         }
 
     def set_upper_breakers(self, version: int, breakers: dict[str, str]) -> None:
