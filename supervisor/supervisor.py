@@ -47,6 +47,17 @@ def _audit_key(key: tuple[int, int, int] | list[int]) -> str:
     return "log:" + ":".join(str(int(k)) for k in key)
 
 
+def _event_kind(body: dict[str, Any]) -> str:
+    """What an event-log entry is counted as (metrics): ``alert:<to level>``, ``breaker:<scope>:<state>``,
+    or its type (``limit``, ``command``)."""
+    kind = str(body.get("type", "event"))
+    if kind == "alert":
+        return f"alert:{body.get('to')}"
+    if kind == "breaker":
+        return f"breaker:{body.get('scope')}:{body.get('state')}"
+    return kind
+
+
 class Supervisor:
     def __init__(self, config: RiskConfig | str, journal_path: str | None = None, audit_path: str | None = None) -> None:
         """``config``: the config, or where the service stored it (``riskcore.config.save_config``).
@@ -90,6 +101,9 @@ class Supervisor:
         # it (its journal brings it back with every batch it had), so aggregates stay exact through a restart.
         self.gone_shards: set[str] = set()
         self.watch_failures: Counter[str] = Counter()  # "shard: exception" -> failed liveness watches
+        # Event-log entries by kind (_event_kind); rebuilt with the log, so a restart keeps the counts (metrics).
+        self.event_counts: Counter[str] = Counter()
+        self.started_ns = time.time_ns()  # tells a restarted supervisor from this one (metrics)
         # A shard that rebuilt from its journal has applied every batch below this, reported or not.
         self._caught_up: dict[str, int] = {}
         self.watch_interval_s = 0.5
@@ -155,6 +169,7 @@ class Supervisor:
                 key = tuple(record["key"])
                 body = record["body"]
                 self.log.append((key, body))  # type: ignore[arg-type]
+                self.event_counts[_event_kind(body)] += 1
                 self._event_keys.add(key)  # type: ignore[arg-type]
                 self.last_pos = max(self.last_pos, int(key[0]))
                 if body.get("type") == "breaker" and body.get("scope") == "account":
@@ -527,6 +542,7 @@ class Supervisor:
                 audit: dict[str, Any] | None = None) -> None:
         body = event if isinstance(event, dict) else event.to_dict()
         self.log.append((key, body))
+        self.event_counts[_event_kind(body)] += 1
         self._journal({"k": "log", "key": list(key), "body": body})
         self._audit_event(key, body, audit or {})
 
@@ -764,6 +780,8 @@ class Supervisor:
             "up": dict(self.up),
             "refused": dict(self.refused),
             "watch_failures": dict(self.watch_failures),
+            "event_counts": dict(self.event_counts),
+            "started_ns": self.started_ns,
         }
 
     async def watch_shard(self, shard_id: str, handle: Any, interval_s: float) -> None:
