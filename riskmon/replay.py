@@ -8,7 +8,7 @@ from typing import Any
 
 from riskcore.audit import AuditTrail, refusal_summary
 from riskcore.config import RiskConfig
-from riskcore.engine import BatchedEngine, EventBatch
+from riskcore.engine import BatchedEngine, EventBatch, ReferenceEngine
 from riskcore.errors import InputError, RiskmonError
 from riskcore.events import Tick
 from riskcore.feeds import read_records
@@ -153,3 +153,76 @@ def _states_around_changes(report: dict[str, Any], config: RiskConfig, symbol: s
         after = read(accounts)
         states.update(((a, index), (before[a], after[a])) for a in accounts)
     return states
+
+
+MAX_POINTS = 4_000  # per account chart: enough to show the path, few enough to draw in a blink
+
+
+def write_plots(report: dict[str, Any], config: RiskConfig, directory: str | Path, symbol: str | None = None,
+                max_points: int = MAX_POINTS) -> list[Path]:
+    """Write a PNG per breached account of a replay (equity and drawdown with its alert and kill points) into
+    ``directory``; return the files written. Paid only with ``--plot``: a second, Ray-free pass over the file."""
+    from riskmon.plots import breached_accounts, plot_accounts
+
+    accounts = breached_accounts(report["events"])
+    if not accounts:
+        return []
+    series = account_series(report, config, accounts, symbol, max_points)
+    specs = {spec.id: spec for spec in config.accounts}
+    return plot_accounts(directory, series, {a: specs[a].portfolio for a in accounts}, report["events"],
+                         {a: (specs[a].limits.drawdown_warning, specs[a].limits.max_daily_drawdown)
+                          for a in accounts})
+
+
+def account_series(report: dict[str, Any], config: RiskConfig, accounts: list[str], symbol: str | None = None,
+                   max_points: int = MAX_POINTS) -> dict[str, list[tuple[int, float, float]]]:
+    """``(ts_ns, equity, drawdown_pct)`` of each of ``accounts`` after every record that reached it, thinned to
+    about ``max_points``: per bucket of records, the deepest drawdown and the last point, plus the point of
+    every record that changed the account's alert level or breaker.
+
+    Like the audit's rerun, the file goes again through the reference engine (the specification the shards'
+    engine is bit-identical to), without Ray, skipping what the system refused; here one record at a time and
+    for these accounts only, so each account's figures can be read after every record that reached it.
+    """
+    keep: dict[str, set[int]] = {a: set() for a in accounts}
+    for event in report["events"]:
+        account = _account_of(event)
+        if account in keep:
+            keep[account].add(int(event["tick_seq"]))
+    refused = {int(r["tick_seq"]) for r in report["rejections"]}
+    records = int(report["ticks"]) + int(report["rejected"])
+    bucket_size = max(1, -(-records // max(1, max_points // 2)))  # two points a bucket
+    engine = ReferenceEngine(config, account_ids=accounts)
+    books = [engine.book(a) for a in accounts]
+    out: dict[str, dict[int, tuple[int, float, float]]] = {a: {} for a in accounts}
+    # Per account, the bucket being filled: (bucket, (index, point) of its deepest drawdown, (index, point) last).
+    open_bucket: dict[str, tuple[int, tuple[int, Any], tuple[int, Any]]] = {}
+
+    def close(account: str) -> None:
+        _, deepest, last = open_bucket.pop(account)
+        out[account].update((deepest, last))
+
+    for index, record in read_records(report["source"], report["format"], symbol):
+        if isinstance(record, InputError) or index in refused:
+            continue
+        engine.apply(EventBatch.from_events([record], engine.symbol_ids))
+        symbol_id = engine.symbol_ids.get(record.symbol) if isinstance(record, Tick) else None
+        for book in books:
+            if not (book.holds(symbol_id) if symbol_id is not None else getattr(record, "account", None) == book.id):
+                continue
+            point = (int(book.ts_ns), book.equity, book.drawdown_pct)
+            if index in keep[book.id]:
+                out[book.id][index] = point
+            bucket = index // bucket_size
+            current = open_bucket.get(book.id)
+            if current is not None and current[0] != bucket:
+                close(book.id)
+                current = None
+            if current is None:
+                open_bucket[book.id] = (bucket, (index, point), (index, point))
+            else:
+                deepest = current[1] if not point[2] > current[1][1][2] else (index, point)
+                open_bucket[book.id] = (bucket, deepest, (index, point))
+    for account in list(open_bucket):
+        close(account)
+    return {a: [point for _, point in sorted(points.items())] for a, points in out.items()}

@@ -1,0 +1,204 @@
+"""``--plot`` charts without Ray: the PNGs written, which accounts get one, where their files go, and the
+equity/drawdown series a replay's second pass builds for them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("matplotlib")
+from matplotlib.image import imread  # noqa: E402  (after the skip: matplotlib is what is tested)
+
+from riskcore.config import parse_config  # noqa: E402
+from riskcore.engine import EventBatch, ReferenceEngine  # noqa: E402
+from riskcore.feeds import read_records  # noqa: E402
+from riskmon.plots import (  # noqa: E402
+    breached_accounts, plot_account, plot_accounts, plot_latency, safe_filename,
+)
+from riskmon.replay import account_series, write_plots  # noqa: E402
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+EST = timezone(timedelta(hours=-5))  # HistData's clock: EST all year
+
+CONFIG: dict[str, Any] = {
+    "symbols": {"EURUSD": {"multiplier": 1}},
+    "portfolios": {"fx": {"limits": {"max_daily_loss": 1_000_000}}},
+    "accounts": [
+        {"id": "long-1", "portfolio": "fx", "balance": 200_000,
+         "positions": {"EURUSD": {"qty": 4_000_000, "avg_price": 1.1212}},
+         "limits": {"drawdown_warning": 0.004, "max_daily_drawdown": 0.008,
+                    "leverage_warning": 30.0, "max_account_leverage": 40.0}},
+        {"id": "short-1", "portfolio": "fx", "balance": 300_000,
+         "positions": {"EURUSD": {"qty": -3_000_000, "avg_price": 1.12172}},
+         "limits": {"drawdown_warning": 0.002, "max_daily_drawdown": 0.004,
+                    "leverage_warning": 30.0, "max_account_leverage": 40.0}},
+    ],
+}
+
+
+def write_falling_quotes(path: Path, count: int, fall: float = 0.01) -> Path:
+    """A HistData file whose EURUSD falls steadily by ``fall``, a quote every 250 ms: the long account breaches,
+    the short one only gains (calm). Stays inside one trading day (starts 18:00 EST)."""
+    start = datetime(2020, 1, 1, 18, 0, tzinfo=EST)
+    lines = []
+    for i in range(count):
+        mid = 1.1212 * (1.0 - fall * i / count)
+        stamp = start + timedelta(milliseconds=250 * i)
+        lines.append(f"{stamp:%Y%m%d %H%M%S}{stamp.microsecond // 1000:03d},{mid:.6f},{mid + 0.00003:.6f},0")
+    path.write_text("\n".join(lines) + "\n", encoding="ascii")
+    return path
+
+
+def reference_report(path: Path, config: Any) -> dict[str, Any]:
+    """What ``replay`` reports for a clean file, from the reference engine (the shards' engine is bit-identical)."""
+    engine = ReferenceEngine(config)
+    ticks = [record for _, record in read_records(path, "histdata", "EURUSD")]
+    events = engine.apply(EventBatch.from_events(ticks, engine.symbol_ids))
+    return {"source": str(path), "format": "histdata", "ticks": len(ticks), "rejected": 0, "rejections": [],
+            "events": [event.to_dict() for event in events], "final": engine.states()}
+
+
+def assert_png(path: Path, size_px: tuple[int, int]) -> None:
+    assert path.read_bytes()[:8] == PNG_SIGNATURE, path
+    height, width = imread(path).shape[:2]
+    assert (width, height) == size_px, path
+
+
+def _ts_ns(text: str) -> int:
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return (int(moment.timestamp()) * 1_000_000 + moment.microsecond) * 1000
+
+
+BASE_NS = 1_577_919_600_000_000_000  # 2020-01-01T23:00:00Z
+EVENTS = [
+    {"type": "alert", "account": "acct-1", "from": "NORMAL", "to": "WARNING", "metric": "drawdown_pct",
+     "tick_seq": 10, "tick_ts": "2020-01-01T23:00:10.000000Z"},
+    {"type": "alert", "account": "acct-1", "from": "WARNING", "to": "CRITICAL", "metric": "drawdown_pct",
+     "tick_seq": 20, "tick_ts": "2020-01-01T23:00:20.000000Z"},
+    {"type": "breaker", "scope": "account", "id": "acct-1", "state": "ENGAGED", "reason": "drawdown_pct",
+     "tick_seq": 20, "tick_ts": "2020-01-01T23:00:20.000000Z"},
+    {"type": "breaker", "scope": "account", "id": "acct-1", "state": "SAFE", "reason": "auto_reset",
+     "tick_seq": 40, "tick_ts": "2020-01-01T23:00:40.000000Z"},
+    {"type": "alert", "account": "calm-1", "from": "NORMAL", "to": "WARNING", "metric": "leverage",
+     "tick_seq": 15, "tick_ts": "2020-01-01T23:00:15.000000Z"},
+    {"type": "breaker", "scope": "portfolio", "id": "fx", "state": "ENGAGED", "reason": "max_daily_loss",
+     "tick_seq": 30, "tick_ts": "2020-01-01T23:00:30.000000Z"},
+]
+
+
+def _points(n: int = 60) -> list[tuple[int, float, float]]:
+    return [(BASE_NS + i * 1_000_000_000, 100_000.0 - 50.0 * i, 0.0005 * i) for i in range(n)]
+
+
+# --------------------------------------------------------------------------- charts
+
+
+def test_plot_account_when_points_and_events_writes_png_of_configured_size(tmp_path: Path) -> None:
+    path = plot_account(tmp_path / "charts", "acct-1", "fx", _points(), EVENTS, drawdown_limits=(0.01, 0.02),
+                        figsize_in=(8.0, 5.0), dpi=100)
+
+    assert path == tmp_path / "charts" / "account-acct-1.png"
+    assert_png(path, (800, 500))
+
+
+def test_plot_accounts_when_one_breached_one_calm_writes_one_png_for_the_breached(tmp_path: Path) -> None:
+    series = {"acct-1": _points(), "calm-1": _points()}
+
+    files = plot_accounts(tmp_path, series, {"acct-1": "fx", "calm-1": "fx"}, EVENTS)
+
+    assert files == [tmp_path / "account-acct-1.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["account-acct-1.png"]
+    assert_png(files[0], (1320, 780))  # the defaults: 11 x 6.5 in at 120 dpi
+
+
+def test_breached_accounts_when_breaker_engaged_or_critical_names_them_not_warning_or_portfolio() -> None:
+    critical_only = {"type": "alert", "account": "acct-2", "from": "WARNING", "to": "CRITICAL",
+                     "tick_seq": 5, "tick_ts": "2020-01-01T23:00:05.000000Z"}
+
+    assert breached_accounts([critical_only, *EVENTS]) == ["acct-2", "acct-1"]
+    assert breached_accounts(EVENTS[4:]) == []
+
+
+@pytest.mark.parametrize("account", ["../../escape", "/etc/passwd", "..", ".", "a\\b", "a/b", "con", "x" * 500,
+                                     "ünï cödé", "", "latency"],
+                         ids=lambda account: repr(account[:20]))
+def test_plot_account_when_account_id_hostile_writes_inside_dir(tmp_path: Path, account: str) -> None:
+    charts = tmp_path / "charts"
+    path = plot_account(charts, account, "fx", _points(5), [], figsize_in=(4.0, 3.0), dpi=50)
+
+    assert path.resolve().parent == charts.resolve()
+    assert [p.name for p in charts.iterdir()] == [path.name]
+    assert path.name.startswith("account-") and path.name.endswith(".png") and len(path.name) < 120
+    assert_png(path, (200, 150))
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == [path]
+
+
+def test_safe_filename_when_ids_differ_only_in_unsafe_characters_gives_distinct_names() -> None:
+    names = {safe_filename(a) for a in ("a/b", "a_b", "a\\b", "a b", "a:b")}
+
+    assert len(names) == 5
+    assert safe_filename("acct-001") == "account-acct-001.png"
+
+
+def test_plot_latency_when_samples_writes_histogram_png(tmp_path: Path) -> None:
+    path = plot_latency(tmp_path, [1.0 + 0.1 * i for i in range(200)], figsize_in=(6.0, 4.0), dpi=100)
+
+    assert path == tmp_path / "latency.png"
+    assert_png(path, (600, 400))
+
+
+def test_plot_latency_when_no_samples_still_writes_a_png_saying_so(tmp_path: Path) -> None:
+    path = plot_latency(tmp_path / "new" / "dir", [])
+
+    assert_png(path, (1080, 600))  # 9 x 5 in at 120 dpi
+
+
+# --------------------------------------------------------------------------- replay series
+
+
+def test_account_series_when_file_longer_than_max_points_thins_and_keeps_every_event_point(tmp_path: Path) -> None:
+    config = parse_config(CONFIG)
+    report = reference_report(write_falling_quotes(tmp_path / "q.csv", 5000), config)
+    assert breached_accounts(report["events"]) == ["long-1"]  # the file does what the test needs
+
+    series = account_series(report, config, ["long-1"], "EURUSD", max_points=200)["long-1"]
+
+    own_events = [e for e in report["events"] if e.get("account", e.get("id")) == "long-1"]
+    assert 100 <= len(series) <= 200 + len(own_events)
+    assert [ts for ts, _, _ in series] == sorted({ts for ts, _, _ in series})  # in time order, once each
+    times = {ts for ts, _, _ in series}
+    assert {_ts_ns(e["tick_ts"]) for e in own_events} <= times
+    final = report["final"]["long-1"]
+    assert series[-1][1:] == (final.equity, final.drawdown_pct)
+    # Per bucket the deepest drawdown is kept: the series' deepest is the run's deepest (here, the last).
+    assert max(dd for _, _, dd in series) == final.drawdown_pct
+
+
+def test_write_plots_when_replay_breaches_one_account_writes_its_png_only(tmp_path: Path) -> None:
+    config = parse_config(CONFIG)
+    report = reference_report(write_falling_quotes(tmp_path / "q.csv", 800), config)
+
+    files = write_plots(report, config, tmp_path / "plots", "EURUSD")
+
+    assert files == [tmp_path / "plots" / "account-long-1.png"]
+    assert_png(files[0], (1320, 780))
+
+
+def test_write_plots_when_nothing_breached_writes_nothing(tmp_path: Path) -> None:
+    config = parse_config(CONFIG)
+    report = reference_report(write_falling_quotes(tmp_path / "q.csv", 200, fall=0.0), config)
+
+    assert write_plots(report, config, tmp_path / "plots", "EURUSD") == []
+
+
+def test_cli_when_imported_does_not_load_matplotlib() -> None:
+    code = "import sys, riskmon.cli; sys.exit(1 if 'matplotlib' in sys.modules else 0)"
+
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+
+    assert result.returncode == 0, result.stderr
