@@ -37,10 +37,13 @@ def percentiles(values: list[float]) -> dict[str, float | int | None]:
 def run_stress(config: RiskConfig, *, streams: int = 128, ticks: int | None = None, duration: float | None = None,
                scenario: str = "mixed", seed: int = 7, rate: float | None = None, chunk: int = 16_384,
                console: Console | None = None, progress: bool = True, system: RiskSystem | None = None,
-               breach_every: int | None = None, audit: AuditTrail | None = None) -> dict[str, Any]:
+               breach_every: int | None = None, audit: AuditTrail | None = None,
+               latencies: list[float] | None = None) -> dict[str, Any]:
     """Drive ``config``'s firm with generated load; return the summary (see the module docstring).
 
     With ``audit``, every event and a summary of refused input go on that trail after the measured run.
+    With ``latencies``, each breach-to-deny latency measured (ms) is appended to it (the summary keeps only
+    percentiles).
     """
     console = console or Console(stderr=True)
     own = system is None
@@ -85,11 +88,13 @@ def run_stress(config: RiskConfig, *, streams: int = 128, ticks: int | None = No
                 first_engaged[e["id"]] = int(e["tick_seq"])
         denied = ray.get(probe.wait_denied.remote(list(first_engaged), 10.0))
         starts = np.asarray([first for first, _ in sent])
-        latencies = []
+        measured: list[float] = []
         for account, seq in first_engaged.items():
             if account in denied:
                 submitted = sent[int(np.searchsorted(starts, seq, side="right")) - 1][1]
-                latencies.append((denied[account] - submitted) / 1e6)
+                measured.append((denied[account] - submitted) / 1e6)
+        if latencies is not None:
+            latencies.extend(measured)
         return {
             "accounts": len(config.accounts), "portfolios": len(config.portfolios), "symbols": len(config.symbols),
             "streams": streams, "scenario": scenario, "seed": seed, "rate": rate,
@@ -98,7 +103,7 @@ def run_stress(config: RiskConfig, *, streams: int = 128, ticks: int | None = No
             "account_ticks_per_s": round(account_ticks / seconds),
             "alerts": sum(1 for e in events if e.get("type") == "alert" and e["tick_seq"] >= first),
             "breaches": {scope: sum(1 for e in engaged if e["scope"] == scope) for scope in ("account", "portfolio", "global")},
-            "breach_to_deny_ms": percentiles(latencies),
+            "breach_to_deny_ms": percentiles(measured),
             "undenied_breaches": sorted(set(first_engaged) - set(denied)),
             "rejected": len(system.refusals),
         }

@@ -248,3 +248,59 @@ def test_help_when_asked_for_every_subcommand_exits_0(tmp_path: Path, command: t
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("usage: riskmon" + "".join(f" {c}" for c in command))
     assert result.stderr == ""
+
+
+# --------------------------------------------------------------------------- --plot
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _falling_histdata(path: Path, count: int = 3000, fall: float = 0.01) -> Path:
+    """EURUSD falling steadily by ``fall``, a quote every 250 ms from 18:00 EST: SMALL_CONFIG's long account
+    breaches, its short account only gains."""
+    start = datetime(2020, 1, 1, 18, 0, tzinfo=timezone(timedelta(hours=-5)))
+    lines = []
+    for i in range(count):
+        mid = 1.1212 * (1.0 - fall * i / count)
+        stamp = start + timedelta(milliseconds=250 * i)
+        lines.append(f"{stamp:%Y%m%d %H%M%S}{stamp.microsecond // 1000:03d},{mid:.6f},{mid + 0.00003:.6f},0")
+    path.write_text("\n".join(lines) + "\n", encoding="ascii")
+    return path
+
+
+def _assert_png(path: Path, size_px: tuple[int, int]) -> None:
+    from matplotlib.image import imread
+
+    assert path.read_bytes()[:8] == PNG_SIGNATURE, path
+    height, width = imread(path).shape[:2]
+    assert (width, height) == size_px, path
+
+
+def test_replay_when_plot_given_writes_a_png_per_breached_account(tmp_path: Path) -> None:
+    config = write_yaml(tmp_path / "small.yaml", SMALL_CONFIG)
+    quotes = _falling_histdata(tmp_path / "falling.csv")
+
+    result = run_cli("replay", str(quotes), "--format", "histdata", "--config", str(config),
+                     "--report", "out.json", "--plot", "charts/replay", cwd=tmp_path)
+
+    assert result.returncode == 0, result.stderr[-4000:]
+    report = json.loads((tmp_path / "out.json").read_text(encoding="utf-8"))
+    engaged = {e["id"] for e in report["events"] if e["type"] == "breaker" and e["state"] == "ENGAGED"}
+    assert engaged == {"long-1"}  # the short account only gained: calm, no chart
+    charts = tmp_path / "charts" / "replay"
+    assert sorted(p.name for p in charts.iterdir()) == ["account-long-1.png"]
+    _assert_png(charts / "account-long-1.png", (1320, 780))
+    assert "1 chart written to charts/replay" in result.stdout
+    assert "charts/replay/account-long-1.png" in result.stdout
+
+
+def test_stress_when_plot_given_writes_latency_png(tmp_path: Path) -> None:
+    result = run_cli("stress", "--accounts", "30", "--portfolios", "3", "--symbols", "6", "--streams", "12",
+                     "--duration", "2", "--scenario", "mixed", "--json", "stress.json", "--plot", "charts",
+                     cwd=tmp_path)
+
+    assert result.returncode == 0, result.stderr[-4000:]
+    _assert_png(tmp_path / "charts" / "latency.png", (1080, 600))
+    assert [p.name for p in (tmp_path / "charts").iterdir()] == ["latency.png"]
+    assert "charts/latency.png" in result.stdout
+    assert json.loads((tmp_path / "stress.json").read_text(encoding="utf-8"))["ticks"] > 0
