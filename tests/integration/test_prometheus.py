@@ -176,3 +176,41 @@ def test_prometheus_when_it_scrapes_the_exporter_sees_breaker_ticks_and_refusals
         prometheus.stop()
         server.close()
     assert prometheus.process.returncode is not None
+
+
+def test_prometheus_when_a_shard_is_killed_and_restarts_sees_no_counter_reset(
+        start_system: Callable[..., Any], tmp_path: Path) -> None:
+    binary = _prometheus_binary()
+    system = start_system(CONFIG)
+    server = serve_metrics(system, port=0, timeout_s=0.8)
+    prometheus = PrometheusServer(binary, tmp_path, f"127.0.0.1:{server.port}")
+    try:
+        system.submit([Tick("EURUSD", 1.25, 1.2578125, T0, "feed-1", 0),
+                       Tick("EURUSD", 1.125, 1.1328125, T0 + NS, "feed-1", 1)])
+        system.flush()
+        before = {"sum(riskmon_ticks_applied_total)": 4.0, "sum(riskmon_batch_duration_seconds_count)": 2.0,
+                  'riskmon_account_breaker_engaged{account="b1"}': 1.0}
+        _wait_until(prometheus, str(before), lambda: {e: prometheus.value(e) for e in before} == before)
+
+        # kill -9 b1's shard: Ray restarts it, it rebuilds ticks_applied from its journal, and its in-memory
+        # batch histogram starts again from zero in the new process.
+        system.crash_shard("shard-0001")
+        system.submit([Tick("EURUSD", 1.125, 1.1328125, T0 + 2 * NS, "feed-1", 2)])
+        system.flush()
+        after = {"sum(riskmon_ticks_applied_total)": 6.0, "sum(riskmon_batch_duration_seconds_count)": 4.0,
+                 'riskmon_account_breaker_engaged{account="b1"}': 1.0, "min(riskmon_account_up)": 1.0,
+                 "min(riskmon_shard_up)": 1.0,
+                 # Prometheus saw every counter only ever rise
+                 "sum(resets(riskmon_ticks_applied_total[10m]))": 0.0,
+                 "sum(resets(riskmon_batch_duration_seconds_count[10m]))": 0.0,
+                 "sum(resets(riskmon_alerts_total[10m]))": 0.0}
+        seen: dict[str, float | None] = {}
+
+        def all_seen() -> bool:
+            seen.update({expr: prometheus.value(expr) for expr in after})
+            return seen == after
+
+        _wait_until(prometheus, f"{after} (last seen: {seen})", all_seen)
+    finally:
+        prometheus.stop()
+        server.close()
