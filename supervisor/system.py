@@ -23,6 +23,7 @@ import ray
 
 from actors.router import Router, place_accounts
 from actors.shard import ShardAck
+from riskcore.audit import AuditTrail
 from riskcore.config import RiskConfig, save_config
 from riskcore.engine import TickColumns
 from riskcore.events import AccountEvent, Tick
@@ -101,19 +102,23 @@ class RiskSystem:
         ``shutdown`` removes. ``audit``: the audit trail's path (default: ``audit.jsonl`` in the state directory;
         none for a system that is not durable).
         """
-        owns_ray = init_ray(address)
         ephemeral = name is None and state_dir is None
         name = name or f"{SUPERVISOR_NAME}-{uuid.uuid4().hex[:8]}"
         state: Path | None = None
         if durable:
             state = Path(tempfile.mkdtemp(prefix="riskmon-state-")) if ephemeral else state_root(state_dir) / name
             (state / "shards").mkdir(parents=True, exist_ok=True)
+        if audit is None and state is not None:
+            audit = state / "audit.jsonl"
+        if audit is not None and Path(audit).exists():
+            # A broken trail is never extended: say so here, plainly, before any actor starts (the supervisor
+            # would refuse it too, but as a Ray creation error). A torn last line is repaired, as on any open.
+            AuditTrail(audit).close()
+        owns_ray = init_ray(address)
         config_path: str | None = None
         if state is not None:  # what a restarted actor is constructed from, whoever started the service
             config_path = str(state / "config.msgpack")
             save_config(config, config_path)
-        if audit is None and state is not None:
-            audit = state / "audit.jsonl"
         supervisor = create_supervisor(config, name, None if state is None else str(state / "supervisor.journal"),
                                        config_path, None if audit is None else str(Path(audit).resolve()))
         placement = place_accounts(config)

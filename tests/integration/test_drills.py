@@ -177,3 +177,22 @@ def test_chaos_command_when_run_reports_every_drill_recovered_with_nothing_lost(
         assert set(r) == {"fault", "recovered", "recovery_s", "lost_events", "duplicated_events"}
         assert r["recovered"] and r["lost_events"] == 0 and r["duplicated_events"] == 0 and r["recovery_s"] > 0, r
     assert "events lost" in done.stdout
+
+
+def test_restart_when_the_audit_trail_was_tampered_with_refuses_to_start_and_says_why(ray_session: None) -> None:
+    from riskcore.audit import AuditError
+
+    name = f"drill-tamper-{uuid.uuid4().hex[:8]}"
+    first = RiskSystem.start(CONFIG, name=name)
+    try:
+        run(first, load()[:4])
+        first.engage("portfolio", "desk-00", "ops", "so the trail has an operator record", HAND_HALT_NS)
+        trail = first.state / "audit.jsonl"
+    finally:
+        first.shutdown()
+    data = bytearray(trail.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    trail.write_bytes(bytes(data))
+    with pytest.raises(AuditError, match="refusing to extend it"):
+        RiskSystem.start(CONFIG, name=name)
+    assert trail.read_bytes() == bytes(data)  # left exactly as found, for the investigation
