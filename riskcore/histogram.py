@@ -13,7 +13,8 @@ from typing import Any
 
 # Seconds: from 50 µs (a small batch on a warm shard) to 10 s (a journal replay or a stalled disk).
 DURATION_BUCKETS_S: tuple[float, ...] = (
-    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+    10.0,
 )
 
 
@@ -37,7 +38,8 @@ class DurationHistogram:
         self.count += 1
 
     def to_dict(self) -> dict[str, Any]:
-        """``{"le": bounds, "buckets": cumulative counts (one more than bounds, the last for +Inf), "sum", "count"}``."""
+        """``{"le": bounds, "buckets": cumulative counts, "sum", "count"}``; ``buckets`` has one more entry
+        than ``le``, the last for +Inf."""
         cumulative, running = [], 0
         for n in self._counts:
             running += n

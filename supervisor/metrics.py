@@ -5,18 +5,18 @@
     server.close()
 
 On each scrape :class:`RiskmonCollector` asks its source for one :class:`Reading` — over Ray
-(:class:`RaySource`) that is the supervisor's ``status()`` and every shard's ``states()`` and ``stats()``, sent
-together and collected with one ``ray.get`` — and turns it into metric families. Nothing is cached between
-scrapes except what keeps the series honest while actors restart:
+(:class:`RaySource`) that is the supervisor's ``status()`` and every shard's ``states()`` and ``stats()``,
+sent together and collected with one ``ray.get`` — and turns it into metric families. Nothing is cached
+between scrapes except what keeps the series honest while actors restart:
 
 - **Counters stay monotonic across actor restarts.** A shard rebuilds ``ticks_applied``, ``fills_applied``,
   ``batches`` and its refusal counts from its journal, and the supervisor rebuilds its event log (and so its
   alert and breaker-change counts), so those come back where they were. The supervisor's refusal counts and
   the shards' latency histograms live in memory only and start again from zero in a restarted process. The
   exporter keeps, per source, the last value it saw and the process it came from (``started_ns``), adds the
-  increase since, and takes a value from a new process, or one that went down, as counted from zero again
-  (:class:`MonotonicTotals`). Exported counters therefore never decrease while the exporter lives; what a
-  restarted process had counted between the last scrape and its death is lost (at most one scrape interval).
+  increase since, and takes a value from a new process, or a smaller one, as counted from zero again
+  (:class:`MonotonicTotals`). Exported counters therefore never decrease while the exporter lives; what an
+  in-memory count gained between the last scrape and its process's death is lost (one scrape interval's worth).
 - **Series do not vanish while an actor is down.** An account's, portfolio's or firm's last known figures are
   exported until fresh ones come, with ``riskmon_account_up`` (the supervisor's liveness view: 0 while the
   account's shard is dead or restarting), ``riskmon_shard_up`` and ``riskmon_supervisor_up`` (did it answer
@@ -52,8 +52,9 @@ class Reading:
     """One scrape's answers. ``None`` where an actor did not answer (down, restarting, or too slow)."""
 
     status: dict[str, Any] | None  # Supervisor.status()
-    states: dict[str, dict[str, dict[str, Any]] | None] = field(default_factory=dict)  # shard -> AccountShard.states()
-    stats: dict[str, dict[str, Any] | None] = field(default_factory=dict)  # shard -> AccountShard.stats()
+    # shard -> AccountShard.states() and AccountShard.stats()
+    states: dict[str, dict[str, dict[str, Any]] | None] = field(default_factory=dict)
+    stats: dict[str, dict[str, Any] | None] = field(default_factory=dict)
 
 
 class MetricsSource(Protocol):
@@ -170,7 +171,7 @@ SCOPE_GAUGES = {
 
 
 class RiskmonCollector(Collector):
-    """A prometheus_client collector over a :class:`MetricsSource`; register it in a :class:`CollectorRegistry`.
+    """A prometheus_client collector over a :class:`MetricsSource`, for a :class:`CollectorRegistry`.
 
     Exported (with the ``riskmon_`` prefix): per account (labels ``account``, ``portfolio``) the gauges in
     ``ACCOUNT_GAUGES`` plus ``account_alert_state{state}`` (1 for the current level) and ``account_up``; per
@@ -225,19 +226,20 @@ class RiskmonCollector(Collector):
         counter("batches_applied", "Batches applied by each shard.", ["shard"])
         counter("rejected_inputs", "Refused input records (ticks, fills, frames), by refusal code.", ["code"])
         counter("alerts", "Account alert level changes, by the level entered.", ["level"])
-        counter("breaker_changes", "Circuit breaker changes, by scope (account, portfolio, global) and new state.",
-                ["scope", "state"])
+        counter("breaker_changes", "Circuit breaker changes, by scope (account, portfolio, global) and the "
+                                   "state entered.", ["scope", "state"])
         counter("limit_breaches", "Portfolio and firm limit breaches recorded.")
         fams["batch_duration_seconds"] = HistogramMetricFamily(
-            PREFIX + "batch_duration_seconds", "Time a shard takes to apply a live batch and send its report.",
-            labels=["shard"])
+            PREFIX + "batch_duration_seconds",
+            "Time a shard takes to apply a live batch and send its report.", labels=["shard"])
         fams["breach_to_halt_seconds"] = HistogramMetricFamily(
             PREFIX + "breach_to_halt_seconds",
-            "From a batch's arrival at a shard to an account breaker's ENGAGED going out from it.", labels=["shard"])
-        gauge("shard_up", "1 if the shard answered this scrape; its accounts' figures are otherwise the last known.",
-              ["shard"])
-        gauge("supervisor_up", "1 if the supervisor answered this scrape; portfolio and firm figures are otherwise "
-                               "the last known.")
+            "From a batch's arrival at a shard to an account breaker's ENGAGED going out from it.",
+            labels=["shard"])
+        gauge("shard_up", "1 if the shard answered this scrape; its accounts' figures are otherwise the last "
+                          "known.", ["shard"])
+        gauge("supervisor_up", "1 if the supervisor answered this scrape; portfolio and firm figures are "
+                               "otherwise the last known.")
         return fams
 
     def describe(self) -> Iterable[Metric]:
@@ -259,7 +261,8 @@ class RiskmonCollector(Collector):
         for shard, states in reading.states.items():
             if states is not None:
                 self._states[shard] = states
-        up = reading.status.get("up", {}) if reading.status is not None else None  # else: did the shard answer
+        # Liveness is the supervisor's view; without it, whether the shard answered this scrape.
+        up = reading.status.get("up", {}) if reading.status is not None else None
         self._accounts(fams, reading, up)
         if status is not None:
             self._scopes(fams, status)
@@ -337,12 +340,14 @@ class RiskmonCollector(Collector):
                 if histogram is None:
                     continue
                 self._le[name] = list(histogram["le"])
-                totals.add((name, shard), [*histogram["buckets"], histogram["sum"], histogram["count"]], process)
+                values = [*histogram["buckets"], histogram["sum"], histogram["count"]]
+                totals.add((name, shard), values, process)
         status = reading.status
         if status is not None:
             process = status.get("started_ns")
             for code, count in status.get("refused", {}).items():
-                totals.add(("rejected_inputs", str(code)), count, process)  # in memory: from zero on a restart
+                # In memory: a restarted supervisor counts from zero again.
+                totals.add(("rejected_inputs", str(code)), count, process)
             for kind, count in status.get("event_counts", {}).items():
                 totals.add(("event", str(kind)), count)  # the event log is journaled: it continues
         for key in sorted(totals.keys(), key=str):
@@ -387,7 +392,8 @@ def exported_names(collector: Collector) -> set[str]:
 class MetricsServer:
     """The HTTP endpoint serving one collector's ``/metrics``; :meth:`close` stops it."""
 
-    def __init__(self, collector: RiskmonCollector, registry: CollectorRegistry, httpd: Any, thread: Any) -> None:
+    def __init__(self, collector: RiskmonCollector, registry: CollectorRegistry, httpd: Any,
+                 thread: Any) -> None:
         self.collector = collector
         self.registry = registry
         self._httpd = httpd
@@ -421,7 +427,8 @@ def serve_metrics(system: Any, host: str = DEFAULT_HOST, port: int = DEFAULT_POR
     return serve_collector(RiskmonCollector(RaySource(system, timeout_s)), host, port)
 
 
-def serve_collector(collector: RiskmonCollector, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> MetricsServer:
+def serve_collector(collector: RiskmonCollector, host: str = DEFAULT_HOST,
+                    port: int = DEFAULT_PORT) -> MetricsServer:
     """As :func:`serve_metrics`, for a collector over any source."""
     registry = CollectorRegistry()
     registry.register(collector)

@@ -26,7 +26,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _state(account: str, portfolio: str, **figures: Any) -> dict[str, Any]:
     state = {"account": account, "portfolio": portfolio, "timestamp": None, "balance": 1_000_000.0,
-             "open_pnl": 0.0, "closed_pnl": 0.0, "total_pnl": 0.0, "positions": 1, "total_exposure": 2_000_000.0,
+             "open_pnl": 0.0, "closed_pnl": 0.0, "total_pnl": 0.0, "positions": 1,
+             "total_exposure": 2_000_000.0,
              "leverage": 2.0, "drawdown": 0.0, "drawdown_pct": 0.0, "alert_level": "NORMAL",
              "equity": 1_000_000.0, "day_peak": 1_000_000.0, "sod_equity": 1_000_000.0, "breaker": "SAFE"}
     state.update(figures)
@@ -150,8 +151,9 @@ def test_collector_when_scraped_exports_account_figures_with_account_and_portfol
     assert _value(samples, "riskmon_account_equity", account="a1", portfolio="desk") == 990_000.0
     assert _value(samples, "riskmon_account_drawdown_ratio", account="a1", portfolio="desk") == 0.01
     assert _value(samples, "riskmon_account_alert_level", account="a1", portfolio="desk") == 1.0
-    assert _value(samples, "riskmon_account_alert_state", account="a1", portfolio="desk", state="WARNING") == 1.0
-    assert _value(samples, "riskmon_account_alert_state", account="a1", portfolio="desk", state="NORMAL") == 0.0
+    a1 = {"account": "a1", "portfolio": "desk"}
+    assert _value(samples, "riskmon_account_alert_state", **a1, state="WARNING") == 1.0
+    assert _value(samples, "riskmon_account_alert_state", **a1, state="NORMAL") == 0.0
     assert _value(samples, "riskmon_account_breaker_engaged", account="a1", portfolio="desk") == 0.0
     assert _value(samples, "riskmon_account_breaker_engaged", account="b1", portfolio="desk") == 1.0
     assert _value(samples, "riskmon_account_alert_level", account="b1", portfolio="desk") == 2.0
@@ -159,8 +161,10 @@ def test_collector_when_scraped_exports_account_figures_with_account_and_portfol
     assert _value(samples, "riskmon_account_up", account="b1", portfolio="desk") == 1.0
 
 
-def test_collector_when_equity_is_not_positive_exports_leverage_as_plus_inf(registry: CollectorRegistry) -> None:
-    assert "riskmon_account_leverage{account=\"b1\",portfolio=\"desk\"} +Inf" in generate_latest(registry).decode()
+def test_collector_when_equity_is_not_positive_exports_leverage_as_plus_inf(
+        registry: CollectorRegistry) -> None:
+    text = generate_latest(registry).decode()
+    assert 'riskmon_account_leverage{account="b1",portfolio="desk"} +Inf' in text
 
 
 def test_collector_when_scraped_exports_portfolio_and_firm_aggregates(registry: CollectorRegistry) -> None:
@@ -179,9 +183,11 @@ def test_collector_when_scraped_exports_portfolio_and_firm_aggregates(registry: 
     assert _value(samples, "riskmon_supervisor_up") == 1.0
 
 
-def test_collector_when_scraped_exports_counters_with_total_suffix_and_help(registry: CollectorRegistry) -> None:
+def test_collector_when_scraped_exports_counters_with_total_suffix_and_help(
+        registry: CollectorRegistry) -> None:
     text = generate_latest(registry).decode()
-    assert "# HELP riskmon_ticks_applied_total " in text and "# TYPE riskmon_ticks_applied_total counter" in text
+    assert "# HELP riskmon_ticks_applied_total " in text
+    assert "# TYPE riskmon_ticks_applied_total counter" in text
     samples = _scrape(registry)
     assert _value(samples, "riskmon_ticks_applied_total", shard="shard-0") == 10.0
     assert _value(samples, "riskmon_ticks_applied_total", shard="shard-1") == 6.0
