@@ -92,9 +92,11 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
         print(f"error: cannot read audit trail {args.file}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     if result.ok:
-        print(f"OK: {result.records} records, chain intact ({args.file}); head {result.head}")
+        # The head is what the next record's "prev" will be: keep it elsewhere to catch records cut off the end.
+        print(f"OK: {result.records} records, chain intact ({args.file}); head {result.head} "
+              f"(SHA-256 of the last line)")
         return 0
-    print(f"BROKEN at record {result.first_bad} (line {result.first_bad}): {result.problem} ({args.file}); "
+    print(f"BROKEN at line {result.first_bad} (seq {result.first_bad - 1}): {result.problem} ({args.file}); "
           f"the {result.records} records before it verify")
     return 1
 

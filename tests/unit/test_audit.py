@@ -354,7 +354,7 @@ def test_cli_audit_verify_when_intact_exits_0_and_prints_ok_with_head(
     path = write_sample(tmp_path / "audit.jsonl")
     code, out, err = run_cli(capsys, "audit", "verify", str(path))
     assert code == 0, err
-    assert out == f"OK: 8 records, chain intact ({path}); head {verify(path).head}\n"
+    assert out == f"OK: 8 records, chain intact ({path}); head {verify(path).head} (SHA-256 of the last line)\n"
 
 
 def test_cli_audit_verify_when_one_byte_flipped_exits_1_and_names_the_record(
@@ -369,7 +369,7 @@ def test_cli_audit_verify_when_one_byte_flipped_exits_1_and_names_the_record(
     code, out, _err = run_cli(capsys, "audit", "verify", str(path))
 
     assert code == 1
-    assert out.startswith("BROKEN at record 6 (line 6): ")
+    assert out.startswith("BROKEN at line 6 (seq 5): ")
     assert str(path) in out
 
 
