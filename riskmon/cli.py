@@ -14,6 +14,7 @@ from riskcore.audit import AuditTrail, config_summary, verify
 from riskcore.config import RiskConfig
 from riskcore.errors import ConfigError, InputError, RiskmonError
 from riskcore.feeds import FORMATS
+from riskmon.service import add_service_commands
 
 
 def _config(path: str):  # type: ignore[no-untyped-def]
@@ -252,6 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
                                   description="Exit 0 and print OK if valid; else name the key path and exit 2.")
     check.add_argument("config", help="config file")
     check.set_defaults(func=cmd_config_check)
+
+    add_service_commands(sub)
 
     audit = sub.add_parser("audit", help="audit trail tools")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True, metavar="ACTION")

@@ -101,6 +101,7 @@ class Supervisor:
         # it (its journal brings it back with every batch it had), so aggregates stay exact through a restart.
         self.gone_shards: set[str] = set()
         self.watch_failures: Counter[str] = Counter()  # "shard: exception" -> failed liveness watches
+        self.feeds: dict[str, dict[str, int]] = {}  # feed server -> its counts (riskmon run reports them)
         # Event-log entries by kind (_event_kind); rebuilt with the log, so a restart keeps the counts (metrics).
         self.event_counts: Counter[str] = Counter()
         self.started_ns = time.time_ns()  # tells a restarted supervisor from this one (metrics)
@@ -782,7 +783,24 @@ class Supervisor:
             "watch_failures": dict(self.watch_failures),
             "event_counts": dict(self.event_counts),
             "started_ns": self.started_ns,
+            "feeds": dict(self.feeds),
         }
+
+    def accounts_view(self) -> dict[str, dict[str, Any]]:
+        """Every account's figures as of its last report, its breaker and liveness (``riskmon status``)."""
+        agg = self.aggregator
+        equity, sod, exposure, rank = agg.equity.tolist(), agg.sod_equity.tolist(), agg.exposure.tolist(), agg.rank.tolist()
+        return {
+            spec.id: {"portfolio": spec.portfolio, "reported": bool(agg.has[i]), "equity": equity[i],
+                      "daily_pnl": equity[i] - sod[i], "exposure": exposure[i],
+                      "alert_level": ("NORMAL", "WARNING", "CRITICAL")[rank[i]],
+                      "breaker": self.account_breakers[spec.id]["state"], "up": self.up[spec.id]}
+            for i, spec in enumerate(self.config.accounts)
+        }
+
+    def note_feeds(self, source: str, stats: dict[str, int]) -> None:
+        """What a feed server (``riskmon run``) has taken so far: connections, frames, events, refusals."""
+        self.feeds[source] = dict(stats)
 
     async def watch_shard(self, shard_id: str, handle: Any, interval_s: float) -> None:
         """Liveness of one shard: while it is down (dead, or restarting), gates deny its accounts.

@@ -19,6 +19,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Iterable
 
+import numpy as np
 import ray
 
 from actors.router import Router, place_accounts
@@ -28,6 +29,7 @@ from riskcore.config import RiskConfig, save_config
 from riskcore.engine import TickColumns
 from riskcore.events import AccountEvent, Tick
 from riskcore.ingest import Refusal
+from riskcore.wire import TickFrame
 from supervisor.deploy import NAMESPACE, SUPERVISOR_NAME, create_shard, create_supervisor
 from supervisor.gate import OrderGate
 
@@ -197,6 +199,37 @@ class RiskSystem:
             self._send_pending()  # keep arrival order with anything queued by submit()
             self._in_flight.extend(self.router.send_columns(ticks, fills or [], fill_pos or []))
             self._bound_in_flight()
+
+    def submit_frame(self, decoded: TickFrame | list[AccountEvent]) -> tuple[int, list[Refusal]]:
+        """One decoded wire frame from a feed (see ``supervisor.ingest``): a ``ticks`` frame goes on as one
+        batch, a ``fills`` frame (fills and cash movements) at once. Returns how many of its events went on
+        and the refusals found here (a shard may still refuse an event; its acknowledgement says so)."""
+        with self._lock:
+            told = len(self.router.refusals)
+            if isinstance(decoded, TickFrame):
+                ids = self.config.symbol_ids()
+                known = np.array([ids.get(name, -1) for name in decoded.symbols], np.int64)
+                sym = known[decoded.sym]
+                for i in np.flatnonzero(sym < 0).tolist():
+                    name = decoded.symbols[int(decoded.sym[i])]
+                    self.router.refusals.append(self.router.tick_screen.refuse(
+                        decoded.stream, int(decoded.seq[i]), "unknown_symbol", f"unknown symbol {name!r}"))
+                keep = sym >= 0
+                columns = TickColumns(sym[keep].astype(np.int32), decoded.bid[keep], decoded.ask[keep],
+                                      decoded.ts_ns[keep], decoded.seq[keep], np.zeros(int(keep.sum()), np.int32),
+                                      (decoded.stream,))
+                self._send_pending()  # after anything queued before it, in arrival order
+                self._in_flight.extend(self.router.send_columns(columns, [], []))
+                self._bound_in_flight()
+            else:
+                self.submit(decoded)
+                self._send_pending()  # screened now, so the sender hears of its refusals
+            refused = self.router.refusals[told:]
+        return len(decoded) - len(refused), refused
+
+    def refuse_input(self, source: str, code: str, message: str) -> None:
+        """Input refused whole before it could be read (a malformed frame): counted and audited by the supervisor."""
+        self.supervisor.input_refused.remote(source, [{"stream": source, "seq": -1, "code": code, "message": message}])
 
     def flush(self, timeout_s: float = 120.0) -> None:
         """Send what is queued, then wait until it is applied and the supervisor has seen every report."""

@@ -13,13 +13,6 @@ floating point, so the figures are compared exactly.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import socket
-import subprocess
-import time
-import urllib.parse
-import urllib.request
 from pathlib import Path
 from typing import Any, Callable
 
@@ -28,11 +21,12 @@ import pytest
 from riskcore.events import Tick
 from supervisor.metrics import serve_metrics
 
+from prometheus_server import PrometheusServer, prometheus_binary, wait_until
+
 pytestmark = pytest.mark.ray
 
 NS = 1_000_000_000
 T0 = 1_704_898_800 * NS  # 2024-01-10T15:00:00Z, inside one FX trading day
-DEADLINE_S = 90.0  # for Prometheus to start, scrape and answer; only ever waited on, never asserted
 ROOT = Path(__file__).resolve().parents[2]
 
 CONFIG: dict[str, Any] = {
@@ -48,82 +42,9 @@ CONFIG: dict[str, Any] = {
 }
 
 
-def _prometheus_binary() -> str:
-    found = shutil.which("prometheus") or "/usr/bin/prometheus"
-    if not os.access(found, os.X_OK):
-        message = ("the prometheus server is not installed (Debian package `prometheus`, binary "
-                   "/usr/bin/prometheus); .ci/run installs it")
-        if os.environ.get("CI") == "true":
-            pytest.fail(message + ", yet it is missing under CI")  # CI must not skip this silently
-        pytest.skip(message)
-    return found
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class PrometheusServer:
-    """A real Prometheus on a loopback port, scraping one target every second, storing under ``tmp``."""
-
-    def __init__(self, binary: str, tmp: Path, target: str) -> None:
-        self.port = _free_port()
-        config = tmp / "prometheus.yml"
-        config.write_text(
-            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n"
-            "scrape_configs:\n  - job_name: riskmon\n    static_configs:\n"
-            f"      - targets: ['{target}']\n")
-        self.log_path = tmp / "prometheus.log"
-        self._log = self.log_path.open("wb")
-        self.process = subprocess.Popen(
-            [binary, f"--config.file={config}", f"--storage.tsdb.path={tmp / 'tsdb'}",
-             f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
-            stdout=self._log, stderr=subprocess.STDOUT)
-
-    def query(self, expr: str) -> dict[str, Any]:
-        url = f"http://127.0.0.1:{self.port}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return json.loads(response.read())
-
-    def value(self, expr: str) -> float | None:
-        """The single sample ``expr`` evaluates to now, or None (not scraped yet, or not up)."""
-        try:
-            answer = self.query(expr)
-        except OSError:
-            return None  # not listening yet
-        result = answer["data"]["result"]
-        if len(result) != 1:
-            return None
-        return float(result[0]["value"][1])
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=15)
-        self._log.close()
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-4000:]
-
-
-def _wait_until(prometheus: PrometheusServer, what: str, done: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + DEADLINE_S
-    while not done():
-        if prometheus.process.poll() is not None:
-            pytest.fail(f"prometheus exited with {prometheus.process.returncode}:\n{prometheus.log()}")
-        if time.monotonic() > deadline:
-            pytest.fail(f"prometheus never showed {what} within {DEADLINE_S} s; log:\n{prometheus.log()}")
-        time.sleep(0.2)
-
-
 def test_prometheus_when_it_scrapes_the_exporter_sees_breaker_ticks_and_refusals(
         start_system: Callable[..., Any], tmp_path: Path) -> None:
-    binary = _prometheus_binary()
+    binary = prometheus_binary()
     system = start_system(CONFIG)
     server = serve_metrics(system, port=0, timeout_s=0.8)  # inside Prometheus's 1 s scrape timeout
     prometheus = PrometheusServer(binary, tmp_path, f"127.0.0.1:{server.port}")
@@ -164,7 +85,7 @@ def test_prometheus_when_it_scrapes_the_exporter_sees_breaker_ticks_and_refusals
             seen.update({expr: prometheus.value(expr) for expr in expected})
             return seen == expected
 
-        _wait_until(prometheus, f"{expected} (last seen: {seen})", all_seen)
+        wait_until(prometheus, f"{expected} (last seen: {seen})", all_seen)
 
         # Every query of the shipped dashboard is valid PromQL over these series.
         dashboard = json.loads((ROOT / "deploy" / "grafana-dashboard.json").read_text())
@@ -180,7 +101,7 @@ def test_prometheus_when_it_scrapes_the_exporter_sees_breaker_ticks_and_refusals
 
 def test_prometheus_when_a_shard_is_killed_and_restarts_sees_no_counter_reset(
         start_system: Callable[..., Any], tmp_path: Path) -> None:
-    binary = _prometheus_binary()
+    binary = prometheus_binary()
     system = start_system(CONFIG)
     server = serve_metrics(system, port=0, timeout_s=0.8)
     prometheus = PrometheusServer(binary, tmp_path, f"127.0.0.1:{server.port}")
@@ -190,7 +111,7 @@ def test_prometheus_when_a_shard_is_killed_and_restarts_sees_no_counter_reset(
         system.flush()
         before = {"sum(riskmon_ticks_applied_total)": 4.0, "sum(riskmon_batch_duration_seconds_count)": 2.0,
                   'riskmon_account_breaker_engaged{account="b1"}': 1.0}
-        _wait_until(prometheus, str(before), lambda: {e: prometheus.value(e) for e in before} == before)
+        wait_until(prometheus, str(before), lambda: {e: prometheus.value(e) for e in before} == before)
 
         # kill -9 b1's shard: Ray restarts it, it rebuilds ticks_applied from its journal, and its in-memory
         # batch histogram starts again from zero in the new process.
@@ -210,7 +131,7 @@ def test_prometheus_when_a_shard_is_killed_and_restarts_sees_no_counter_reset(
             seen.update({expr: prometheus.value(expr) for expr in after})
             return seen == after
 
-        _wait_until(prometheus, f"{after} (last seen: {seen})", all_seen)
+        wait_until(prometheus, f"{after} (last seen: {seen})", all_seen)
     finally:
         prometheus.stop()
         server.close()

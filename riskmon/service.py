@@ -1,0 +1,214 @@
+"""``riskmon run`` (the service) and the operator commands that act on a running one.
+
+``riskmon run`` starts (or attaches to) Ray, creates the supervisor and the account shards from the config,
+takes feeds over TCP (``supervisor.ingest``), serves Prometheus metrics (``supervisor.metrics``), and runs
+until SIGINT or SIGTERM; then it stops taking feeds, lets what it took be applied and reported, and stops its
+actors (journals are written before anything is acknowledged, so nothing is lost either way). Started again
+under the same name it picks up where it stopped: halts in force, numbering continued.
+
+``riskmon status``, ``engage`` and ``reset`` attach to the Ray cluster the service runs on (``--address``,
+default ``auto``: the one this machine runs) and talk to its supervisor, a named actor (``--name``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+import time
+from typing import Any
+
+from riskcore.errors import RiskmonError
+
+DEFAULT_NAME = "riskmon"
+FEED_REPORT_S = 1.0  # how often the service tells the supervisor what its feed server has taken
+
+
+def _host_port(text: str, default_port: int) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host:
+        host, port = text, str(default_port)
+    try:
+        return host, int(port)
+    except ValueError:
+        raise RiskmonError(f"expected HOST:PORT, got {text!r}") from None
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from riskcore.config import load_config
+    from supervisor.ingest import DEFAULT_PORT as FEED_PORT
+    from supervisor.ingest import FeedServer
+    from supervisor.metrics import DEFAULT_PORT as METRICS_PORT
+    from supervisor.metrics import serve_metrics
+    from supervisor.system import RiskSystem
+
+    config = load_config(args.config)
+    feed_host, feed_port = _host_port(args.listen, FEED_PORT)
+    metrics_at = None if args.metrics == "off" else _host_port(args.metrics, METRICS_PORT)
+    address = None if args.address in (None, "local") else args.address
+    system = RiskSystem.start(config, address=address, name=args.name, state_dir=args.state_dir, audit=args.audit)
+    stop = threading.Event()
+    feed = metrics = None
+    try:
+        # After Ray's start: ray.init installs handlers of its own.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+        feed = FeedServer(system, feed_host, feed_port)
+        feed.start()
+        if metrics_at is not None:
+            metrics = serve_metrics(system, *metrics_at)
+        import ray
+
+        where = ray.get_runtime_context().gcs_address
+        metrics_text = "off" if metrics is None else f"http://{metrics_at[0]}:{metrics.port}/metrics"
+        print(f"riskmon run: {args.name} serving {len(config.accounts)} accounts in {len(system.shards)} shards; "
+              f"feeds on {feed_host}:{feed.port}; metrics {metrics_text}; Ray at {where}; "
+              f"state in {system.state}; stop with Ctrl-C or SIGTERM", flush=True)
+        while not stop.wait(FEED_REPORT_S):
+            system.supervisor.note_feeds.remote(f"{args.name} feeds", feed.stats())
+        print("riskmon run: stopping: no new feeds; applying what was taken", flush=True)
+    finally:
+        if feed is not None:
+            feed.close()
+        if metrics is not None:
+            metrics.close()
+        try:
+            system.flush(timeout_s=60.0)
+        finally:
+            system.shutdown()
+    print("riskmon run: stopped", flush=True)
+    return 0
+
+
+def _supervisor(args: argparse.Namespace) -> Any:
+    import ray
+
+    from supervisor.deploy import get_supervisor
+    from supervisor.system import init_ray
+
+    init_ray(args.address, log_to_driver=False)
+    try:
+        return ray, get_supervisor(args.name)
+    except ValueError:
+        raise RiskmonError(f"no riskmon service named {args.name!r} on the Ray cluster at {args.address} "
+                           "(is `riskmon run` running? --name, --address)") from None
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    ray, supervisor = _supervisor(args)
+    status, accounts = ray.get([supervisor.status.remote(), supervisor.accounts_view.remote()], timeout=60)
+    if args.json:
+        print(json.dumps({**status, "accounts": accounts}, indent=2, default=str))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=None if sys.stdout.isatty() else 140)
+    breakers = status["breakers"]
+    scopes = Table(title=f"riskmon {args.name}: firm and portfolios", title_justify="left")
+    for column in ("scope", "accounts", "gross exposure", "equity", "daily PnL", "drawdown", "engaged", "breaker"):
+        scopes.add_column(column, justify="left" if column == "scope" else "right")
+    rows = [("firm", status["firm"], breakers["global"])]
+    rows += [(f"portfolio {pid}", agg, breakers["portfolios"][pid]) for pid, agg in status["portfolios"].items()]
+    for name, agg, breaker in rows:
+        scopes.add_row(name, str(agg["accounts"]), f"{agg['gross_exposure']:,.0f}", f"{agg['equity']:,.2f}",
+                       f"{agg['daily_pnl']:,.2f}", f"{agg['drawdown']:,.2f}", str(agg["by_breaker"]["ENGAGED"]),
+                       breaker["state"] + (f" ({breaker['reason']})" if breaker["state"] == "ENGAGED" else ""))
+    console.print(scopes)
+    table = Table(title="accounts", title_justify="left")
+    for column in ("account", "portfolio", "equity", "daily PnL", "exposure", "alert", "breaker", "up"):
+        table.add_column(column, justify="left" if column in ("account", "portfolio") else "right")
+    shown = sorted(accounts.items(), key=lambda item: (item[1]["breaker"] != "ENGAGED", item[1]["up"],
+                                                        item[1]["alert_level"] == "NORMAL", item[0]))
+    for account, row in shown[: args.limit]:
+        table.add_row(account, row["portfolio"], f"{row['equity']:,.2f}", f"{row['daily_pnl']:,.2f}",
+                      f"{row['exposure']:,.0f}", row["alert_level"], row["breaker"], "yes" if row["up"] else "NO")
+    console.print(table)
+    if len(shown) > args.limit:
+        print(f"... {len(shown) - args.limit} more accounts (engaged, down and alerting ones first; --limit, --json)")
+    for source, counts in status.get("feeds", {}).items():
+        print(f"{source}: " + ", ".join(f"{k} {v:,}" for k, v in sorted(counts.items())))
+    if status["refused"]:
+        print("refused input: " + ", ".join(f"{k} {v:,}" for k, v in sorted(status["refused"].items())))
+    return 0
+
+
+def _command(args: argparse.Namespace, action: str) -> int:
+    if args.globally:
+        scope, target = "global", "firm"
+    elif args.portfolio:
+        scope, target = "portfolio", args.portfolio
+    else:
+        scope, target = "account", args.account
+    ray, supervisor = _supervisor(args)
+    method = supervisor.engage if action == "engage" else supervisor.reset
+    try:
+        answer = ray.get(method.remote(scope, target, args.operator, args.reason, time.time_ns()), timeout=60)
+    except ray.exceptions.RayTaskError as exc:
+        cause = exc.cause if isinstance(exc.cause, Exception) else exc
+        raise RiskmonError(str(cause).splitlines()[-1] if str(cause) else repr(cause)) from None
+    what = f"{scope} {target}" if scope != "global" else "the global breaker"
+    if answer["ok"]:
+        print(f"{action}: {what} is {answer['event']['state']} ({args.operator}: {args.reason})")
+        return 0
+    print(f"{action} refused: {what}: {answer['refusal']}", file=sys.stderr)
+    return 1
+
+
+def cmd_engage(args: argparse.Namespace) -> int:
+    return _command(args, "engage")
+
+
+def cmd_reset(args: argparse.Namespace) -> int:
+    return _command(args, "reset")
+
+
+def add_service_commands(sub: Any) -> None:
+    run = sub.add_parser(
+        "run", help="run the service: actors from a config, TCP feeds, Prometheus metrics, until SIGINT/SIGTERM",
+        description="Starts (or attaches to) Ray, creates the supervisor and account shards from the config, "
+                    "takes feeds over TCP (length-prefixed riskcore.wire frames; see the README), serves "
+                    "Prometheus metrics, and runs until SIGINT or SIGTERM, then stops cleanly. Listeners bind "
+                    "to 127.0.0.1 unless told otherwise. Started again under the same --name, it continues "
+                    "from its journals with every halt in force.")
+    run.add_argument("--config", required=True, help="config file")
+    run.add_argument("--address", default=None,
+                     help="Ray to attach to: auto (the one this machine runs) or HOST:PORT; default: start an "
+                          "embedded Ray")
+    run.add_argument("--listen", default="127.0.0.1:7411", help="feed listener HOST:PORT (default 127.0.0.1:7411)")
+    run.add_argument("--metrics", default="127.0.0.1:9464",
+                     help="Prometheus endpoint HOST:PORT, or off (default 127.0.0.1:9464)")
+    run.add_argument("--audit", default=None, help="audit trail path (default: audit.jsonl in the state directory)")
+    run.add_argument("--name", default=DEFAULT_NAME, help=f"service name (default {DEFAULT_NAME}); operator "
+                                                          "commands find it by this name")
+    run.add_argument("--state-dir", default=None,
+                     help="where journals live (default $RISKMON_STATE_DIR or ~/.riskmon/state), under --name")
+    run.set_defaults(func=cmd_run)
+
+    def attach_options(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--address", default="auto", help="the service's Ray: auto (default) or HOST:PORT")
+        parser.add_argument("--name", default=DEFAULT_NAME, help=f"the service's name (default {DEFAULT_NAME})")
+
+    status = sub.add_parser("status", help="a running service's firm, portfolios, accounts and breakers",
+                            description="Firm and portfolio figures and breakers, then accounts (engaged, down "
+                                        "and alerting ones first), feeds and refused input, as tables.")
+    attach_options(status)
+    status.add_argument("--json", action="store_true", help="print everything as JSON instead")
+    status.add_argument("--limit", type=int, default=50, help="accounts shown in the table (default 50)")
+    status.set_defaults(func=cmd_status)
+
+    for action, func, text in (("engage", cmd_engage, "engage a breaker by hand (always allowed)"),
+                               ("reset", cmd_reset, "release a breaker (refused in its cooldown or while its "
+                                                    "limits are still breached)")):
+        parser = sub.add_parser(action, help=text, description=f"{text[0].upper()}{text[1:]}. Audited with the "
+                                                                  "operator's name and reason.")
+        attach_options(parser)
+        target = parser.add_mutually_exclusive_group(required=True)
+        target.add_argument("--account", help="an account's breaker")
+        target.add_argument("--portfolio", help="a portfolio's breaker")
+        target.add_argument("--global", dest="globally", action="store_true", help="the global (firm) breaker")
+        parser.add_argument("--operator", required=True, help="who (recorded in the audit trail)")
+        parser.add_argument("--reason", required=True, help="why (recorded in the audit trail)")
+        parser.set_defaults(func=func)
