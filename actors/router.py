@@ -15,7 +15,7 @@ import numpy as np
 from riskcore.config import RiskConfig
 from riskcore.engine import EventBatch, TickColumns
 from riskcore.events import AccountEvent, Cash, Fill, Tick
-from riskcore.ingest import FillScreen, Refusal, TickScreen
+from riskcore.ingest import MAX_NAME, FillScreen, Refusal, TickScreen
 from riskcore.wire import MAX_FRAME_BYTES, encode_batch
 
 
@@ -103,9 +103,11 @@ class Router:
         if refused:
             kept_before = np.concatenate(([0], np.cumsum(mask)))
             fill_pos = [int(kept_before[p]) for p in fill_pos]
+            # A refused stream name (too long) does not travel on, even as an unused entry of the table.
+            streams = tuple(name if len(name) <= MAX_NAME else "" for name in ticks.streams)
             ticks = TickColumns(
                 ticks.symbol[mask], ticks.bid[mask], ticks.ask[mask], ticks.ts_ns[mask], ticks.seq[mask],
-                ticks.stream[mask], ticks.streams,
+                ticks.stream[mask], streams,
             )
         if len(ticks) == 0 and not fills:
             return []

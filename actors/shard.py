@@ -163,6 +163,7 @@ class AccountShard:
         self.base_batch = 0  # every router batch numbered below this is folded into ``base``
         self.journal: Journal | None = None
         self.snapshot_bytes = int(config.durability.snapshot_mb * 1024 * 1024)
+        self.compact_at = self.snapshot_bytes
         self.snapshots = 0  # compactions this process made
         # Metrics of this process only (not journaled): a restart starts them again, which the exporter
         # tells by ``started_ns`` and keeps its counters monotonic across (supervisor.metrics).
@@ -195,6 +196,8 @@ class AccountShard:
             applied: list[ShardReport] = []
             if kind == "snapshot":  # a compacted journal starts with one: where the replay starts from
                 self._restore(record)
+                # Their reports may not all have reached the supervisor (it keeps each event once, by key).
+                events += [event for _seq, kept in self.recent for event in kept]
             elif kind == "batch":  # journaled on arrival: applied in turn, exactly as when it arrived
                 decoded = decode(record["f"], symbol_count=len(self.engine.symbol_names))
                 assert isinstance(decoded, BatchFrame)
@@ -210,6 +213,10 @@ class AccountShard:
         self.engine.on_breaker = self._publish_breaker
         self.halted = {book.id for book in self.engine.books if book.breaker.engaged}
         self.engine.summary_columns(changed_only=True)  # the recovery report carries every account anyway
+        for report in self.kept:
+            # Old news, resent: never newer than a change the supervisor heard since (an operator's reset).
+            # The recovery report's own figures carry this process's number and say how each breaker stands.
+            report.halts_version = 0
         self._send(ShardReport(self.shard_id, -1, self.ticks_applied, self.fills_applied, [], events,
                                self.engine.summary_columns(), {}, self.mids(), recovered_upto=self.next_seq - 1,
                                recovered_batch=self.next_batch, resent=list(self.kept),
@@ -232,6 +239,9 @@ class AccountShard:
                        for seq, events in self.recent],
         }])
         self.snapshots += 1
+        # Again only once the journal has doubled past the snapshot: a snapshot that is itself over the
+        # threshold (many fill ids seen) is not rewritten after every batch.
+        self.compact_at = max(self.snapshot_bytes, 2 * self.journal.size)
 
     def _restore(self, record: dict[str, Any]) -> None:
         self.engine.restore(record["engine"])
@@ -277,7 +287,7 @@ class AccountShard:
         if self.journal is not None:
             self.journal.append({"k": "batch", "f": frame})  # on arrival: before it is applied or acknowledged
         applied = self._take(decoded, seq, send=True)
-        if self.journal is not None and self.journal.size > self.snapshot_bytes and not self.held:
+        if self.journal is not None and self.journal.size > self.compact_at and not self.held:
             self._compact()
         if not applied:  # held for its turn
             return ShardReport(self.shard_id, decoded.number, 0, 0, [], [], _NO_SUMMARIES, seq=seq)

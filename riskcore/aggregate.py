@@ -245,11 +245,13 @@ class Aggregator:
         net_values = self.pos_net[owner, slot]
         net = np.bincount(pkey, weights=np.concatenate((net_values, net_values)), minlength=rows * symbols)
         present = np.bincount(pkey, minlength=rows * symbols) > 0
-        # A start-of-day change (an account rolled its day) restarts the aggregate peak.
-        restart = self.peak_sod != sod
-        self.peak_sod = sod
-        self.peak = np.where(restart, sod, self.peak)
-        self.peak = np.maximum(self.peak, equity)
+        # A start-of-day change (an account rolled its day) restarts the aggregate peak; with no figures at all
+        # (a restarted supervisor before its shards answered) the peaks it restored from its journal stand.
+        if acc.size:
+            restart = self.peak_sod != sod
+            self.peak_sod = sod
+            self.peak = np.where(restart, sod, self.peak)
+            self.peak = np.maximum(self.peak, equity)
         self._totals = _Totals(
             accounts=np.bincount(key, minlength=rows), gross=per_scope(self.exposure), equity=equity, sod=sod,
             peak=self.peak.copy(), net=net.reshape(rows, symbols), present=present.reshape(rows, symbols),

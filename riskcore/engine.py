@@ -28,7 +28,7 @@ Event = AlertEvent | BreakerEvent
 Quote = tuple[float, float]
 
 # The layout of every snapshot riskcore writes (engine, input screens). Bump it on any change: a snapshot
-# of another layout would be misread, not refused, and a restarted shard must fall back to its journal.
+# of another layout would be misread, not refused (a refused one keeps its shard down; see SnapshotError).
 SNAPSHOT_VERSION = 1
 
 
@@ -185,8 +185,12 @@ class _EngineBase:
 
     def _check_snapshot(self, snapshot: Mapping[str, Any]) -> None:
         check_snapshot_version(snapshot, "engine")
-        if snapshot["symbols"] != self.symbol_names:
-            raise SnapshotError("snapshot symbol table differs from the config's: its symbol ids name other symbols")
+        known = list(snapshot["symbols"])
+        if known != self.symbol_names[: len(known)]:
+            # Symbols appended to the config since are fine (ids of the old ones are unchanged); any other change
+            # would make the snapshot's ids name other symbols.
+            raise SnapshotError("snapshot symbol table is not a prefix of the config's: its symbol ids would "
+                                "name other symbols (symbols may only be appended to a running system's config)")
         ids = sorted(data["id"] for data in snapshot["accounts"])
         if ids != sorted(self.book_by_id):
             hosted = set(self.book_by_id)

@@ -67,7 +67,8 @@ class UnknownAccountError(RiskmonError):
 class SnapshotError(RiskmonError):
     """A snapshot does not fit here (another format version, other accounts or symbols); nothing was restored.
 
-    The caller falls back to replaying the whole journal.
+    The journal before the snapshot is gone (compacted into it), so a shard that cannot restore its snapshot
+    does not start: its accounts stay down and gates deny them until the config matches its state again.
     """
 
     def __init__(self, message: str) -> None:

@@ -59,7 +59,7 @@ AccountEvent = Fill | Cash  # what an account's own stream carries (the router r
 def event_id(event: AccountEvent) -> str:
     """The id an account event is applied once by ("" if it has none); a fill's and a cash id never collide."""
     if isinstance(event, Fill):
-        return event.fill_id
+        return f"fill:{event.fill_id}" if event.fill_id else ""
     return f"cash:{event.cash_id}" if event.cash_id else ""
 
 

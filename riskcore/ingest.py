@@ -20,6 +20,7 @@ from riskcore.events import AccountEvent, Cash, event_id
 MAX_PRICE = 1e9  # no instrument we mark trades near this; beyond it a price is a broken feed
 MAX_QTY = 1e12  # an order of magnitude past any real position: a fat-fingered or corrupted fill
 MAX_CASH = 1e12  # no account moves a trillion in one transfer: a corrupted or mistyped amount
+MAX_NAME = 256  # characters in a stream name, fill id or cash id: longer is corrupt or hostile input
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +66,7 @@ class TickScreen:
                 np.isfinite(bid) & np.isfinite(ask) & (bid > 0.0) & (ask > 0.0) & (bid <= ask)
                 & (bid < MAX_PRICE) & (ask < MAX_PRICE)
             )
-        if bool(row_ok.all()):
+        if bool(row_ok.all()) and all(len(name) <= MAX_NAME for name in ticks.streams):
             ends = self._ends_if_in_order(ticks)
             if ends is not None:
                 for name, (seq, ts) in ends.items():
@@ -101,6 +102,9 @@ class TickScreen:
             name = ticks.streams[int(ticks.stream[row])]
             seq, ts = int(ticks.seq[row]), int(ticks.ts_ns[row])
             problem = quote_problem(float(ticks.bid[row]), float(ticks.ask[row]))
+            if len(name) > MAX_NAME:
+                problem = ("bad_name", f"stream name of {len(name)} characters (at most {MAX_NAME})")
+                name = name[:MAX_NAME]
             if problem is None and name in self.last_seq:
                 if seq <= self.last_seq[name]:
                     problem = ("duplicate_seq", f"sequence {seq} not after {self.last_seq[name]} on stream {name}")
@@ -146,7 +150,10 @@ class FillScreen:
 
     def problem(self, fill: AccountEvent) -> tuple[str, str] | None:
         if fill.account not in self.accounts:
-            return "unknown_account", f"unknown account {fill.account!r}"
+            return "unknown_account", f"unknown account {fill.account[:MAX_NAME]!r}"
+        for what, name in (("stream", fill.stream), ("id", fill.cash_id if isinstance(fill, Cash) else fill.fill_id)):
+            if len(name) > MAX_NAME:
+                return "bad_name", f"{what} of {len(name)} characters (at most {MAX_NAME})"
         if isinstance(fill, Cash):
             if not math.isfinite(fill.amount) or fill.amount == 0.0 or abs(fill.amount) > MAX_CASH:
                 return "bad_amount", f"cash amount {fill.amount!r} is zero, non-finite or absurd"
@@ -161,7 +168,7 @@ class FillScreen:
             return "bad_price", f"fill price {fill.price!r} is not a usable price"
         if not math.isfinite(fill.fee) or fill.fee < 0.0:
             return "bad_fee", f"fee {fill.fee!r} must be finite and >= 0"
-        if fill.fill_id and fill.fill_id in self.seen_ids:
+        if fill.fill_id and event_id(fill) in self.seen_ids:
             return "duplicate_fill", f"fill {fill.fill_id!r} was already applied"
         return None
 

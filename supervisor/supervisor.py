@@ -10,6 +10,7 @@ comes through here. Gates long-poll :meth:`poll` for a versioned view.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import time
 import warnings
@@ -22,7 +23,7 @@ import ray
 
 from actors.shard import HALTS_GROUP, ShardReport
 from riskcore.aggregate import Aggregate, Aggregator, SummaryColumns, breaches
-from riskcore.audit import AuditTrail, refusal_summary
+from riskcore.audit import AuditError, AuditTrail, refusal_summary
 from riskcore.clock import parse_rfc3339, rfc3339_us
 from riskcore.config import AggregateLimits, RiskConfig, config_to_raw, resolve_config
 from riskcore.errors import RiskmonError, UnknownAccountError
@@ -113,8 +114,11 @@ class Supervisor:
         self._rejoining = False  # batches close only once a restarted supervisor has its figures back
         self._unjournaled: list[dict[str, Any]] = []
         self._unaudited: list[tuple[str, str, dict[str, Any]]] = []  # (key, kind, fields), written after the journal
+        self._journaled_audits: list[tuple[str, str, dict[str, Any]]] = []  # from the journal, for the trail
+        self._audits_made = 0
         self.journal: Journal | None = None
         self.snapshot_bytes = int(config.durability.snapshot_mb * 1024 * 1024)
+        self.compact_at = self.snapshot_bytes
         self.compactions = 0
         records: list[dict[str, Any]] = []
         if journal_path is not None:
@@ -122,6 +126,10 @@ class Supervisor:
             self._replay(records)
             self.journal = Journal(journal_path, config.durability.fsync)
         self.audit: AuditTrail | None = None
+        self.audit_path = audit_path
+        self.audit_failures = 0  # writes to the trail that failed (retried at the next change); an alarm
+        self.audit_error: str | None = None
+        self.journal_error: str | None = None  # set once a journal write failed: gates are refused (fail closed)
         if audit_path is not None:
             self.audit = AuditTrail(audit_path, fsync=config.durability.fsync)
             written = self.audit.keys()
@@ -129,12 +137,14 @@ class Supervisor:
             for key, body in self.log:
                 if _audit_key(key) not in written:
                     self._audit_event(key, body, {})
+            self._unaudited += [item for item in self._journaled_audits if item[0] not in written]
             stored = msgpack.packb(config_to_raw(config), use_bin_type=True)
-            self._unaudited.append(("", "config_load", {
+            self._audit("config_load", {
                 "source": config.source, "config_sha256": hashlib.sha256(stored).hexdigest(),
                 "accounts": len(config.accounts), "portfolios": len(config.portfolios), "symbols": len(config.symbols),
-                "restart": bool(records)}))
+                "restart": bool(records)})
             self._flush_journal()
+        self._journaled_audits.clear()
 
     # ------------------------------------------------------------------ durability
 
@@ -157,6 +167,8 @@ class Supervisor:
                 scope = (record["scope"], record["id"])
                 self.active_breaches = {k for k in self.active_breaches if k[:2] != scope}
                 self.active_breaches |= {(*scope, metric) for metric in record["metrics"]}
+            elif kind == "audit":
+                self._journaled_audits.append((record["key"], record["kind"], dict(record["fields"])))
             elif kind == "closed":
                 self.next_batch = record["next_batch"]
                 self.aggregator.peak = np.asarray(record["peak"], np.float64)
@@ -186,22 +198,60 @@ class Supervisor:
         """Write what this call changed before anyone is told of it (gates, the caller): the journal, then the
         audit trail (a record journaled but not audited when the process died is audited on restart)."""
         if self.journal is not None and self._unjournaled:
-            for record in self._unjournaled:
-                self.journal.append(record)
-            self._unjournaled.clear()
-            if self.journal.size > self.snapshot_bytes:
-                self.journal.rewrite(self._compacted())
-                self.compactions += 1
-        if self.audit is not None and self._unaudited:
-            for key, kind, fields in self._unaudited:
-                stamp = fields.pop("_ts_ns", None)
-                self.audit.append(kind, stamp, key=key or None, **fields)
-            self._unaudited.clear()
+            try:
+                while self._unjournaled:
+                    self.journal.append(self._unjournaled[0])
+                    self._unjournaled.pop(0)
+            except OSError as exc:
+                # Nothing more can be made durable: gates are refused from now on and go stale (deny).
+                self.journal_error = f"journal write failed: {exc}"
+                raise RiskmonError(self.journal_error) from None
+        if self.audit_path is not None and self._unaudited:
+            self._write_audit()
+        if self.journal is not None and self.journal.size > self.compact_at:
+            self.journal.rewrite(self._compacted())
+            self.compactions += 1
+            # Compact again only once the journal has doubled past its compacted size: a state that is itself
+            # over the threshold is not rewritten on every change.
+            self.compact_at = max(self.snapshot_bytes, 2 * self.journal.size)
+
+    def _write_audit(self) -> None:
+        """Write the records waiting for the trail. A failed write (a full disk) is counted and retried at the
+        next change, with the trail reopened (a torn line is repaired); keyed records are never written twice."""
+        try:
+            if self.audit is None:
+                self.audit = AuditTrail(self.audit_path, fsync=self.config.durability.fsync)  # type: ignore[arg-type]
+            while self._unaudited:
+                key, kind, fields = self._unaudited[0]
+                if not (key and self.audit.has_key(key)):
+                    fields = dict(fields)
+                    stamp = fields.pop("_ts_ns", None)
+                    self.audit.append(kind, stamp, key=key or None, **fields)
+                self._unaudited.pop(0)
+            self.audit_error = None
+        except (AuditError, OSError) as exc:
+            self.audit_failures += 1
+            self.audit_error = str(exc)
+            if self.audit is not None:
+                with contextlib.suppress(OSError):
+                    self.audit.close()
+            self.audit = None
+
+    def _audit(self, kind: str, fields: dict[str, Any], key: str = "") -> None:
+        """A record for the trail that is not an event of the log: journaled first (keyed), so a restart that
+        finds it missing from the trail writes it then."""
+        if self.audit_path is None:
+            return
+        if not key:
+            self._audits_made += 1
+            key = f"{kind}:{self.started_ns}:{self._audits_made}"
+        self._journal({"k": "audit", "key": key, "kind": kind, "fields": fields})
+        self._unaudited.append((key, kind, fields))  # written to the trail after the journal (_flush_journal)
 
     def _audit_event(self, key: tuple[int, int, int], body: dict[str, Any], extra: dict[str, Any]) -> None:
         """An alert, breaker, limit or command record; ``extra``: what only the trail keeps (states before and
         after, an operator's identity)."""
-        if self.audit is None:
+        if self.audit_path is None:
             return
         fields = {k: v for k, v in body.items() if k not in ("type", "ts")}
         fields.update(extra)
@@ -228,6 +278,9 @@ class Supervisor:
         records.append({"k": "closed", "next_batch": self.next_batch, "peak": self.aggregator.peak.tolist(),
                         "peak_sod": self.aggregator.peak_sod.tolist()})
         records += [{"k": "log", "key": list(key), "body": body} for key, body in self.log]
+        # Records the trail has not taken yet (it is failing): kept until it does. Log events are re-derived.
+        records += [{"k": "audit", "key": key, "kind": kind, "fields": fields}
+                    for key, kind, fields in self._unaudited if not key.startswith("log:")]
         return records
 
     def rejoin_if_restarted(self) -> None:
@@ -245,42 +298,53 @@ class Supervisor:
     async def _rejoin_shards(self) -> None:
         """Take each shard's state as of the first batch this supervisor had not closed, and close its open
         batches with the figures they had: aggregates, day peaks and limit events as if it had not died.
-        A shard that no longer keeps every report from there on gives its current figures instead."""
-        handles: dict[str, Any] = {}
-        for sid, name in self.shard_names.items():
-            try:
-                handles[sid] = ray.get_actor(name)
-            except ValueError:
-                continue  # gone for good (stopped by hand): its accounts stay down
-        states = await asyncio.gather(*(
-            asyncio.wrap_future(h.rejoin_state.remote(self.next_batch, self._reported.get(sid, (0, set()))[0]).future())
-            for sid, h in handles.items()))
-        exact = all(state["covered"] for state in states)
-        for sid, state in zip(handles, states):
-            self.mids.update(state["mids"])  # every mark, not only those the next batches quote (price collars)
-            # Reports received but not yet journaled when this process died, or lost in flight: their events.
-            for pos, account_index, order, event in state["events"]:
-                if (pos, account_index, order) not in self._event_keys:
-                    self._event_keys.add((pos, account_index, order))
-                    self._record((pos, account_index, order), event)
-            self.aggregator.update(state["before"] if exact else state["summaries"])
-            if exact:
-                for report in state["reports"]:  # batches it had open: closed below, in order, as they were
-                    self.pending.setdefault(report.batch, {}).setdefault(sid, report)
-                    self.targets_of.setdefault(report.batch, report.targets)
-            self._take_engaged(state["summaries"], state["halts_version"])
-            self._reported_through(sid, state["numbering"]["next_seq"])
-            self._journal({"k": "reported", "shard": sid, "through": state["numbering"]["next_seq"]})
-        if not exact:  # figures as of now: batches up to now count as closed
-            self.next_batch = max([s["numbering"]["next_batch"] for s in states] + [self.next_batch])
-            for batch in sorted(b for b in self.pending if b < self.next_batch):  # came in while rejoining
-                got = self.pending.pop(batch)
-                self.targets_of.pop(batch, None)
-                self._apply_reports(list(got.values()))
-        self.shards = handles
-        for account in self.shard_of:
-            self.up[account] = True
-        self._rejoining = False
+        A shard that no longer keeps every report from there on gives its current figures instead. A shard
+        that cannot be found or answered is gone: its accounts stay down and batches close without it."""
+        try:
+            handles: dict[str, Any] = {}
+            for sid, name in self.shard_names.items():
+                try:
+                    handles[sid] = ray.get_actor(name)
+                except ValueError:
+                    continue  # gone for good (stopped by hand)
+            answers = await asyncio.gather(*(
+                asyncio.wrap_future(h.rejoin_state.remote(self.next_batch,
+                                                          self._reported.get(sid, (0, set()))[0]).future())
+                for sid, h in handles.items()), return_exceptions=True)
+            states = {sid: a for sid, a in zip(handles, answers) if not isinstance(a, BaseException)}
+            handles = {sid: handles[sid] for sid in states}
+            self.gone_shards |= set(self.shard_names) - set(handles)
+            exact = all(state["covered"] for state in states.values())
+            for sid, state in states.items():
+                self.mids.update(state["mids"])  # every mark, not only those the next batches quote (price collars)
+                # Reports received but not yet journaled when this process died, or lost in flight: their events,
+                # breaker changes applied in order (the shard's state below has the last word).
+                for pos, account_index, order, event in sorted(state["events"], key=lambda e: e[:3]):
+                    if (pos, account_index, order) not in self._event_keys:
+                        self._event_keys.add((pos, account_index, order))
+                        self._record((pos, account_index, order), event)
+                        if isinstance(event, BreakerEvent):
+                            self._set_account_breaker(event.id, event.state, event.reason)
+                self.aggregator.update(state["before"] if exact else state["summaries"])
+                if exact:
+                    for report in state["reports"]:  # batches it had open: closed below, in order, as they were
+                        self.pending.setdefault(report.batch, {}).setdefault(sid, report)
+                        self.targets_of.setdefault(report.batch, report.targets)
+                self._take_breakers(state["summaries"], state["halts_version"])
+                self._reported_through(sid, state["numbering"]["next_seq"])
+                self._journal({"k": "reported", "shard": sid, "through": state["numbering"]["next_seq"]})
+            if not exact:  # figures as of now: batches up to now count as closed
+                self.next_batch = max([s["numbering"]["next_batch"] for s in states.values()] + [self.next_batch])
+                for batch in sorted(b for b in self.pending if b < self.next_batch):  # came in while rejoining
+                    got = self.pending.pop(batch)
+                    self.targets_of.pop(batch, None)
+                    self._apply_reports(list(got.values()))
+            self.shards = handles
+            for sid in handles:
+                for account in self.accounts_of.get(sid, ()):
+                    self.up[account] = True  # a gone shard's accounts stay down: gates deny them
+        finally:
+            self._rejoining = False
         self._apply_complete_batches()
         self._bump()
         await self.start_watch(self.watch_interval_s)
@@ -302,28 +366,32 @@ class Supervisor:
         self._take_registration(summaries)
         return self.version
 
-    def _take_engaged(self, columns: SummaryColumns, version: int = -1) -> None:
-        """Account breakers a shard holds engaged, from its figures (after a restart, the log may lack the
-        event). Only engagements: a snapshot may be older than a report already applied, and a release
-        always arrives as an event of its own."""
+    def _take_breakers(self, columns: SummaryColumns, version: int) -> None:
+        """Account breakers as their shard holds them now (after a restart, the log may lack the change),
+        numbered with the shard's breaker-change number as of these figures, so newer news still wins."""
         for index, engaged in zip(columns.index.tolist(), columns.engaged.tolist()):
             account = self.config.accounts[index].id
-            if engaged and self.account_breakers[account]["state"] != "ENGAGED":
-                self._set_account_breaker(account, "ENGAGED", "engaged, as its shard holds it", version)
+            held = self.account_breakers[account]["state"] == "ENGAGED"
+            if engaged != held:
+                self._set_account_breaker(account, "ENGAGED" if engaged else "SAFE",
+                                          "engaged, as its shard holds it" if engaged else "", version)
 
     def _take_registration(self, summaries: list[SummaryColumns]) -> None:
         for columns in summaries:
             self.aggregator.update(columns)
-            self._take_engaged(columns)
+            self._take_breakers(columns, -1)
         for account in self.shard_of:
             self.up[account] = True
         self._bump()
 
     def _bump(self) -> None:
-        """A change gates must see at once (a breaker, an account's liveness): a new view version."""
-        self._flush_journal()
-        self.version += 1
-        self._notify()
+        """A change gates must see at once (a breaker, an account's liveness): a new view version. (If the
+        journal cannot be written, gates are refused by ``poll`` and go stale: they deny.)"""
+        try:
+            self._flush_journal()
+        finally:
+            self.version += 1
+            self._notify()
 
     def _notify(self) -> None:
         if self._changed is not None:
@@ -374,12 +442,11 @@ class Supervisor:
             return  # this batch was reported already (the shard restarted and it was delivered again)
         for refusal in report.refusals:
             self.refused[refusal.code] += 1
-        if report.refusals and self.audit is not None:
+        if report.refusals:
             key = "" if report.seq is None else f"refused:{report.shard}:{report.seq}"
-            if not key or not self.audit.has_key(key):
-                self._unaudited.append((key, "rejected_input", {
-                    "source": f"shard {report.shard}", "batch": report.batch,
-                    **refusal_summary(r.to_dict() for r in report.refusals)}))
+            if not (key and self.audit is not None and self.audit.has_key(key)):
+                self._audit("rejected_input", {"source": f"shard {report.shard}", "batch": report.batch,
+                                               **refusal_summary(r.to_dict() for r in report.refusals)}, key)
         for pos, account_index, order, event in report.events:
             if (pos, account_index, order) in self._event_keys:
                 continue  # recorded from the first report, before the shard restarted and replayed it
@@ -396,7 +463,7 @@ class Supervisor:
                 self._apply_reports([report])
                 self._caught_up[report.shard] = max(self._caught_up.get(report.shard, 0), report.recovered_batch)
                 self._apply_complete_batches()
-            self._take_engaged(report.summaries, report.halts_version)
+            self._take_breakers(report.summaries, report.halts_version)
         elif report.targets and report.batch < self.next_batch:
             # Its batch closed without it (the shard was gone): the figures are still the newest we have.
             self._apply_reports([report])
@@ -622,9 +689,8 @@ class Supervisor:
             elif scope == "portfolio":
                 self._aggregate_breaker(scope, target)
         except RiskmonError as exc:
-            self._unaudited.append(("", "command", {"action": action, "scope": scope, "id": target,
-                                                    "operator": operator, "reason": reason, "refused": str(exc),
-                                                    "_ts_ns": now_ns}))
+            self._audit("command", {"action": action, "scope": scope, "id": target, "operator": operator,
+                                    "reason": reason, "refused": str(exc), "_ts_ns": now_ns})
             self._flush_journal()
             raise
         return now_ns
@@ -634,8 +700,8 @@ class Supervisor:
         audit trail. (Shards' refusals arrive in their reports.)"""
         for refusal in refusals:
             self.refused[str(refusal["code"])] += 1
-        if refusals and self.audit is not None:
-            self._unaudited.append(("", "rejected_input", {"source": source, **refusal_summary(refusals)}))
+        if refusals:
+            self._audit("rejected_input", {"source": source, **refusal_summary(refusals)})
             self._flush_journal()
 
     def _set_account_breaker(self, account: str, state: str, reason: str, version: int = -1) -> None:
@@ -699,6 +765,8 @@ class Supervisor:
         next heartbeat (a new figures version), so every gate gets them on its next poll.
         """
         self.rejoin_if_restarted()
+        if self.journal_error is not None:
+            raise RiskmonError(f"{self.journal_error}: no view until it is repaired (gates go stale and deny)")
         condition = self._condition()
         if self.version <= known_version and known_figures >= self.figures_version:
             async with condition:
@@ -784,6 +852,8 @@ class Supervisor:
             "event_counts": dict(self.event_counts),
             "started_ns": self.started_ns,
             "feeds": dict(self.feeds),
+            "audit": {"failures": self.audit_failures, "error": self.audit_error, "waiting": len(self._unaudited)},
+            "journal_error": self.journal_error,
         }
 
     def accounts_view(self) -> dict[str, dict[str, Any]]:
@@ -822,7 +892,10 @@ class Supervisor:
             except Exception as exc:
                 alive, gone = False, False  # restarting (ActorUnavailableError) or unreachable for now
                 self.watch_failures[f"{shard_id}: {type(exc).__name__}"] += 1
-            self._set_shard_alive(shard_id, alive, gone)
+            try:
+                self._set_shard_alive(shard_id, alive, gone)
+            except Exception as exc:  # noqa: BLE001 - the watch must outlive any one failure (a full disk)
+                self.watch_failures[f"{shard_id}: {type(exc).__name__} noting it"] += 1
             if not alive:
                 await asyncio.sleep(interval_s)
 

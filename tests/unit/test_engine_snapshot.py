@@ -123,4 +123,18 @@ def test_engine_restore_when_symbol_table_differs_refuses() -> None:
     snapshot = engine_after(TRADED).snapshot()
     snapshot["symbols"] = ["ABC", "XYZ"]
 
-    refused(engine_after([]), snapshot, "symbol table differs")
+    refused(engine_after([]), snapshot, "symbol table is not a prefix")
+
+
+def test_engine_restore_when_the_config_appended_a_symbol_restores_and_goes_on() -> None:
+    # Symbols appended to a running system's config keep every old id: its snapshots still restore.
+    snapshot = engine_after(TRADED).snapshot()
+    snapshot["symbols"] = snapshot["symbols"][:-1]
+    snapshot["marks"] = [m for m in snapshot["marks"] if m[0] < len(snapshot["symbols"])]
+    for account in snapshot["accounts"]:
+        keep = [i for i, s in enumerate(account["slot_symbols"]) if s < len(snapshot["symbols"])]
+        for field in ("slot_symbols", "qty", "avg", "mult"):
+            account[field] = [account[field][i] for i in keep]
+    engine = engine_after([])
+    engine.restore(snapshot)
+    assert engine.snapshot()["accounts"] == snapshot["accounts"]

@@ -877,3 +877,41 @@ def test_account_shard_when_its_journal_is_compacted_restarts_from_the_snapshot_
     assert again.events_since(0) == never_stopped.events_since(0)
     assert {a: b.breaker.snapshot() for a, b in again.engine.book_by_id.items()} == {
         a: b.breaker.snapshot() for a, b in never_stopped.engine.book_by_id.items()}
+
+
+def test_router_when_an_id_or_stream_name_is_huge_refuses_the_event_and_later_batches_flow() -> None:
+    # One event can be made as large as a frame by its strings alone; it must be refused before it is numbered,
+    # or the shard would refuse its frame and hold every later batch for ever.
+    config = make_config(accounts_per_actor=5)
+    shard = AccountShard(config, "shard-0000", ACCOUNTS)
+    router = Router(config, place_accounts(config), lambda s, f: shard.apply(f))
+    router.route([fill("A1", "EURUSD", 1000.0, 1.1, 0, fill_id="X" * 10_000),
+                  Tick("EURUSD", 1.1, 1.1002, T0, "s" * 10_000, 1)])
+    router.route([tick("EURUSD", 1.1, 1.1002, 2), tick("EURUSD", 1.1001, 1.1003, 3)])
+    assert [r.code for r in router.refusals] == ["bad_name", "bad_name"]
+    assert shard.next_seq == 1 and not shard.held and shard.ticks_applied == 2
+
+
+def test_fill_screen_when_a_fill_id_looks_like_a_cash_id_both_are_applied() -> None:
+    from riskcore.ingest import FillScreen
+
+    screen = FillScreen(["A1"], {"EURUSD": 0})
+    screen.note(fill("A1", "EURUSD", 1.0, 1.1, 0, fill_id="cash:WD-9"))
+    assert screen.problem(Cash("A1", -5.0, T0, "WD-9")) is None
+    screen.note(Cash("A1", -5.0, T0, "WD-9"))
+    assert screen.problem(Cash("A1", -5.0, T0, "WD-9"))[0] == "duplicate_cash"  # type: ignore[index]
+
+
+def test_account_shard_when_its_snapshot_outgrows_the_threshold_does_not_compact_every_batch(tmp_path: Any) -> None:
+    from dataclasses import replace as replace_config
+
+    from riskcore.config import DurabilityConfig
+
+    config = replace_config(make_config(accounts_per_actor=5), durability=DurabilityConfig(snapshot_mb=1 / 4096))
+    shard = AccountShard(config, "shard-0000", ACCOUNTS, journal_path=str(tmp_path / "j"))
+    frames = [f for _, f in recorded_frames(config, stream_with_breaches())]
+    for frame in frames:
+        shard.apply(frame)
+    # Every snapshot is bigger than the 256-byte threshold: compactions happen as the journal doubles, not
+    # after each of the batches.
+    assert 1 <= shard.snapshots < len(frames) // 2

@@ -294,16 +294,16 @@ def test_supervisor_audit_trail_when_restarted_writes_each_record_once_and_the_c
     assert len(refused) == 1
     assert sum(json.loads(line)["kind"] == "rejected_input" for line in lines) == 2
     assert verify(trail).ok
-    # The process dies after journaling its last three events but before auditing them: a restart audits them,
-    # once, and writes nothing twice.
-    logged = [json.loads(line)["key"] for line in lines if "key" in json.loads(line)]
-    assert json.loads(lines[-4])["key"] == logged[-2]  # the last lines: engage, refused reset, refused engage, router
+    # The process dies after journaling its last four records but before they reach the trail (an engage, a
+    # refused reset, a refused engage, a router's refusals): a restart writes them, once each, in order.
+    keys = [json.loads(line)["key"] for line in lines]
+    assert all(keys) and len(set(keys)) == len(keys)  # every record is keyed, events and the rest alike
     trail.write_text("\n".join(lines[:-4]) + "\n")
     Supervisor(CONFIG, journal_path=journal, audit_path=str(trail))
     again = [json.loads(line) for line in trail.read_text().splitlines()]
     assert verify(trail).ok
-    assert [r["key"] for r in again if "key" in r] == logged  # the logged ones back, in order, once each
-    assert [r["kind"] for r in again][-1] == "config_load" and again[-1]["restart"] is True
+    assert [r["key"] for r in again][:-1] == keys  # back, in order, once each; then this start's config_load
+    assert again[-1]["kind"] == "config_load" and again[-1]["restart"] is True
 
 
 def test_supervisor_when_its_journal_is_compacted_restarts_to_the_same_state(tmp_path: Any) -> None:
@@ -335,3 +335,119 @@ def test_supervisor_when_its_journal_is_compacted_restarts_to_the_same_state(tmp
     again = [Supervisor(CONFIG, journal_path=whole), Supervisor(small, journal_path=compacted)]
     assert state(again[1]) == state(again[0])
     assert again[1].portfolio_breakers["desk"].engaged and again[1].active_breaches
+
+
+def test_supervisor_when_the_trail_cannot_be_written_gates_still_see_changes_and_it_catches_up(
+        tmp_path: Any, monkeypatch: Any) -> None:
+    from riskcore import audit as audit_module
+    from riskcore.audit import verify
+
+    trail = tmp_path / "audit.jsonl"
+    supervisor = Supervisor(CONFIG, journal_path=str(tmp_path / "j"), audit_path=str(trail))
+    real_append = audit_module.AuditTrail.append
+    full = {"disk": True}
+
+    def append(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if full["disk"]:
+            raise OSError(28, "No space left on device")
+        return real_append(self, *args, **kwargs)
+
+    monkeypatch.setattr(audit_module.AuditTrail, "append", append)
+
+    async def run() -> dict[str, Any]:
+        await supervisor.register({}, place_accounts(CONFIG), [])
+        before = supervisor.version
+        await supervisor.engage("portfolio", "desk", "alice", "desk review", now_ns=T0)
+        assert supervisor.version > before  # the halt still reaches gates
+        answer = await supervisor.poll(before, 0.1, supervisor.figures_version)
+        assert answer["breakers"]["portfolios"]["desk"] is True
+        status = supervisor.status()
+        assert status["audit"]["failures"] >= 1 and status["audit"]["waiting"] >= 1
+        full["disk"] = False
+        await supervisor.reset("portfolio", "desk", "alice", "too early", now_ns=T0 + 1)  # the next change
+        return supervisor.status()
+
+    status = asyncio.run(run())
+    assert status["audit"]["waiting"] == 0 and status["audit"]["error"] is None
+    kinds = [json.loads(line).get("action") for line in trail.read_text().splitlines()]
+    assert kinds.count("engage") == 1 and kinds.count("reset") == 1 and verify(trail).ok
+
+
+def test_supervisor_when_its_journal_cannot_be_written_refuses_gates_so_they_go_stale(tmp_path: Any) -> None:
+    supervisor = Supervisor(CONFIG, journal_path=str(tmp_path / "j"))
+
+    def broken(record: Any) -> None:
+        raise OSError(5, "Input/output error")
+
+    async def run() -> None:
+        await supervisor.register({}, place_accounts(CONFIG), [])
+        supervisor.journal.append = broken  # type: ignore[union-attr,method-assign]
+        before = supervisor.version
+        try:
+            await supervisor.engage("global", "firm", "alice", "halt", now_ns=T0)
+        except Exception as exc:  # the command fails: it could not be made durable
+            assert "journal write failed" in str(exc)
+        assert supervisor.version > before
+        try:
+            await supervisor.poll(before, 0.1)
+        except Exception as exc:
+            assert "journal write failed" in str(exc)
+        else:
+            raise AssertionError("a supervisor that cannot journal must not keep gates fresh")
+
+    asyncio.run(run())
+
+
+def test_supervisor_when_a_restarted_shard_resends_reports_from_before_a_reset_keeps_the_reset(tmp_path: Any) -> None:
+    # The shard engaged "long" in a batch whose report never left its process; the operator reset it; then
+    # the shard was killed and rebuilt from its journal. Its resent reports are old news: they must not
+    # engage "long" again at the supervisor while the shard holds it SAFE.
+    from riskcore.events import Tick as T
+
+    config = parse_config({
+        "symbols": {"EURUSD": {}}, "portfolios": {"desk": {}}, "limits": {"recovery_cooldown_seconds": 0},
+        "accounts": [{"id": "long", "portfolio": "desk", "balance": 1_000_000,
+                      "positions": {"EURUSD": {"qty": 3_000_000, "avg_price": 1.1}}}],
+        "batching": {"max_ticks": 5},
+    })
+    placement = place_accounts(config)
+    journal = str(tmp_path / "shard.journal")
+    outbox: list[Any] = []  # the shard's calls to the supervisor that died with its process
+    lost = type("Lost", (), {"report": type("R", (), {"remote": staticmethod(outbox.append)})(),
+                             "breaker_now": type("B", (), {"remote": staticmethod(lambda *a: outbox.append(a))})()})()
+    shard = AccountShard(config, "shard-0000", placement["shard-0000"], supervisor=lost, journal_path=journal)
+    supervisor = Supervisor(config)
+
+    class Handle:  # the supervisor's handle on the shard, in process
+        def __init__(self, target: AccountShard) -> None:
+            self.target = target
+
+        def __getattr__(self, name: str) -> Any:
+            method = getattr(self.target, name)
+
+            class Call:
+                @staticmethod
+                def remote(*args: Any) -> Any:
+                    done = asyncio.get_event_loop().create_future()
+                    done.set_result(method(*args))
+                    return done
+            return Call
+
+    router = Router(config, placement, send=lambda sid, frame: shard.apply(frame))
+    bids = [1.1, 1.11, 1.12, 1.12, 1.12, 1.1, 1.09, 1.09, 1.09, 1.09, 1.12, 1.12, 1.12, 1.12, 1.12]
+
+    async def run() -> tuple[str, str]:
+        await supervisor.register({"shard-0000": Handle(shard)}, placement, [shard.summaries()])
+        router.route(T("EURUSD", b, b + 0.0001, T0 + i * NS_PER_SECOND, "f", i) for i, b in enumerate(bids))
+        assert shard.states()["long"]["breaker"] == "ENGAGED"
+        done = await supervisor.reset("account", "long", "alice", "back in limits", now_ns=T0 + 60 * NS_PER_SECOND)
+        assert done["ok"] and supervisor.account_breakers["long"]["state"] == "SAFE"
+        sent: list[Any] = []
+        capture = type("C", (), {"report": type("R", (), {"remote": staticmethod(sent.append)})()})()
+        again = AccountShard(config, "shard-0000", placement["shard-0000"], supervisor=capture, journal_path=journal)
+        supervisor.shards["shard-0000"] = Handle(again)
+        for report in sent:
+            await supervisor.report(report)
+        return again.states()["long"]["breaker"], supervisor.account_breakers["long"]["state"]
+
+    assert asyncio.run(run()) == ("SAFE", "SAFE")
