@@ -60,6 +60,9 @@ class SummaryColumns:
     pos_symbol: np.ndarray
     pos_qty: np.ndarray
     pos_net: np.ndarray
+    # Each row's trading day (the time of its next day roll; -1 before its first event). Tells a day roll, which
+    # restarts the aggregate day peak, from a cash movement, which shifts it (empty: not known, as a roll).
+    day: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
     def to_summaries(self, config: RiskConfig) -> list[AccountSummary]:
         specs, symbols = config.accounts, list(config.symbols)
@@ -169,6 +172,7 @@ class Aggregator:
         self.equity, self.sod_equity, self.exposure = np.zeros(n), np.zeros(n), np.zeros(n)
         self.rank = np.zeros(n, np.int64)
         self.engaged = np.zeros(n, np.bool_)  # the supervisor's breaker state, not the report's
+        self.day = np.full(n, -1, np.int64)
         self.pos_count = np.zeros(n, np.int64)
         self.pos_sym = np.zeros((n, 1), np.int64)
         self.pos_qty = np.zeros((n, 1))
@@ -177,6 +181,7 @@ class Aggregator:
         self.peak = np.zeros(rows)
         self.peak_sod = np.full(rows, np.nan)  # the start-of-day equity each peak started from
         self._totals: _Totals | None = None
+        self._rolled = np.zeros(len(self.portfolio_ids) + 1, np.bool_)  # scopes an account rolled its day in
 
     def update(self, columns: SummaryColumns) -> set[str]:
         """Install fresh summaries; return the portfolios they touch."""
@@ -184,6 +189,17 @@ class Aggregator:
         if rows.size == 0:
             return set()
         self._totals = None
+        # A start-of-day change restarts a scope's day peak only if an account rolled its day; a cash movement
+        # moves start-of-day equity too, and shifts the peak by as much instead (totals()).
+        if columns.day.size == rows.size:
+            # (-1 to a day is an account's first event, not a roll)
+            rolled = self.has[rows] & (self.day[rows] >= 0) & (self.day[rows] != columns.day)
+            self.day[rows] = columns.day
+        else:
+            rolled = np.ones(rows.size, np.bool_)
+        if bool(rolled.any()):
+            self._rolled[self.p_of[rows[rolled]]] = True
+            self._rolled[-1] = True
         self.has[rows] = True
         self.equity[rows], self.sod_equity[rows] = columns.equity, columns.sod_equity
         self.exposure[rows], self.rank[rows] = columns.exposure, columns.rank
@@ -211,7 +227,7 @@ class Aggregator:
             exposure=self.exposure[rows], rank=self.rank[rows].astype(np.int8), engaged=np.zeros(rows.size, np.bool_),
             ts_ns=np.full(rows.size, -1, np.int64), pos_account=pos_row.astype(np.int32),
             pos_symbol=self.pos_sym[owner, pos_slot].astype(np.int32), pos_qty=self.pos_qty[owner, pos_slot],
-            pos_net=self.pos_net[owner, pos_slot],
+            pos_net=self.pos_net[owner, pos_slot], day=self.day[rows],
         )
 
     def set_engaged(self, account: str, engaged: bool) -> None:
@@ -248,9 +264,12 @@ class Aggregator:
         # A start-of-day change (an account rolled its day) restarts the aggregate peak; with no figures at all
         # (a restarted supervisor before its shards answered) the peaks it restored from its journal stand.
         if acc.size:
-            restart = self.peak_sod != sod
+            changed = self.peak_sod != sod
+            restart = changed & (self._rolled | np.isnan(self.peak_sod))
+            cash = changed & ~restart  # start-of-day equity moved by deposits or withdrawals alone
+            self.peak = np.where(restart, sod, np.where(cash, self.peak + (sod - self.peak_sod), self.peak))
             self.peak_sod = sod
-            self.peak = np.where(restart, sod, self.peak)
+            self._rolled[:] = False
             self.peak = np.maximum(self.peak, equity)
         self._totals = _Totals(
             accounts=np.bincount(key, minlength=rows), gross=per_scope(self.exposure), equity=equity, sod=sod,

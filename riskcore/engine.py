@@ -424,7 +424,7 @@ class BatchedEngine(_EngineBase):
             sod_equity=self.a_sod[rows], exposure=self.a_expo[rows], rank=self.a_rank[rows].astype(np.int8),
             engaged=self.a_eng[rows], ts_ns=np.where(self.a_has_ts[rows], self.a_ts[rows], -1),
             pos_account=pos_row.astype(np.int32), pos_symbol=symbol.astype(np.int32),
-            pos_qty=qty, pos_net=qty * mark * self.slot_mult[pos_account, pos_slot],
+            pos_qty=qty, pos_net=qty * mark * self.slot_mult[pos_account, pos_slot], day=self.a_next_roll[rows],
         )
 
     def engage(self, account_id: str, now_ns: int, operator: str, reason: str) -> BreakerEvent:

@@ -6,6 +6,8 @@ import asyncio
 import json
 from typing import Any
 
+import pytest
+
 from actors.router import Router, place_accounts
 from actors.shard import AccountShard, ShardReport
 from riskcore.clock import NS_PER_SECOND, parse_rfc3339
@@ -451,3 +453,48 @@ def test_supervisor_when_a_restarted_shard_resends_reports_from_before_a_reset_k
         return again.states()["long"]["breaker"], supervisor.account_breakers["long"]["state"]
 
     assert asyncio.run(run()) == ("SAFE", "SAFE")
+
+
+def test_supervisor_aggregates_when_cash_moves_keep_the_firm_drawdown_and_a_day_roll_restarts_the_peak() -> None:
+    from riskcore.events import Cash
+
+    config = parse_config({
+        "symbols": {"EURUSD": {}}, "portfolios": {"desk": {}}, "batching": {"max_ticks": 1},
+        "accounts": [
+            {"id": "a", "portfolio": "desk", "balance": 1_000_000,
+             "positions": {"EURUSD": {"qty": 1_000_000, "avg_price": 1.1}},
+             "limits": {"max_account_leverage": 50, "leverage_warning": 40}},
+            {"id": "b", "portfolio": "desk", "balance": 1_000_000},
+        ],
+    })
+    placement = place_accounts(config)
+    shards = {sid: AccountShard(config, sid, accounts) for sid, accounts in placement.items()}
+    supervisor = Supervisor(config)
+    reports: list[ShardReport] = []
+    router = Router(config, placement, send=lambda sid, frame: reports.append(shards[sid].apply(frame)))
+
+    async def feed(events: list[Any]) -> tuple[float, float]:
+        reports.clear()
+        router.route(events)
+        for report in reports:
+            await supervisor.report(report)
+        firm = supervisor.aggregator.firm()
+        return firm.drawdown, firm.day_peak
+
+    async def run() -> list[tuple[float, float]]:
+        await supervisor.register({}, placement, [s.summaries() for s in shards.values()])
+        seen = [await feed([Tick("EURUSD", 1.1, 1.1001, T0, "f", 0), Tick("EURUSD", 1.15, 1.1501, T0 + NS_PER_SECOND, "f", 1),
+                            Tick("EURUSD", 1.12, 1.1201, T0 + 2 * NS_PER_SECOND, "f", 2)])]
+        seen.append(await feed([Cash("b", 1.0, T0 + 3 * NS_PER_SECOND, "D1", "cash", 0)]))
+        seen.append(await feed([Cash("a", -500_000.0, T0 + 4 * NS_PER_SECOND, "W1", "cash", 1)]))
+        next_day = parse_rfc3339("2020-01-03T15:00:00.000000Z")
+        seen.append(await feed([Tick("EURUSD", 1.12, 1.1201, next_day, "f", 3)]))  # a rolls its day
+        return seen
+
+    moved, deposit, withdrawal, rolled = asyncio.run(run())
+    approx = lambda value: pytest.approx(value, rel=1e-12)  # noqa: E731 - sums of binary fractions
+    assert moved[0] == approx(30_000.0)  # up 50k, down 30k
+    # Cash is not PnL: the drawdown stays, the peak moves with the cash.
+    assert deposit == (approx(moved[0]), approx(moved[1] + 1.0))
+    assert withdrawal == (approx(moved[0]), approx(moved[1] + 1.0 - 500_000.0))
+    assert rolled[0] == 0.0  # a new day: the peak starts again from start-of-day equity
