@@ -44,6 +44,14 @@ def _upper_record(breaker: Breaker, op: str) -> dict[str, Any]:
             "metric": breaker.metric}
 
 
+def _command_key(body: dict[str, Any]) -> tuple[str, ...] | None:
+    """An operator command's identity, from the breaker event it made: (action, scope, id, operator, reason, time)."""
+    if body.get("type") == "breaker" and body.get("cause") in ("operator", "reset") and body.get("stream") == "operator":
+        action = "engage" if body["cause"] == "operator" else "reset"
+        return (action, body["scope"], body["id"], body["operator"], body["reason"], body["tick_ts"])
+    return None
+
+
 def _audit_key(key: tuple[int, int, int] | list[int]) -> str:
     return "log:" + ":".join(str(int(k)) for k in key)
 
@@ -72,6 +80,7 @@ class Supervisor:
         self.account_breakers: dict[str, dict[str, Any]] = {spec.id: {"state": "SAFE", "reason": ""} for spec in config.accounts}
         self.account_index = {spec.id: i for i, spec in enumerate(config.accounts)}
         self.breaker_seen: dict[str, int] = {}  # account -> the shard's breaker-change number last taken
+        self._answered: dict[tuple[str, ...], dict[str, Any]] = {}  # operator commands carried out (by identity)
         self.shards: dict[str, Any] = {}
         self.shard_of: dict[str, str] = {}
         self.accounts_of: dict[str, list[str]] = {}  # shard -> its accounts (placement)
@@ -183,6 +192,7 @@ class Supervisor:
                 body = record["body"]
                 self.log.append((key, body))  # type: ignore[arg-type]
                 self.event_counts[_event_kind(body)] += 1
+                self._note_command(body)
                 self._event_keys.add(key)  # type: ignore[arg-type]
                 self.last_pos = max(self.last_pos, int(key[0]))
                 if body.get("type") == "breaker" and body.get("scope") == "account":
@@ -609,6 +619,7 @@ class Supervisor:
     def _record(self, key: tuple[int, int, int], event: AlertEvent | BreakerEvent | dict[str, Any],
                 audit: dict[str, Any] | None = None) -> None:
         body = event if isinstance(event, dict) else event.to_dict()
+        self._note_command(body)
         self.log.append((key, body))
         self.event_counts[_event_kind(body)] += 1
         self._journal({"k": "log", "key": list(key), "body": body})
@@ -632,6 +643,10 @@ class Supervisor:
 
     async def engage(self, scope: str, target: str, operator: str, reason: str, now_ns: int | None = None) -> dict[str, Any]:
         """Engage a breaker by hand. Always allowed."""
+        self.rejoin_if_restarted()
+        answered = self._answered_before("engage", scope, target, operator, reason, now_ns)
+        if answered is not None:
+            return answered
         now_ns = self._command_time("engage", scope, target, operator, reason, now_ns)
         if scope == "account":
             shard = self._shard(target)
@@ -653,6 +668,10 @@ class Supervisor:
 
     async def reset(self, scope: str, target: str, operator: str, reason: str, now_ns: int | None = None) -> dict[str, Any]:
         """Release a breaker if its cooldown has passed and its limits are no longer breached."""
+        self.rejoin_if_restarted()
+        answered = self._answered_before("reset", scope, target, operator, reason, now_ns)
+        if answered is not None:
+            return answered
         now_ns = self._command_time("reset", scope, target, operator, reason, now_ns)
         if scope == "account":
             done = await self._shard(target).reset.remote(target, now_ns, operator, reason)
@@ -677,6 +696,22 @@ class Supervisor:
                      {"action": "reset", "before": before, "after": after})
         self._bump()
         return {"ok": event is not None, "refusal": refusal, "event": None if event is None else event.to_dict()}
+
+    def _note_command(self, body: dict[str, Any]) -> None:
+        """Remember a command that changed a breaker (a refused one changed nothing: carried out again, it is
+        judged again, as the same command sent again later would be)."""
+        key = _command_key(body)
+        if key is not None:
+            self._answered[key] = {"ok": True, "refusal": None, "event": body}
+
+    def _answered_before(self, action: str, scope: str, target: str, operator: str, reason: str,
+                         now_ns: int | None) -> dict[str, Any] | None:
+        """The answer a command already got: Ray delivers a call again when the supervisor died before its answer
+        left, and a command carries its caller's time, so the same command is not carried out twice."""
+        if now_ns is None:
+            return None
+        target = "firm" if scope == "global" else target
+        return self._answered.get((action, scope, target, operator, reason, rfc3339_us(now_ns)))
 
     def _command_time(self, action: str, scope: str, target: str, operator: str, reason: str,
                       now_ns: int | None) -> int:

@@ -15,6 +15,7 @@ import shutil
 import signal
 import tempfile
 import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any, Iterable
@@ -269,9 +270,13 @@ class RiskSystem:
     # ------------------------------------------------------------------ operator
 
     def engage(self, scope: str, target: str, operator: str, reason: str, now_ns: int | None = None) -> dict[str, Any]:
+        """Engage a breaker by hand. The command carries this process's time: delivered again by Ray after a
+        supervisor restart, it is recognised and answered as before, not carried out twice."""
+        now_ns = time.time_ns() if now_ns is None else now_ns
         return ray.get(self.supervisor.engage.remote(scope, target, operator, reason, now_ns))
 
     def reset(self, scope: str, target: str, operator: str, reason: str, now_ns: int | None = None) -> dict[str, Any]:
+        now_ns = time.time_ns() if now_ns is None else now_ns
         return ray.get(self.supervisor.reset.remote(scope, target, operator, reason, now_ns))
 
     def gate(self) -> OrderGate:

@@ -498,3 +498,23 @@ def test_supervisor_aggregates_when_cash_moves_keep_the_firm_drawdown_and_a_day_
     assert deposit == (approx(moved[0]), approx(moved[1] + 1.0))
     assert withdrawal == (approx(moved[0]), approx(moved[1] + 1.0 - 500_000.0))
     assert rolled[0] == 0.0  # a new day: the peak starts again from start-of-day equity
+
+
+def test_supervisor_when_a_command_is_delivered_again_after_a_restart_answers_it_without_acting_twice(
+        tmp_path: Any) -> None:
+    journal = str(tmp_path / "supervisor.journal")
+    first = Supervisor(CONFIG, journal_path=journal)
+
+    async def engage(supervisor: Supervisor) -> dict[str, Any]:
+        return await supervisor.engage("portfolio", "desk", "alice", "desk review", now_ns=T0)
+
+    async def run_first() -> dict[str, Any]:
+        await first.register({}, place_accounts(CONFIG), [])
+        return await engage(first)
+
+    answer = asyncio.run(run_first())
+    # The process died before the answer left; Ray delivers the same call to the restarted supervisor.
+    again = Supervisor(CONFIG, journal_path=journal)
+    assert asyncio.run(engage(again)) == answer
+    assert sum(e.get("cause") == "operator" for e in again.event_log()) == 1  # logged (and audited) once
+    assert again.portfolio_breakers["desk"].engaged_at_ns == T0  # its cooldown not restarted
