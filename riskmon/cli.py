@@ -7,7 +7,7 @@ import contextlib
 import json
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from config import DEFAULT_CONFIG
 from riskcore.audit import AuditTrail, config_summary, verify
@@ -150,10 +150,13 @@ def cmd_stress(args: argparse.Namespace) -> int:
     _plot_dir(args.plot)
     trail = _open_audit(args.audit, config, None, command="stress", scenario=args.scenario, seed=args.seed)
     latencies: list[float] = []
+    parts: list[Any] | None = [] if args.plot else None  # kept for the charts only
+    events: list[dict[str, Any]] = []
     try:
         summary = run_stress(config, streams=args.streams, ticks=args.ticks,
                              duration=args.duration if args.ticks is None else None, scenario=args.scenario,
-                             seed=args.seed, rate=args.rate, audit=trail, latencies=latencies)
+                             seed=args.seed, rate=args.rate, audit=trail, latencies=latencies, parts=parts,
+                             events_out=events)
     finally:
         if trail is not None:
             trail.close()
@@ -161,9 +164,16 @@ def cmd_stress(args: argparse.Namespace) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     if args.plot:
-        from riskmon.plots import plot_latency
+        from riskmon.plots import breached_accounts, plot_accounts, plot_latency
+        from riskmon.stress import account_series
 
-        _print_plots(args.plot, [plot_latency(args.plot, latencies, what="breach-to-deny latency")])
+        accounts = breached_accounts(events)
+        specs = {spec.id: spec for spec in config.accounts}
+        charts = plot_accounts(args.plot, account_series(config, parts or [], accounts) if accounts else {},
+                               {a: specs[a].portfolio for a in accounts}, events,
+                               {a: (specs[a].limits.drawdown_warning, specs[a].limits.max_daily_drawdown)
+                                for a in accounts})
+        _print_plots(args.plot, [*charts, plot_latency(args.plot, latencies, what="breach-to-deny latency")])
     return 0
 
 
@@ -219,9 +229,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="append to the audit trail here (created if missing): the config load, every alert "
                              "and breaker change, a summary of refused input")
     stress.add_argument("--plot", metavar="DIR",
-                        help="write latency.png here (created if missing): a histogram of the breach-to-deny "
-                             "latencies with p50 and p99 marked (no per-account equity charts: the generated "
-                             "load's per-tick figures stay inside the shards)")
+                        help="write charts here (created if missing): equity and drawdown of each breached "
+                             "account with its alert, kill and release points (the run's chunks again through "
+                             "the batched engine, for those accounts, after the measured run), and latency.png, "
+                             "a histogram of the breach-to-deny latencies with p50 and p99 marked")
     stress.set_defaults(func=cmd_stress)
 
     chaos = sub.add_parser("chaos", help="failure drills against a live local system: recovery time, events lost",

@@ -21,7 +21,8 @@ from rich.table import Table
 
 from riskcore.audit import AuditTrail, refusal_summary
 from riskcore.config import RiskConfig
-from riskmon.loadgen import LoadGenerator
+from riskcore.engine import BatchedEngine, EventBatch, TickColumns
+from riskmon.loadgen import Chunk, LoadGenerator
 from supervisor.deploy import create_gate_probe
 from supervisor.system import RiskSystem
 
@@ -38,12 +39,14 @@ def run_stress(config: RiskConfig, *, streams: int = 128, ticks: int | None = No
                scenario: str = "mixed", seed: int = 7, rate: float | None = None, chunk: int = 16_384,
                console: Console | None = None, progress: bool = True, system: RiskSystem | None = None,
                breach_every: int | None = None, audit: AuditTrail | None = None,
-               latencies: list[float] | None = None) -> dict[str, Any]:
+               latencies: list[float] | None = None, parts: list[Chunk] | None = None,
+               events_out: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """Drive ``config``'s firm with generated load; return the summary (see the module docstring).
 
     With ``audit``, every event and a summary of refused input go on that trail after the measured run.
     With ``latencies``, each breach-to-deny latency measured (ms) is appended to it (the summary keeps only
-    percentiles).
+    percentiles). With ``parts`` and ``events_out``, every chunk submitted (the calibration's too) and every
+    event are appended to them, for charts drawn afterwards (:func:`account_series`).
     """
     console = console or Console(stderr=True)
     own = system is None
@@ -55,7 +58,7 @@ def run_stress(config: RiskConfig, *, streams: int = 128, ticks: int | None = No
         if ticks is None:
             # A duration: size the run from the rate, or from a second of real load through this system (not
             # counted), so the scenario's effects land where they should and the run takes about that long.
-            ticks = int((rate or _calibrate(system, generator, chunk)) * (duration or 10.0))
+            ticks = int((rate or _calibrate(system, generator, chunk, parts)) * (duration or 10.0))
         generator.plan(ticks)
         first, fills_before = generator.sent, generator.fills_sent
         sent: list[tuple[int, int]] = []  # (first global tick index of a batch, monotonic ns when submitted)
@@ -70,11 +73,15 @@ def run_stress(config: RiskConfig, *, streams: int = 128, ticks: int | None = No
                     time.sleep(max(0.0, started + (part.first - first) / rate - time.monotonic()))
                 sent.append((part.first, time.monotonic_ns()))
                 system.submit_columns(part.ticks, part.fills, part.fill_pos)
+                if parts is not None:
+                    parts.append(part)
                 account_ticks += generator.account_ticks(part.ticks)
                 bar.update(task, completed=part.first - first + len(part.ticks))
             system.flush()
         seconds = time.monotonic() - started
         events = system.events()
+        if events_out is not None:
+            events_out.extend(events)
         if audit is not None:
             for event in events:
                 audit.append_event(event)
@@ -113,7 +120,7 @@ def run_stress(config: RiskConfig, *, streams: int = 128, ticks: int | None = No
             system.shutdown()
 
 
-def _calibrate(system: RiskSystem, generator: LoadGenerator, chunk: int) -> float:
+def _calibrate(system: RiskSystem, generator: LoadGenerator, chunk: int, parts: list[Chunk] | None) -> float:
     """Ticks per second this system sustains on this load: half a second to warm up, then a second and a half
     of it, applied and reported (a first second alone ran well below the steady rate)."""
     rate = 0.0
@@ -123,6 +130,8 @@ def _calibrate(system: RiskSystem, generator: LoadGenerator, chunk: int) -> floa
         while time.monotonic() - started < seconds:
             part = generator.chunk(chunk)
             system.submit_columns(part.ticks, part.fills, part.fill_pos)
+            if parts is not None:
+                parts.append(part)
             done += len(part.ticks)
         system.flush()
         rate = done / (time.monotonic() - started)
@@ -150,3 +159,35 @@ def print_summary(console: Console, summary: dict[str, Any]) -> None:
     for name, value in rows:
         table.add_row(name, value)
     console.print(table)
+
+
+def account_series(config: RiskConfig, parts: list[Chunk], accounts: list[str],
+                   max_points: int = 4_000) -> dict[str, list[tuple[int, float, float]]]:
+    """``(ts_ns, equity, drawdown_pct)`` of each of ``accounts`` through a stress run, for its charts: the same
+    chunks again through the batched engine (the shards' own, compiled) hosting those accounts only, read
+    every few hundred ticks so each account gets about ``max_points`` points. Ray-free; paid only with --plot.
+    """
+    engine = BatchedEngine(config, accounts)
+    hosted = set(accounts)
+    total = sum(len(part.ticks) for part in parts)
+    step = max(64, total // max(1, max_points))
+    out: dict[str, list[tuple[int, float, float]]] = {a: [] for a in accounts}
+    rows = [engine.index_of[a] for a in accounts]
+    for part in parts:
+        fills = [(f, p) for f, p in zip(part.fills, part.fill_pos) if f.account in hosted]
+        for lo in range(0, max(len(part.ticks), 1), step):
+            hi = min(lo + step, len(part.ticks))
+            last = hi == len(part.ticks)
+            mine = [(f, p - lo) for f, p in fills if lo <= p < hi or (last and p == hi)]
+            ticks = TickColumns(part.ticks.symbol[lo:hi], part.ticks.bid[lo:hi], part.ticks.ask[lo:hi],
+                                part.ticks.ts_ns[lo:hi], part.ticks.seq[lo:hi], part.ticks.stream[lo:hi],
+                                part.ticks.streams)
+            engine.apply(EventBatch(ticks, [f for f, _ in mine], [p for _, p in mine]))
+            for account, row in zip(accounts, rows):
+                if not engine.a_has_ts[row]:
+                    continue
+                equity = float(engine.a_balance[row] + engine.a_open[row])
+                peak = float(engine.a_peak[row])
+                dd = (peak - equity) / peak if peak > 0 else (float("inf") if peak - equity > 0 else 0.0)
+                out[account].append((int(engine.a_ts[row]), equity, dd))
+    return out

@@ -294,13 +294,17 @@ def test_replay_when_plot_given_writes_a_png_per_breached_account(tmp_path: Path
     assert "charts/replay/account-long-1.png" in result.stdout
 
 
-def test_stress_when_plot_given_writes_latency_png(tmp_path: Path) -> None:
+def test_stress_when_plot_given_writes_latency_png_and_a_chart_per_breached_account(tmp_path: Path) -> None:
     result = run_cli("stress", "--accounts", "30", "--portfolios", "3", "--symbols", "6", "--streams", "12",
-                     "--duration", "2", "--scenario", "mixed", "--json", "stress.json", "--plot", "charts",
+                     "--duration", "2", "--scenario", "flash_crash", "--json", "stress.json", "--plot", "charts",
                      cwd=tmp_path)
 
     assert result.returncode == 0, result.stderr[-4000:]
     _assert_png(tmp_path / "charts" / "latency.png", (1080, 600))
-    assert [p.name for p in (tmp_path / "charts").iterdir()] == ["latency.png"]
     assert "charts/latency.png" in result.stdout
-    assert json.loads((tmp_path / "stress.json").read_text(encoding="utf-8"))["ticks"] > 0
+    summary = json.loads((tmp_path / "stress.json").read_text(encoding="utf-8"))
+    assert summary["ticks"] > 0 and summary["breaches"]["account"] > 0  # the crash breached accounts
+    charts = sorted(p.name for p in (tmp_path / "charts").iterdir() if p.name != "latency.png")
+    assert charts and all(name.startswith("account-acct-") for name in charts)
+    for name in charts:
+        _assert_png(tmp_path / "charts" / name, (1320, 780))

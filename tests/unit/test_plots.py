@@ -202,3 +202,26 @@ def test_cli_when_imported_does_not_load_matplotlib() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
 
     assert result.returncode == 0, result.stderr
+
+
+def test_stress_account_series_ends_at_the_figures_of_an_engine_that_took_the_whole_run() -> None:
+    # The charts' second pass hosts only the breached accounts and reads them every few hundred ticks; it
+    # must still be the same computation: its last point equals the full engine's final figures, bit for bit.
+    from riskcore.engine import BatchedEngine, EventBatch
+    from riskmon.loadgen import LoadGenerator, firm_config
+    from riskmon.stress import account_series
+
+    config = firm_config(40, 2, 6, seed=3)
+    generator = LoadGenerator(config, streams=8, scenario="flash_crash", seed=3, breach_every=500)
+    generator.plan(6_000)
+    parts = list(generator.chunks(1_000, generator.sent + 6_000))
+    whole = BatchedEngine(config)
+    for part in parts:
+        whole.apply(EventBatch(part.ticks, part.fills, part.fill_pos))
+    accounts = ["acct-00003", "acct-00017", "acct-00031"]
+    series = account_series(config, parts, accounts, max_points=200)
+    states = whole.states()
+    for account in accounts:
+        ts, equity, drawdown = series[account][-1]
+        assert (equity, drawdown) == (states[account].equity, states[account].drawdown_pct)
+        assert len(series[account]) <= 200 + len(parts)
