@@ -18,8 +18,10 @@ import signal
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
+from config import DEFAULT_CONFIG
 from riskcore.errors import RiskmonError
 
 DEFAULT_NAME = "riskmon"
@@ -44,7 +46,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from supervisor.metrics import serve_metrics
     from supervisor.system import RiskSystem
 
-    config = load_config(args.config)
+    config = load_config(args.config or DEFAULT_CONFIG)
     feed_host, feed_port = _host_port(args.listen, FEED_PORT)
     metrics_at = None if args.metrics == "off" else _host_port(args.metrics, METRICS_PORT)
     address = None if args.address in (None, "local") else args.address
@@ -62,6 +64,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         import ray
 
         where = ray.get_runtime_context().gcs_address
+        _record_address(args.name, args.state_dir, where)
         metrics_text = "off" if metrics is None else f"http://{metrics_at[0]}:{metrics.port}/metrics"
         print(f"riskmon run: {args.name} serving {len(config.accounts)} accounts in {len(system.shards)} shards; "
               f"feeds on {feed_host}:{feed.port}; metrics {metrics_text}; Ray at {where}; "
@@ -82,18 +85,36 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _address_file(name: str, state_dir: str | None) -> Path:
+    from supervisor.system import state_root
+
+    return state_root(state_dir) / name / "service.json"
+
+
+def _record_address(name: str, state_dir: str | None, address: str) -> None:
+    """Where this service's Ray is, beside its journals: operator commands find it there, not by guessing."""
+    _address_file(name, state_dir).write_text(json.dumps({"name": name, "address": address}) + "\n",
+                                              encoding="utf-8")
+
+
 def _supervisor(args: argparse.Namespace) -> Any:
     import ray
 
     from supervisor.deploy import get_supervisor
     from supervisor.system import init_ray
 
+    if args.address is None:
+        # The Ray the service with this name recorded when it started (the machine may run other Rays),
+        # else the one this machine runs.
+        recorded = _address_file(args.name, args.state_dir)
+        args.address = json.loads(recorded.read_text())["address"] if recorded.exists() else "auto"
     init_ray(args.address, log_to_driver=False)
     try:
         return ray, get_supervisor(args.name)
     except ValueError:
         raise RiskmonError(f"no riskmon service named {args.name!r} on the Ray cluster at {args.address} "
-                           "(is `riskmon run` running? --name, --address)") from None
+                           f"({ray.get_runtime_context().gcs_address}); is `riskmon run` running? "
+                           "--name, --address, --state-dir") from None
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -107,7 +128,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     console = Console(width=None if sys.stdout.isatty() else 140)
     breakers = status["breakers"]
-    scopes = Table(title=f"riskmon {args.name}: firm and portfolios", title_justify="left")
+    scopes = Table(title=f"{args.name}: firm and portfolios", title_justify="left")
     for column in ("scope", "accounts", "gross exposure", "equity", "daily PnL", "drawdown", "engaged", "breaker"):
         scopes.add_column(column, justify="left" if column == "scope" else "right")
     rows = [("firm", status["firm"], breakers["global"])]
@@ -173,7 +194,7 @@ def add_service_commands(sub: Any) -> None:
                     "Prometheus metrics, and runs until SIGINT or SIGTERM, then stops cleanly. Listeners bind "
                     "to 127.0.0.1 unless told otherwise. Started again under the same --name, it continues "
                     "from its journals with every halt in force.")
-    run.add_argument("--config", required=True, help="config file")
+    run.add_argument("--config", default=None, help="config file (default: the bundled config/risk_limits.yaml)")
     run.add_argument("--address", default=None,
                      help="Ray to attach to: auto (the one this machine runs) or HOST:PORT; default: start an "
                           "embedded Ray")
@@ -188,8 +209,12 @@ def add_service_commands(sub: Any) -> None:
     run.set_defaults(func=cmd_run)
 
     def attach_options(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--address", default="auto", help="the service's Ray: auto (default) or HOST:PORT")
+        parser.add_argument("--address", default=None,
+                            help="the service's Ray, HOST:PORT or auto (default: the address the service recorded "
+                                 "in its state directory, else auto)")
         parser.add_argument("--name", default=DEFAULT_NAME, help=f"the service's name (default {DEFAULT_NAME})")
+        parser.add_argument("--state-dir", default=None,
+                            help="the service's state root (default $RISKMON_STATE_DIR or ~/.riskmon/state)")
 
     status = sub.add_parser("status", help="a running service's firm, portfolios, accounts and breakers",
                             description="Firm and portfolio figures and breakers, then accounts (engaged, down "

@@ -106,7 +106,8 @@ class _FeedConnection(socketserver.BaseRequestHandler):
                     _answer(sock, {"ok": False, "accepted": 0, "refused": [],
                                    "error": f"oversize_frame: {size} bytes exceeds the limit of {MAX_FRAME_BYTES}; "
                                             "closing the connection"})
-                    self.server.count(frames_refused=1)
+                    self.server.count(frames=1, frames_refused=1)
+                    self.server.system.refuse_input("feed", "oversize_frame", f"frame of {size} bytes")
                     return
                 data = _read(sock, size)
                 if data is None:

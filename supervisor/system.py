@@ -57,6 +57,10 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, log_to_dri
                               "log_to_driver": log_to_driver}
     if address:
         kwargs["address"] = address
+        # Ray's local clusters use token authentication; a client given an address must present the token
+        # (~/.ray/auth_token), which Ray does only in token mode.
+        if address != "auto" and (Path.home() / ".ray" / "auth_token").exists():
+            os.environ.setdefault("RAY_AUTH_MODE", "token")
     elif num_cpus is not None:
         kwargs["num_cpus"] = num_cpus
     ray.init(**kwargs)

@@ -65,7 +65,8 @@ def test_service_when_run_takes_a_tcp_feed_shows_status_obeys_operators_and_is_s
     name = f"svc-{int(time.time())}"
     trail = tmp_path / "audit.jsonl"
     metrics_port = free_port()
-    attach = ("--address", address, "--name", name)
+    # Operator commands find the service through the address it records in its state directory.
+    attach = ("--state-dir", str(tmp_path / "state"), "--name", name)
     service = subprocess.Popen(
         [sys.executable, "-m", "riskmon.cli", "run", "--config", str(config_path), "--address", address,
          "--name", name, "--state-dir", str(tmp_path / "state"), "--listen", "127.0.0.1:0",
