@@ -21,26 +21,13 @@ import yaml
 
 from riskcore.account import AccountState
 from riskmon.cli import build_parser
+from tests.replay_fixtures import SMALL_CONFIG, write_falling_quotes
 
 
 REPO = Path(__file__).resolve().parents[2]
 BUNDLED_CONFIG = REPO / "config" / "risk_limits.yaml"
 TIMEOUT_S = 300
 
-SMALL_CONFIG: dict[str, Any] = {
-    "symbols": {"EURUSD": {"multiplier": 1}},
-    "portfolios": {"fx": {"limits": {"max_daily_loss": 1_000_000}}},
-    "accounts": [
-        {"id": "long-1", "portfolio": "fx", "balance": 200_000,
-         "positions": {"EURUSD": {"qty": 4_000_000, "avg_price": 1.1212}},
-         "limits": {"drawdown_warning": 0.004, "max_daily_drawdown": 0.008,
-                    "leverage_warning": 30.0, "max_account_leverage": 40.0}},
-        {"id": "short-1", "portfolio": "fx", "balance": 300_000,
-         "positions": {"EURUSD": {"qty": -3_000_000, "avg_price": 1.12172}},
-         "limits": {"drawdown_warning": 0.002, "max_daily_drawdown": 0.004,
-                    "leverage_warning": 30.0, "max_account_leverage": 40.0}},
-    ],
-}
 
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -255,17 +242,6 @@ def test_help_when_asked_for_every_subcommand_exits_0(tmp_path: Path, command: t
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-def _falling_histdata(path: Path, count: int = 3000, fall: float = 0.01) -> Path:
-    """EURUSD falling steadily by ``fall``, a quote every 250 ms from 18:00 EST: SMALL_CONFIG's long account
-    breaches, its short account only gains."""
-    start = datetime(2020, 1, 1, 18, 0, tzinfo=timezone(timedelta(hours=-5)))
-    lines = []
-    for i in range(count):
-        mid = 1.1212 * (1.0 - fall * i / count)
-        stamp = start + timedelta(milliseconds=250 * i)
-        lines.append(f"{stamp:%Y%m%d %H%M%S}{stamp.microsecond // 1000:03d},{mid:.6f},{mid + 0.00003:.6f},0")
-    path.write_text("\n".join(lines) + "\n", encoding="ascii")
-    return path
 
 
 def _assert_png(path: Path, size_px: tuple[int, int]) -> None:
@@ -278,7 +254,7 @@ def _assert_png(path: Path, size_px: tuple[int, int]) -> None:
 
 def test_replay_when_plot_given_writes_a_png_per_breached_account(tmp_path: Path) -> None:
     config = write_yaml(tmp_path / "small.yaml", SMALL_CONFIG)
-    quotes = _falling_histdata(tmp_path / "falling.csv")
+    quotes = write_falling_quotes(tmp_path / "falling.csv")
 
     result = run_cli("replay", str(quotes), "--format", "histdata", "--config", str(config),
                      "--report", "out.json", "--plot", "charts/replay", cwd=tmp_path)

@@ -25,6 +25,7 @@ from riskcore.errors import RiskmonError
 from riskcore.events import AlertEvent, Tick
 from riskcore.feeds import read_records
 from riskmon import cli, replay
+from tests.replay_fixtures import SMALL_CONFIG as BOOK
 
 T0 = parse_rfc3339("2020-01-02T15:00:00.000000Z")
 S = 1_000_000_000
@@ -437,20 +438,11 @@ def engine_system(monkeypatch: pytest.MonkeyPatch) -> type[EngineSystem]:
     return EngineSystem
 
 
-SMALL_CONFIG: dict[str, Any] = {
-    "symbols": {"EURUSD": {"multiplier": 1}},
-    "portfolios": {"fx": {"limits": {"max_daily_loss": 1_000_000}}},
-    "accounts": [
-        {"id": "long-1", "portfolio": "fx", "balance": 200_000,
-         "positions": {"EURUSD": {"qty": 4_000_000, "avg_price": 1.1212}},
-         "limits": {"drawdown_warning": 0.004, "max_daily_drawdown": 0.008, "leverage_warning": 30.0,
-                    "max_account_leverage": 40.0, "auto_reset": True, "recovery_cooldown_seconds": 1}},
-        {"id": "short-1", "portfolio": "fx", "balance": 300_000,
-         "positions": {"EURUSD": {"qty": -3_000_000, "avg_price": 1.12172}},
-         "limits": {"drawdown_warning": 0.002, "max_daily_drawdown": 0.004,
-                    "leverage_warning": 30.0, "max_account_leverage": 40.0}},
-    ],
-}
+# The shared book, with long-1 released automatically once back in limits (the trail then has a SAFE too).
+SMALL_CONFIG: dict[str, Any] = {**BOOK, "accounts": [
+    {**BOOK["accounts"][0], "limits": {**BOOK["accounts"][0]["limits"], "auto_reset": True,
+                                       "recovery_cooldown_seconds": 1}},
+    BOOK["accounts"][1]]}
 BAD_LINE = 50
 
 
