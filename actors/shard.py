@@ -491,11 +491,14 @@ class AccountShard:
         }
 
     def numbering(self) -> dict[str, Any]:
-        """Where this shard's sequence, arrival positions and batch numbers stand, and the symbols its
-        accounts hold (a new router routes them here; some were opened by fills, not by the config)."""
+        """Where this shard's sequence, arrival positions and batch numbers stand, the symbols its accounts
+        hold (a new router routes them here; some were opened by fills, not by the config), and each tick
+        stream's last sequence number and time (a new router refuses a replay of them itself, once)."""
         names = self.engine.symbol_names
         held = sorted({names[s] for book in self.engine.books for s in book.slot_symbols})
-        return {"next_seq": self.next_seq, "next_pos": self.next_pos, "next_batch": self.next_batch, "symbols": held}
+        streams = {name: [seq, self.tick_screen.last_ts[name]] for name, seq in self.tick_screen.last_seq.items()}
+        return {"next_seq": self.next_seq, "next_pos": self.next_pos, "next_batch": self.next_batch, "symbols": held,
+                "streams": streams}
 
     def resume(self) -> dict[str, Any]:
         """A new router takes over (the service restarted, so the old router is gone): batches held for a gap

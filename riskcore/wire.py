@@ -68,7 +68,8 @@ def _unpack(data: bytes | bytearray | memoryview, max_bytes: int) -> dict[str, A
             max_array_len=1 << 24, max_map_len=1 << 20, max_ext_len=0,
         )
     except Exception as exc:  # msgpack raises several unrelated types for malformed input
-        raise InputError("bad_frame", f"not a msgpack frame: {type(exc).__name__}: {exc}") from None
+        detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        raise InputError("bad_frame", f"not a msgpack frame: {detail}") from None
     if not isinstance(frame, dict):
         raise InputError("bad_frame", f"frame must be a map, got {type(frame).__name__}")
     if frame.get("v") != VERSION:

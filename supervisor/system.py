@@ -148,6 +148,11 @@ class RiskSystem:
         for sid, point in resume.items():  # symbols opened by fills before a restart are routed there too
             system.router.subscriptions[sid].update(symbol_ids[s] for s in point["symbols"])
         system.router.position = max([p["next_pos"] for p in resume.values()] + [0])
+        screen = system.router.tick_screen  # where each tick stream stood: a replay is refused here, once
+        for point in resume.values():
+            for stream, (seq, ts) in point.get("streams", {}).items():
+                screen.last_seq[stream] = max(seq, screen.last_seq.get(stream, seq))
+                screen.last_ts[stream] = max(ts, screen.last_ts.get(stream, ts))
         system.router.batches = max([p["next_batch"] for p in resume.values()] + [0])
         return system
 

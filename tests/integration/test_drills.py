@@ -196,3 +196,24 @@ def test_restart_when_the_audit_trail_was_tampered_with_refuses_to_start_and_say
     with pytest.raises(AuditError, match="refusing to extend it"):
         RiskSystem.start(CONFIG, name=name)
     assert trail.read_bytes() == bytes(data)  # left exactly as found, for the investigation
+
+
+def test_restart_when_a_feed_replays_old_quotes_the_new_router_refuses_them_once(ray_session: None) -> None:
+    from riskcore.events import Tick
+
+    name = f"drill-replay-{uuid.uuid4().hex[:8]}"
+    quotes = [Tick("SYM000", 1.0 + i / 1000, 1.0002 + i / 1000, HAND_HALT_NS + i, "feed-9", i) for i in range(5)]
+    first = RiskSystem.start(CONFIG, name=name)
+    try:
+        first.submit(quotes)
+        first.flush()
+    finally:
+        first.shutdown()
+    second = RiskSystem.start(CONFIG, name=name)
+    try:
+        second.submit(quotes[3:])  # the feed reconnects and sends its last two quotes again
+        second.flush()
+        assert [(r.code, r.seq) for r in second.refusals] == [("duplicate_seq", 3), ("duplicate_seq", 4)]
+        assert second.shard_refusals == []  # refused by the router, to the sender, not once per shard
+    finally:
+        second.shutdown()
