@@ -213,10 +213,6 @@ class AccountShard:
         self.engine.on_breaker = self._publish_breaker
         self.halted = {book.id for book in self.engine.books if book.breaker.engaged}
         self.engine.summary_columns(changed_only=True)  # the recovery report carries every account anyway
-        for report in self.kept:
-            # Old news, resent: never newer than a change the supervisor heard since (an operator's reset).
-            # The recovery report's own figures carry this process's number and say how each breaker stands.
-            report.halts_version = 0
         self._send(ShardReport(self.shard_id, -1, self.ticks_applied, self.fills_applied, [], events,
                                self.engine.summary_columns(), {}, self.mids(), recovered_upto=self.next_seq - 1,
                                recovered_batch=self.next_batch, resent=list(self.kept),

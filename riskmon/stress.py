@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from riskcore.account import drawdown_pct
 from riskcore.audit import AuditTrail, refusal_summary
 from riskcore.config import RiskConfig
 from riskcore.engine import BatchedEngine, EventBatch, TickColumns
@@ -188,6 +189,5 @@ def account_series(config: RiskConfig, parts: list[Chunk], accounts: list[str],
                     continue
                 equity = float(engine.a_balance[row] + engine.a_open[row])
                 peak = float(engine.a_peak[row])
-                dd = (peak - equity) / peak if peak > 0 else (float("inf") if peak - equity > 0 else 0.0)
-                out[account].append((int(engine.a_ts[row]), equity, dd))
+                out[account].append((int(engine.a_ts[row]), equity, drawdown_pct(peak, peak - equity)))
     return out

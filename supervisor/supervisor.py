@@ -21,7 +21,7 @@ import msgpack
 import numpy as np
 import ray
 
-from actors.shard import HALTS_GROUP, ShardReport
+from actors.shard import HALTS_GROUP, KeyedEvent, ShardReport
 from riskcore.aggregate import Aggregate, Aggregator, SummaryColumns, breaches
 from riskcore.audit import AuditError, AuditTrail, refusal_summary
 from riskcore.clock import parse_rfc3339, rfc3339_us
@@ -29,7 +29,7 @@ from riskcore.config import AggregateLimits, RiskConfig, config_to_raw, resolve_
 from riskcore.errors import RiskmonError, UnknownAccountError
 from riskcore.events import AlertEvent, BreakerEvent
 from riskcore.journal import Journal
-from riskcore.states import Breaker, EngageCause, KillSwitchMode, Scope
+from riskcore.states import AlertLevel, Breaker, EngageCause, KillSwitchMode, Scope
 
 SCOPES = ("account", "portfolio", "global")
 
@@ -329,12 +329,8 @@ class Supervisor:
                 self.mids.update(state["mids"])  # every mark, not only those the next batches quote (price collars)
                 # Reports received but not yet journaled when this process died, or lost in flight: their events,
                 # breaker changes applied in order (the shard's state below has the last word).
-                for pos, account_index, order, event in sorted(state["events"], key=lambda e: e[:3]):
-                    if (pos, account_index, order) not in self._event_keys:
-                        self._event_keys.add((pos, account_index, order))
-                        self._record((pos, account_index, order), event)
-                        if isinstance(event, BreakerEvent):
-                            self._set_account_breaker(event.id, event.state, event.reason)
+                for keyed in sorted(state["events"], key=lambda e: e[:3]):
+                    self._take_event(keyed, -1)
                 self.aggregator.update(state["before"] if exact else state["summaries"])
                 if exact:
                     for report in state["reports"]:  # batches it had open: closed below, in order, as they were
@@ -452,18 +448,12 @@ class Supervisor:
             return  # this batch was reported already (the shard restarted and it was delivered again)
         for refusal in report.refusals:
             self.refused[refusal.code] += 1
-        if report.refusals:
+        if report.refusals:  # keyed by batch: the trail writer skips one it already has (a replayed report)
             key = "" if report.seq is None else f"refused:{report.shard}:{report.seq}"
-            if not (key and self.audit is not None and self.audit.has_key(key)):
-                self._audit("rejected_input", {"source": f"shard {report.shard}", "batch": report.batch,
-                                               **refusal_summary(r.to_dict() for r in report.refusals)}, key)
-        for pos, account_index, order, event in report.events:
-            if (pos, account_index, order) in self._event_keys:
-                continue  # recorded from the first report, before the shard restarted and replayed it
-            self._event_keys.add((pos, account_index, order))
-            self._record((pos, account_index, order), event)
-            if isinstance(event, BreakerEvent):
-                self._set_account_breaker(event.id, event.state, event.reason, report.halts_version)
+            self._audit("rejected_input", {"source": f"shard {report.shard}", "batch": report.batch,
+                                           **refusal_summary(r.to_dict() for r in report.refusals)}, key)
+        for keyed in report.events:
+            self._take_event(keyed, report.halts_version)
         if reported is not None:
             self._journal(reported)
         if report.recovered_upto >= 0:
@@ -473,6 +463,8 @@ class Supervisor:
                 self._apply_reports([report])
                 self._caught_up[report.shard] = max(self._caught_up.get(report.shard, 0), report.recovered_batch)
                 self._apply_complete_batches()
+            # The resent reports' breaker news is older than any the supervisor heard since (an operator's
+            # reset): the shard's breakers as they stand now have the last word.
             self._take_breakers(report.summaries, report.halts_version)
         elif report.targets and report.batch < self.next_batch:
             # Its batch closed without it (the shard was gone): the figures are still the newest we have.
@@ -491,6 +483,17 @@ class Supervisor:
         if self._breaker_changed:
             self._breaker_changed = False
             self._bump()
+
+    def _take_event(self, keyed: KeyedEvent, version: int) -> None:
+        """An account's alert or breaker event from its shard, kept once by its key (a shard that restarted
+        sends again what it replayed); a breaker change also moves the supervisor's breaker table."""
+        pos, account_index, order, event = keyed
+        if (pos, account_index, order) in self._event_keys:
+            return
+        self._event_keys.add((pos, account_index, order))
+        self._record((pos, account_index, order), event)
+        if isinstance(event, BreakerEvent):
+            self._set_account_breaker(event.id, event.state, event.reason, version)
 
     def _reported_through(self, shard: str, next_seq: int) -> None:
         """Every batch of ``shard`` below ``next_seq`` counts as reported (its figures came another way)."""
@@ -898,7 +901,7 @@ class Supervisor:
         return {
             spec.id: {"portfolio": spec.portfolio, "reported": bool(agg.has[i]), "equity": equity[i],
                       "daily_pnl": equity[i] - sod[i], "exposure": exposure[i],
-                      "alert_level": ("NORMAL", "WARNING", "CRITICAL")[rank[i]],
+                      "alert_level": str(AlertLevel.from_rank(rank[i])),
                       "breaker": self.account_breakers[spec.id]["state"], "up": self.up[spec.id]}
             for i, spec in enumerate(self.config.accounts)
         }
