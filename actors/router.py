@@ -8,7 +8,8 @@ Ray is injected (``put`` / ``send``) so the routing logic is testable without it
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -55,7 +56,7 @@ class Router:
         self.batches = 0
         self.position = 0  # arrival number of the next event
         self.sent = 0  # shard calls made (each yields one report)
-        self.shard_seq = {shard: 0 for shard in placement}  # the next batch number in each shard's own sequence
+        self.shard_seq = dict.fromkeys(placement, 0)  # the next batch number in each shard's own sequence
 
     def route(self, events: Iterable[Tick | AccountEvent]) -> list[Any]:
         """Screen, batch and send events; return the handles of the shard calls made."""

@@ -56,7 +56,7 @@ class ShardReport:
     recovered_upto: int = -1  # a recovery report: every batch of this shard's sequence up to here is applied
     recovered_batch: int = 0  # ... and every router batch numbered below this that was sent to it
     halts_version: int = -1  # the shard's breaker-change number when it made the report
-    resent: list["ShardReport"] = field(default_factory=list)  # a recovery report: the last batches' reports
+    resent: list[ShardReport] = field(default_factory=list)  # a recovery report: the last batches' reports
 
 
 @dataclass(slots=True)
@@ -166,7 +166,7 @@ class AccountShard:
         self.compact_at = self.snapshot_bytes
         self.snapshots = 0  # compactions this process made
         # Metrics of this process only (not journaled): a restart starts them again, which the exporter
-        # tells by ``started_ns`` and keeps its counters monotonic across (supervisor.metrics).
+        # tells by ``started_ns`` and keeps its counters monotonic across (driver.metrics).
         self.started_ns = time.time_ns()
         self.batch_seconds = DurationHistogram()  # live batches, from taking one to its report being sent
         self.breach_to_halt_seconds = DurationHistogram()  # a batch's arrival to its ENGAGED going out
@@ -227,7 +227,8 @@ class AccountShard:
         the events kept for a restarted supervisor are all there is. The reports kept in memory stay; a shard
         restored from the snapshot keeps them afresh from there (every batch before it was reported).
         """
-        assert self.journal is not None and not self.held
+        assert self.journal is not None
+        assert not self.held
         self.journal.rewrite([{
             "k": "snapshot", "engine": self.engine.snapshot(), "ticks": self.tick_screen.snapshot(),
             "fills": self.fill_screen.snapshot(), "counters": {name: getattr(self, name) for name in self._COUNTERS},

@@ -31,12 +31,12 @@ from typing import Any
 import numpy as np
 import ray
 
+from bench.naive import naive_run
+from driver.system import RiskSystem, init_ray
 from riskcore.engine import BatchedEngine, EventBatch
-from riskcore.events import Tick
 from riskcore.gate import GateCore, Order
-from riskmon.loadgen import LoadGenerator, firm_config
+from riskmon.loadgen.generator import LoadGenerator, firm_config
 from riskmon.stress import run_stress
-from supervisor.system import RiskSystem, init_ray
 
 FULL = {"firm_ticks": 1_000_000, "firm10_ticks": 300_000, "naive_ticks": 4_000, "latency_ticks": 1_500_000,
         "breach_every": 5_000, "scaling_ticks": 400_000, "gate_checks": 200_000, "floor_calls": 300, "scaling": (100, 1000, 10000)}
@@ -93,18 +93,6 @@ def kernel_run(accounts: int, symbols: int, ticks: int) -> dict[str, Any]:
     return {"ticks_per_s": round(ticks / seconds), "account_ticks_per_s": round(account_ticks / seconds)}
 
 
-def naive_run(ticks: int) -> dict[str, Any]:
-    from bench.naive import run_naive
-
-    config = firm_config(10, 2, 5)
-    generator = LoadGenerator(config, seed=7, fill_rate=0.0)
-    columns = generator.chunk(ticks).ticks
-    names = list(config.symbols)
-    events = [Tick(names[int(columns.symbol[i])], float(columns.bid[i]), float(columns.ask[i]), int(columns.ts_ns[i]),
-                   columns.streams[int(columns.stream[i])], int(columns.seq[i])) for i in range(ticks)]
-    return run_naive(config, events)
-
-
 def gate_run(checks: int) -> dict[str, Any]:
     """``OrderGate.check`` timed per call on a 1,000-account view (the poll thread is not involved)."""
     config = firm_config(1000, 10, 50)
@@ -117,9 +105,9 @@ def gate_run(checks: int) -> dict[str, Any]:
     }
     core = GateCore(max_staleness_ns=10**18)
     core.update({"version": 1, "global_engaged": False, "global_reduce_only": True,
-                 "portfolios": {p: (False, True) for p in config.portfolios}, "accounts": accounts,
-                 "marks": {s: 1.0 for s in config.symbols}, "multipliers": {s: 1.0 for s in config.symbols},
-                 "price_bands": {s: 0.05 for s in config.symbols}}, received_ns=0)
+                 "portfolios": dict.fromkeys(config.portfolios, (False, True)), "accounts": accounts,
+                 "marks": dict.fromkeys(config.symbols, 1.0), "multipliers": dict.fromkeys(config.symbols, 1.0),
+                 "price_bands": dict.fromkeys(config.symbols, 0.05)}, received_ns=0)
     rng = np.random.default_rng(3)
     ids = list(accounts)
     orders = [Order(ids[int(rng.integers(len(ids)))], f"SYM{int(rng.integers(50)):03d}", 1_000.0, 1.0001)

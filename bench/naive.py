@@ -19,10 +19,11 @@ from typing import Any
 
 import ray
 
+from riskcore.account import AccountBook
 from riskcore.clock import TradingCalendar
 from riskcore.config import AccountSpec, RiskConfig
-from riskcore.account import AccountBook
 from riskcore.events import Tick
+from riskmon.loadgen.generator import LoadGenerator, firm_config
 
 
 class NaiveAccount:
@@ -80,12 +81,20 @@ def run_naive(config: RiskConfig, ticks: list[Tick], *, max_in_flight: int = 10_
             "ticks_per_s": len(ticks) / seconds, "account_ticks_per_s": account_ticks / seconds}
 
 
+def naive_run(ticks: int) -> dict[str, Any]:
+    config = firm_config(10, 2, 5)
+    generator = LoadGenerator(config, seed=7, fill_rate=0.0)
+    columns = generator.chunk(ticks).ticks
+    names = list(config.symbols)
+    events = [Tick(names[int(columns.symbol[i])], float(columns.bid[i]), float(columns.ask[i]), int(columns.ts_ns[i]),
+                   columns.streams[int(columns.stream[i])], int(columns.seq[i])) for i in range(ticks)]
+    return run_naive(config, events)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.naive", description=__doc__.split("\n\n")[0])
     parser.add_argument("--ticks", type=int, default=2000)
     args = parser.parse_args(argv)
-    from bench.firm import naive_run
-
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
     try:
         result = naive_run(args.ticks)

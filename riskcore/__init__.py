@@ -6,7 +6,14 @@ Nothing here imports Ray or reads a clock; time is always an argument.
 from riskcore.account import AccountBook, AccountState, fill_position
 from riskcore.config import AccountLimits, AggregateLimits, RiskConfig, load_config, parse_config
 from riskcore.engine import BatchedEngine, EventBatch, ReferenceEngine, TickColumns
-from riskcore.errors import ConfigError, InputError, RiskmonError, SnapshotError, TransitionError, UnknownAccountError
+from riskcore.errors import (
+    ConfigError,
+    InputError,
+    RiskmonError,
+    SnapshotError,
+    TransitionError,
+    UnknownAccountError,
+)
 from riskcore.events import AlertEvent, BreakerEvent, Cash, Fill, Tick
 from riskcore.states import AlertLevel, Breaker, BreakerState, KillSwitchMode, Scope
 
@@ -21,9 +28,9 @@ __all__ = [
     "Breaker",
     "BreakerEvent",
     "BreakerState",
+    "Cash",
     "ConfigError",
     "EventBatch",
-    "Cash",
     "Fill",
     "InputError",
     "KillSwitchMode",

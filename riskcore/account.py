@@ -10,8 +10,9 @@ in the order the account first opened each symbol).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from riskcore.clock import NS_PER_SECOND, TradingCalendar, rfc3339_us
 from riskcore.config import AccountLimits, AccountSpec
@@ -391,9 +392,9 @@ def leverage(exposure: float, equity: float) -> float:
 
 
 __all__ = [
+    "NS_PER_SECOND",
     "AccountBook",
     "AccountState",
-    "NS_PER_SECOND",
     "drawdown_pct",
     "fill_position",
     "leverage",

@@ -38,9 +38,10 @@ import os
 import re
 import time
 from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from riskcore.clock import parse_rfc3339, rfc3339_us
 from riskcore.errors import RiskmonError
@@ -292,7 +293,7 @@ class AuditTrail:
     def close(self) -> None:
         self._file.close()
 
-    def __enter__(self) -> "AuditTrail":
+    def __enter__(self) -> AuditTrail:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 
 NS_PER_SECOND = 1_000_000_000
 NS_PER_US = 1_000
-_EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
+_EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.UTC)
 
 
 def rfc3339_us(ts_ns: int) -> str:
@@ -51,7 +51,7 @@ class TradingCalendar:
         """The first roll instant strictly after ``ts_ns``."""
         local = (_EPOCH + _dt.timedelta(microseconds=ts_ns // NS_PER_US)).astimezone(self._zone)
         day = local.date()
-        for offset in range(0, 3):
+        for offset in range(3):
             candidate = _dt.datetime.combine(day + _dt.timedelta(days=offset), self._roll, self._zone)
             candidate_ns = datetime_to_ns(candidate)
             if candidate_ns > ts_ns:

@@ -10,8 +10,9 @@ packed into arrays, and applies fills through the same ``AccountBook`` code.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -59,14 +60,14 @@ class TickColumns:
         return int(self.symbol.shape[0])
 
     @classmethod
-    def empty(cls) -> "TickColumns":
+    def empty(cls) -> TickColumns:
         return cls(
             np.zeros(0, np.int32), np.zeros(0), np.zeros(0), np.zeros(0, np.int64), np.zeros(0, np.int64),
             np.zeros(0, np.int32), (),
         )
 
     @classmethod
-    def from_ticks(cls, ticks: Sequence[Tick], symbol_ids: Mapping[str, int]) -> "TickColumns":
+    def from_ticks(cls, ticks: Sequence[Tick], symbol_ids: Mapping[str, int]) -> TickColumns:
         streams: dict[str, int] = {}
         for tick in ticks:
             streams.setdefault(tick.stream, len(streams))
@@ -97,7 +98,7 @@ class EventBatch:
     marks: dict[int, Quote] = field(default_factory=dict)
 
     @classmethod
-    def from_events(cls, events: Iterable[Tick | AccountEvent], symbol_ids: Mapping[str, int]) -> "EventBatch":
+    def from_events(cls, events: Iterable[Tick | AccountEvent], symbol_ids: Mapping[str, int]) -> EventBatch:
         ticks: list[Tick] = []
         fills: list[AccountEvent] = []
         fill_pos: list[int] = []

@@ -13,8 +13,8 @@ place and the indexes match the file's lines.
 from __future__ import annotations
 
 import datetime as _dt
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from riskcore.clock import datetime_to_ns
 from riskcore.errors import InputError
@@ -56,7 +56,7 @@ def parse_truefx_line(line: str, index: int) -> Tick:
         raise InputError("bad_record", f"expected 4 comma-separated fields, got {len(parts)}")
     symbol = parts[0].replace("/", "")
     try:
-        utc = _dt.datetime.strptime(parts[1], "%Y%m%d %H:%M:%S.%f").replace(tzinfo=_dt.timezone.utc)
+        utc = _dt.datetime.strptime(parts[1], "%Y%m%d %H:%M:%S.%f").replace(tzinfo=_dt.UTC)
     except ValueError:
         raise InputError("bad_record", f"timestamp {parts[1]!r} is not YYYYMMDD HH:MM:SS.mmm") from None
     return Tick(symbol, _number(parts[2], "bid"), _number(parts[3], "ask"), datetime_to_ns(utc), symbol, index)

@@ -1,7 +1,7 @@
 """A fixed-bucket histogram of durations, kept where they are measured (an account shard).
 
 Plain code, no Ray and no metrics library: a shard records into it and reports it through ``stats()``; the
-Prometheus exporter (``supervisor.metrics``) turns it into a histogram family. Buckets are reported
+Prometheus exporter (``driver.metrics``) turns it into a histogram family. Buckets are reported
 cumulatively, as Prometheus expects (each count is of observations less than or equal to its bound).
 """
 
@@ -22,7 +22,7 @@ class DurationHistogram:
     """Counts of observed durations per bucket, their sum and their number; in memory only (a restarted
     process starts again from zero, and the exporter keeps its counters monotonic across that)."""
 
-    __slots__ = ("bounds", "_counts", "sum", "count")
+    __slots__ = ("_counts", "bounds", "count", "sum")
 
     def __init__(self, bounds: tuple[float, ...] = DURATION_BUCKETS_S) -> None:
         if list(bounds) != sorted(set(bounds)) or not bounds or not all(math.isfinite(b) for b in bounds):

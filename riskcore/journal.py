@@ -11,8 +11,9 @@ Records hold only msgpack types (no extension types, no pickle): a journal is re
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import msgpack
 

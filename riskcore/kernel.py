@@ -33,7 +33,7 @@ ENGAGED = 3  # stopped after a tick that engaged a breaker, so the caller can pu
 
 
 @njit(cache=True, nogil=True)
-def run_ticks(  # noqa: PLR0913 - a kernel's signature is its data layout
+def run_ticks(
     t_sym, t_bid, t_ask, t_ts, start, end,
     m_bid, m_ask, m_has,
     hold_n, hold_acc, hold_slot,

@@ -7,9 +7,10 @@ the table raises :class:`TransitionError` naming both. Who engaged a breaker
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import IntEnum, StrEnum
-from typing import Any, Mapping
+from typing import Any
 
 from riskcore.errors import TransitionError
 
@@ -26,7 +27,7 @@ class AlertLevel(StrEnum):
         return _LEVEL_RANK[self]
 
     @classmethod
-    def from_rank(cls, rank: int) -> "AlertLevel":
+    def from_rank(cls, rank: int) -> AlertLevel:
         return _LEVELS_BY_RANK[rank]
 
 
@@ -158,7 +159,7 @@ class Breaker:
         }
 
     @classmethod
-    def from_snapshot(cls, data: Mapping[str, Any]) -> "Breaker":
+    def from_snapshot(cls, data: Mapping[str, Any]) -> Breaker:
         cause = None if data["cause"] is None else EngageCause(data["cause"])
         return cls(
             Scope(data["scope"]), data["id"], BreakerState(data["state"]), cause,

@@ -27,8 +27,9 @@ Frame types (key ``type``, version ``v`` = 1):
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import msgpack
 import numpy as np
@@ -250,7 +251,7 @@ def _batch_frame(frame: Mapping[str, Any], symbol_count: int) -> BatchFrame:
     if not isinstance(targets, list) or not all(isinstance(t, str) for t in targets):
         raise InputError("bad_frame", "'targets' must be a list of shard ids")
     target_seq = frame.get("tseq", [])
-    if (not isinstance(target_seq, list) or target_seq and len(target_seq) != len(targets)
+    if (not isinstance(target_seq, list) or (target_seq and len(target_seq) != len(targets))
             or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in target_seq)):
         raise InputError("bad_frame", "'tseq' must hold one non-negative integer per target")
     batch = EventBatch(ticks, [fill_from_wire(item) for item in raw_fills], list(fill_pos), marks)

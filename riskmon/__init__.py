@@ -6,17 +6,17 @@ The Python API::
     system = RiskSystem.start(load_config("config/risk_limits.yaml"))
 """
 
+from driver.gate import OrderGate
+from driver.system import RiskSystem
 from riskcore.config import RiskConfig, load_config, parse_config
 from riskcore.errors import ConfigError, InputError, RiskmonError
 from riskcore.events import Cash, Fill, Tick
 from riskcore.gate import Decision, Order, Reason
-from supervisor.gate import OrderGate
-from supervisor.system import RiskSystem
 
 __all__ = [
+    "Cash",
     "ConfigError",
     "Decision",
-    "Cash",
     "Fill",
     "InputError",
     "Order",

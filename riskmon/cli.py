@@ -6,8 +6,9 @@ import argparse
 import contextlib
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from config import DEFAULT_CONFIG
 from riskcore.audit import AuditTrail, config_summary, verify
@@ -113,7 +114,8 @@ def cmd_chaos(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from riskmon.chaos import FAULTS, run_chaos
+    from riskmon.drills.chaos import run_chaos
+    from riskmon.drills.common import FAULTS
 
     # The drills kill processes on purpose; Ray's notices of it ("A worker died...") go to standard error, so
     # standard output carries the table alone.
@@ -140,7 +142,7 @@ def cmd_chaos(args: argparse.Namespace) -> int:
 def cmd_stress(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from riskmon.loadgen import firm_config
+    from riskmon.loadgen.generator import firm_config
     from riskmon.stress import print_summary, run_stress
 
     if args.ticks is not None and args.duration is not None:
@@ -207,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "and release marked; a second, Ray-free pass over the file")
     replay.set_defaults(func=cmd_replay)
 
-    from riskmon.loadgen import SCENARIOS
+    from riskmon.loadgen.generator import SCENARIOS
 
     stress = sub.add_parser("stress", help="load a synthetic firm end to end on Ray and measure it",
                             description="Random-walk quotes with jumps at real EURUSD tick volatility on many "

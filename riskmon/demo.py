@@ -12,12 +12,12 @@ from rich.live import Live
 from rich.table import Table
 
 from config import DEFAULT_CONFIG
-from riskcore.clock import NS_PER_SECOND, parse_rfc3339
+from driver.system import RiskSystem
+from riskcore.clock import parse_rfc3339
 from riskcore.config import load_config
 from riskcore.events import Fill, Tick
 from riskcore.gate import Order
-from riskmon.quotes import QuoteWalk
-from supervisor.system import RiskSystem
+from riskmon.loadgen.quotes import QuoteWalk
 
 START = {"EURUSD": 1.1215, "GBPUSD": 1.3250, "AUDUSD": 0.7010, "XAUUSD": 1520.0}
 LEVEL_STYLE = {"NORMAL": "green", "WARNING": "yellow", "CRITICAL": "bold red"}
@@ -55,7 +55,7 @@ def run_demo(config_path: Path = DEFAULT_CONFIG, seconds: float = 12.0, ticks_pe
     clock_ns = parse_rfc3339("2020-01-02T14:30:00.000000Z")  # a quiet hour well inside one trading day
     steps = max(8, int(seconds / 0.25))
     crash_step = int(steps * 0.6)
-    seq = {s: 0 for s in symbols}
+    seq = dict.fromkeys(symbols, 0)
     fills = 0
     with RiskSystem.start(config) as system:
         started = time.monotonic()

@@ -13,9 +13,10 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from datetime import datetime, timezone
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from riskcore.errors import RiskmonError
 
@@ -129,9 +130,9 @@ def plot_account(directory: str | Path, account: str, portfolio: str, points: Se
     equity_ax.ticklabel_format(axis="y", useOffset=False, style="plain")
     drawdown_ax.set_ylabel("drawdown (% of day peak)")
     drawdown_ax.set_xlabel("time (UTC)")
-    locator = AutoDateLocator(tz=timezone.utc)
+    locator = AutoDateLocator(tz=UTC)
     drawdown_ax.xaxis.set_major_locator(locator)
-    drawdown_ax.xaxis.set_major_formatter(ConciseDateFormatter(locator, tz=timezone.utc))
+    drawdown_ax.xaxis.set_major_formatter(ConciseDateFormatter(locator, tz=UTC))
     for ax in (equity_ax, drawdown_ax):
         ax.grid(True, alpha=0.3)
     equity_ax.legend(handles=list(handles.values()), loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8,
@@ -227,7 +228,7 @@ def _shorten(text: str, limit: int = 48) -> str:
 
 
 def _utc(ts_ns: int) -> datetime:
-    return datetime.fromtimestamp(ts_ns / 1e9, tz=timezone.utc)
+    return datetime.fromtimestamp(ts_ns / 1e9, tz=UTC)
 
 
 def _parse_ts(text: str) -> datetime:

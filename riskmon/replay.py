@@ -6,13 +6,13 @@ import itertools
 from pathlib import Path
 from typing import Any
 
+from driver.system import RiskSystem
 from riskcore.audit import AuditTrail, refusal_summary
 from riskcore.config import RiskConfig
 from riskcore.engine import BatchedEngine, EventBatch, ReferenceEngine
 from riskcore.errors import InputError, RiskmonError
 from riskcore.events import Tick
 from riskcore.feeds import read_records
-from supervisor.system import RiskSystem
 
 CHUNK = 100_000  # records read and routed at a time, so a large file never sits in memory whole
 

@@ -1,7 +1,7 @@
 """``riskmon run`` (the service) and the operator commands that act on a running one.
 
 ``riskmon run`` starts (or attaches to) Ray, creates the supervisor and the account shards from the config,
-takes feeds over TCP (``supervisor.ingest``), serves Prometheus metrics (``supervisor.metrics``), and runs
+takes feeds over TCP (``driver.feed_server``), serves Prometheus metrics (``driver.metrics``), and runs
 until SIGINT or SIGTERM; then it stops taking feeds, lets what it took be applied and reported, and stops its
 actors (journals are written before anything is acknowledged, so nothing is lost either way). Started again
 under the same name it picks up where it stopped: halts in force, numbering continued.
@@ -39,12 +39,12 @@ def _host_port(text: str, default_port: int) -> tuple[str, int]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from driver.feed_server import DEFAULT_PORT as FEED_PORT
+    from driver.feed_server import FeedServer
+    from driver.metrics import DEFAULT_PORT as METRICS_PORT
+    from driver.metrics import serve_metrics
+    from driver.system import RiskSystem
     from riskcore.config import load_config
-    from supervisor.ingest import DEFAULT_PORT as FEED_PORT
-    from supervisor.ingest import FeedServer
-    from supervisor.metrics import DEFAULT_PORT as METRICS_PORT
-    from supervisor.metrics import serve_metrics
-    from supervisor.system import RiskSystem
 
     config = load_config(args.config or DEFAULT_CONFIG)
     feed_host, feed_port = _host_port(args.listen, FEED_PORT)
@@ -86,7 +86,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _address_file(name: str, state_dir: str | None) -> Path:
-    from supervisor.system import state_root
+    from driver.system import state_root
 
     return state_root(state_dir) / name / "service.json"
 
@@ -100,8 +100,8 @@ def _record_address(name: str, state_dir: str | None, address: str) -> None:
 def _supervisor(args: argparse.Namespace) -> Any:
     import ray
 
+    from driver.system import init_ray
     from supervisor.deploy import get_supervisor
-    from supervisor.system import init_ray
 
     if args.address is None:
         # The Ray the service with this name recorded when it started (the machine may run other Rays),

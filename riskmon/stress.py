@@ -19,13 +19,13 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from driver.system import RiskSystem
 from riskcore.account import drawdown_pct
 from riskcore.audit import AuditTrail, refusal_summary
 from riskcore.config import RiskConfig
 from riskcore.engine import BatchedEngine, EventBatch, TickColumns
-from riskmon.loadgen import Chunk, LoadGenerator
-from supervisor.deploy import create_gate_probe
-from supervisor.system import RiskSystem
+from riskmon.loadgen.generator import Chunk, LoadGenerator
+from riskmon.loadgen.probe import create_gate_probe
 
 
 def percentiles(values: list[float]) -> dict[str, float | int | None]:

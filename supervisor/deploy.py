@@ -17,7 +17,6 @@ import ray
 
 from actors.shard import HALTS_GROUP, AccountShard
 from riskcore.config import RiskConfig
-from supervisor.gate import GateProbe
 from supervisor.supervisor import Supervisor
 
 NAMESPACE = "riskmon"
@@ -79,7 +78,3 @@ def create_shard(config: RiskConfig, system_name: str, shard_id: str, accounts: 
 def get_supervisor(name: str = SUPERVISOR_NAME) -> Any:
     return ray.get_actor(name, namespace=NAMESPACE)
 
-
-def create_gate_probe(supervisor: Any, config: RiskConfig) -> Any:
-    """A GateProbe in its own process (latency measurements); a threaded actor so its poll thread runs freely."""
-    return ray.remote(GateProbe).options(num_cpus=0, max_concurrency=2).remote(supervisor, config.gate)

@@ -785,7 +785,7 @@ class Supervisor:
                     break
                 try:
                     await asyncio.wait_for(condition.wait(), left)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     break
         return short()
 
@@ -810,7 +810,7 @@ class Supervisor:
             async with condition:
                 try:
                     await asyncio.wait_for(condition.wait_for(lambda: self.version > known_version), timeout_s)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     if not self._positions_dirty:
                         return {"version": self.version, "unchanged": True}
                     self._positions_dirty = False
@@ -932,7 +932,7 @@ class Supervisor:
                 self.watch_failures[f"{shard_id}: {type(exc).__name__}"] += 1
             try:
                 self._set_shard_alive(shard_id, alive, gone)
-            except Exception as exc:  # noqa: BLE001 - the watch must outlive any one failure (a full disk)
+            except Exception as exc:
                 self.watch_failures[f"{shard_id}: {type(exc).__name__} noting it"] += 1
             if not alive:
                 await asyncio.sleep(interval_s)

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import ray
 
+from driver.system import RiskSystem
 from riskcore.config import RiskConfig, parse_config
-from supervisor.system import RiskSystem
 
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 EURUSD_FILE = SHARED_DATA / "EURUSD-histdata-20200101.csv"

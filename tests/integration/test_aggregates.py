@@ -22,15 +22,16 @@ two shards' reports never leave the range between the phase's start and end (no 
 from __future__ import annotations
 
 import copy
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
+from driver.gate import OrderGate
+from driver.system import RiskSystem
 from riskcore.errors import RiskmonError
 from riskcore.events import Fill, Tick
 from riskcore.gate import Order, Reason
-from supervisor.gate import OrderGate
-from supervisor.system import RiskSystem
 
 pytestmark = pytest.mark.ray
 
@@ -271,7 +272,8 @@ def test_portfolio_reset_when_in_cooldown_or_still_breached_refused_then_accepte
     await_reason(gate, order("a1"), Reason.PORTFOLIO_HALT)
 
     during = system.reset("portfolio", "desk-a", "alice", "loss understood", now_ns=engaged_at + 29 * NS)
-    assert during["ok"] is False and during["event"] is None
+    assert during["ok"] is False
+    assert during["event"] is None
     assert "cooldown" in during["refusal"]
 
     breached = system.reset("portfolio", "desk-a", "alice", "loss understood", now_ns=engaged_at + 31 * NS)
@@ -285,7 +287,8 @@ def test_portfolio_reset_when_in_cooldown_or_still_breached_refused_then_accepte
     assert system.status()["breakers"]["portfolios"]["desk-a"]["state"] == "ENGAGED"  # auto_reset: false
 
     accepted = system.reset("portfolio", "desk-a", "alice", "loss understood", now_ns=engaged_at + 31 * NS)
-    assert accepted["ok"] is True and accepted["refusal"] is None
+    assert accepted["ok"] is True
+    assert accepted["refusal"] is None
     assert {k: accepted["event"][k] for k in ("scope", "id", "state", "operator", "reason")} == {
         "scope": "portfolio", "id": "desk-a", "state": "SAFE", "operator": "alice",
         "reason": "loss understood",
@@ -322,11 +325,13 @@ def test_portfolio_breaker_when_operator_engages_halts_desk_and_reset_waits_for_
     assert gate.check(order("a1")).reason is Reason.OK  # the other desk trades on
 
     early = system.reset("portfolio", "desk-b", "bob", "review done", now_ns=now + 29 * NS)
-    assert early["ok"] is False and "cooldown" in early["refusal"]
+    assert early["ok"] is False
+    assert "cooldown" in early["refusal"]
     assert gate.check(order("b1", "XAUUSD", 1.0)).reason is Reason.PORTFOLIO_HALT
 
     late = system.reset("portfolio", "desk-b", "bob", "review done", now_ns=now + 31 * NS)
-    assert late["ok"] is True and late["event"]["state"] == "SAFE"
+    assert late["ok"] is True
+    assert late["event"]["state"] == "SAFE"
     await_reason(gate, order("b1", "XAUUSD", 1.0), Reason.OK)
     assert [e["state"] for e in breaker_events(system, "portfolio", "desk-b")] == ["ENGAGED", "SAFE"]
 
@@ -479,11 +484,13 @@ def test_account_breaker_when_operator_engages_gate_denies_and_reset_waits_for_c
     assert gate.check(order("a1")).reason is Reason.OK
 
     early = system.reset("account", "a2", "carol", "checked", now_ns=now + 59 * NS)  # default cooldown 60 s
-    assert early["ok"] is False and "cooldown" in early["refusal"]
+    assert early["ok"] is False
+    assert "cooldown" in early["refusal"]
     assert system.states()["a2"]["breaker"] == "ENGAGED"
 
     late = system.reset("account", "a2", "carol", "checked", now_ns=now + 61 * NS)
-    assert late["ok"] is True and late["event"]["state"] == "SAFE"
+    assert late["ok"] is True
+    assert late["event"]["state"] == "SAFE"
     assert system.states()["a2"]["breaker"] == "SAFE"
     await_reason(gate, order("a2", "XAUUSD", 1.0), Reason.OK)
     assert [(e["state"], e["operator"]) for e in breaker_events(system, "account", "a2")] == [
@@ -504,13 +511,15 @@ def test_account_reset_when_limit_engaged_and_still_critical_refused_then_accept
     assert system.states()["b2"]["breaker"] == "ENGAGED"
 
     still = system.reset("account", "b2", "dave", "margin call met", now_ns=engaged_at + 61 * NS)
-    assert still["ok"] is False and "breached" in still["refusal"]
+    assert still["ok"] is False
+    assert "breached" in still["refusal"]
 
     run(system, recovery(feed))
     assert system.states()["b2"]["alert_level"] == "NORMAL"
     assert system.states()["b2"]["breaker"] == "ENGAGED"
     early = system.reset("account", "b2", "dave", "margin call met", now_ns=engaged_at + 59 * NS)
-    assert early["ok"] is False and "cooldown" in early["refusal"]
+    assert early["ok"] is False
+    assert "cooldown" in early["refusal"]
     accepted = system.reset("account", "b2", "dave", "margin call met", now_ns=engaged_at + 61 * NS)
     assert accepted["ok"] is True
     assert system.states()["b2"]["breaker"] == "SAFE"

@@ -41,6 +41,6 @@ def test_batching_when_a_batch_is_not_full_it_closes_on_the_time_bound(start_sys
     system = start_system(config(max_ticks=10_000, max_delay_ms=20))
     system.submit(stream(3))
     # No flush: the time bound alone must send the batch; wait for its report to reach the supervisor.
-    assert ray.get(system.supervisor.wait_reported.remote({shard: 1 for shard in system.shards}, 30.0)) == {}
+    assert ray.get(system.supervisor.wait_reported.remote(dict.fromkeys(system.shards, 1), 30.0)) == {}
     assert system.router.batches == 1
     assert system.states()["a"]["timestamp"] == "2020-01-02T14:30:02.000000Z"

@@ -21,7 +21,9 @@ def test_stress_when_tiny_firm_runs_writes_summary_with_every_figure(tmp_path: P
                "--streams", "12", "--ticks", "20000", "--scenario", "mixed", "--json", str(out))
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads(out.read_text())
-    assert summary["ticks"] == 20_000 and summary["accounts"] == 30 and summary["streams"] == 12
+    assert summary["ticks"] == 20_000
+    assert summary["accounts"] == 30
+    assert summary["streams"] == 12
     assert summary["account_ticks"] > summary["ticks"]  # each tick reaches several accounts
     assert summary["breaches"]["account"] >= 1  # the mixed scenario's fat-finger fill
     assert summary["breach_to_deny_ms"]["count"] == summary["breaches"]["account"] - len(summary["undenied_breaches"])
@@ -35,9 +37,11 @@ def test_bench_firm_when_smoke_sized_prints_every_key() -> None:
     result = json.loads(done.stdout)
     for key in ("firm_1k_ticks_per_s", "kernel_ticks_per_s", "firm_10_ticks_per_s", "naive_firm_10_ticks_per_s"):
         assert isinstance(result[key], int) and result[key] > 0, key
-    assert set(result["breach_to_deny_ms"]) >= {"p50", "p99", "max"} and result["breach_to_deny_ms"]["count"] > 0
+    assert set(result["breach_to_deny_ms"]) >= {"p50", "p99", "max"}
+    assert result["breach_to_deny_ms"]["count"] > 0
     assert set(result["gate_check_us"]) >= {"p50", "p99"}
     floor = result["breach_path_floor"]
-    assert floor["call_one_way_ms"]["p50"] > 0 and floor["watch_return_ms"]["p50"] > 0
+    assert floor["call_one_way_ms"]["p50"] > 0
+    assert floor["watch_return_ms"]["p50"] > 0
     assert [row["accounts"] for row in result["scaling"]] == [20, 40, 80]
     assert all(row["ticks_per_s"] > 0 and row["rss_mb"] > 0 for row in result["scaling"])

@@ -15,17 +15,26 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 import ray
 
+from driver.system import RiskSystem
 from riskcore.audit import verify
 from riskcore.gate import Order, Reason
-from riskmon.chaos import drill_config, drill_load, event_diff, halt
-from riskmon.chaos import run_stream as run
-from riskmon.cluster_drill import run_node_loss
-from supervisor.system import RiskSystem
+from riskmon.drills.common import (
+    crash_shard,
+    crash_supervisor,
+    drill_config,
+    drill_load,
+    event_diff,
+    halt,
+    shard_pid,
+)
+from riskmon.drills.common import run_stream as run
+from riskmon.drills.node_loss import run_node_loss
 
 pytestmark = pytest.mark.ray
 
@@ -50,12 +59,12 @@ def test_drill_when_shard_process_killed_mid_stream_accounts_end_identical(
     crashed: dict[str, Any] = {}
 
     def kill_minus_nine(system: RiskSystem) -> None:
-        crashed["pid"] = system.crash_shard("shard-0000")
+        crashed["pid"] = crash_shard(system, "shard-0000")
         crashed["at"] = time.monotonic()
 
     system = start_system(CONFIG)
     faulted = run(system, parts, kill_minus_nine)
-    assert system.shard_pid("shard-0000") != crashed["pid"]  # a new process, rebuilt from the journal
+    assert shard_pid(system, "shard-0000") != crashed["pid"]  # a new process, rebuilt from the journal
     assert faulted["states"] == baseline["states"]
     assert event_diff(baseline["events"], faulted["events"]) == (0, 0)  # account, desk and firm events alike
     assert faulted["counts"] == baseline["counts"]  # every batch, tick and fill applied exactly once
@@ -98,7 +107,7 @@ def test_drill_when_supervisor_killed_breakers_stay_engaged_and_nothing_is_lost(
 
     def kill(system: RiskSystem) -> None:  # three batches after the halt, with batches in flight
         assert gate.wait_for(lambda g: g.check(order).reason in HALTED, 20.0), gate.check(order)
-        old = system.crash_supervisor()
+        old = crash_supervisor(system)
         assert ray.get(system.supervisor.__ray_call__.remote(lambda s: __import__("os").getpid())) != old
 
     faulted = run(system, parts, kill, half + 3, desk_halt)

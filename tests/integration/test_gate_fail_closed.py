@@ -5,6 +5,7 @@ from __future__ import annotations
 import ray
 
 from riskcore.gate import Order, Reason
+from riskmon.drills.common import kill_shard
 
 CONFIG = {
     "symbols": {"EURUSD": {}},
@@ -25,7 +26,7 @@ def test_gate_when_account_actor_dies_denies_that_account_only(start_system) -> 
     system = start_system(CONFIG)
     gate = system.gate()
     assert gate.wait_for(lambda g: g.check(order("a")).allowed and g.check(order("b")).allowed, 10)
-    system.kill_shard(system.router.shard_of["a"])
+    kill_shard(system, system.router.shard_of["a"])
     assert gate.wait_for(lambda g: g.check(order("a")).reason is Reason.STALE_STATE, 15)
     assert "down" in gate.check(order("a")).detail
     assert gate.check(order("b")).allowed

@@ -13,15 +13,16 @@ floating point, so the figures are compared exactly.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
+from driver.metrics import serve_metrics
 from riskcore.events import Tick
-from supervisor.metrics import serve_metrics
-
-from prometheus_server import PrometheusServer, prometheus_binary, wait_until
+from riskmon.drills.common import crash_shard
+from tests.integration.prometheus_server import PrometheusServer, prometheus_binary, wait_until
 
 pytestmark = pytest.mark.ray
 
@@ -115,7 +116,7 @@ def test_prometheus_when_a_shard_is_killed_and_restarts_sees_no_counter_reset(
 
         # kill -9 b1's shard: Ray restarts it, it rebuilds ticks_applied from its journal, and its in-memory
         # batch histogram starts again from zero in the new process.
-        system.crash_shard("shard-0001")
+        crash_shard(system, "shard-0001")
         system.submit([Tick("EURUSD", 1.125, 1.1328125, T0 + 2 * NS, "feed-1", 2)])
         system.flush()
         after = {"sum(riskmon_ticks_applied_total)": 6.0, "sum(riskmon_batch_duration_seconds_count)": 4.0,

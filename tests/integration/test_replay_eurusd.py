@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -26,7 +26,6 @@ import pytest
 from riskcore.account import AccountState
 from riskcore.config import RiskConfig, parse_config
 from riskmon.replay import replay
-
 
 pytestmark = pytest.mark.ray
 
@@ -90,7 +89,7 @@ def parse_histdata(path: Path) -> list[Quote]:
     for index, line in enumerate(path.read_text(encoding="ascii").splitlines()):
         stamp, bid, ask, _volume = line.split(",")
         local = datetime.strptime(stamp, "%Y%m%d %H%M%S%f").replace(tzinfo=EST)
-        quotes.append(Quote(index, local.astimezone(timezone.utc), float(bid), float(ask)))
+        quotes.append(Quote(index, local.astimezone(UTC), float(bid), float(ask)))
     return quotes
 
 
@@ -210,7 +209,8 @@ def test_replay_when_real_eurusd_file_alerts_and_breakers_name_the_exact_tick(st
     # The config is built so that real data crosses the limits: guard that premise first.
     assert any(to == "WARNING" for e in expected.values() for _f, to, _s, _t in e.alerts)
     assert any(to == "CRITICAL" for e in expected.values() for _f, to, _s, _t in e.alerts)
-    assert expected["long-hi"].breakers and expected["short-1"].breakers
+    assert expected["long-hi"].breakers
+    assert expected["short-1"].breakers
 
     # long-hi: first WARNING, first CRITICAL and the breaker at the ticks recomputed here.
     long_alerts = report_alerts(report, "long-hi")
@@ -224,7 +224,8 @@ def test_replay_when_real_eurusd_file_alerts_and_breakers_name_the_exact_tick(st
         assert report_alerts(report, account_id) == exp.alerts, account_id
         # Breakers: engaged once at the first CRITICAL (auto), never by kill_switch_mode: manual.
         assert report_breakers(report, account_id) == exp.breakers, account_id
-    assert expected["long-manual"].breakers == [] and first(expected["long-manual"].alerts, "CRITICAL")
+    assert expected["long-manual"].breakers == []
+    assert first(expected["long-manual"].alerts, "CRITICAL")
 
     for event in report["events"]:
         if event["type"] in ("alert", "breaker"):
@@ -299,7 +300,8 @@ def test_replay_when_lines_corrupted_rejects_them_by_index_and_ends_as_without_t
 
     # ...and as the system itself gives them for the file with the lines removed.
     clean = replay(clean_file, "histdata", config, symbol=SYMBOL, system=start_system(config))
-    assert clean["ticks"] == 9500 - len(CORRUPTIONS) and clean["rejected"] == 0
+    assert clean["ticks"] == 9500 - len(CORRUPTIONS)
+    assert clean["rejected"] == 0
     assert report["accounts"] == clean["accounts"]
     original_index = [q.index for q in kept]  # line in the clean file -> line in the corrupted one
     remapped = [dict(e, tick_seq=original_index[e["tick_seq"]]) for e in clean["events"]]

@@ -73,10 +73,12 @@ def test_scenario_when_normal_operation_no_alerts_and_exact_figures(start_system
     state = system.states()["acct"]
     equity, dd, lev = expected_path(bids)[-1]
     assert system.events() == []
-    assert state["alert_level"] == "NORMAL" and state["breaker"] == "SAFE"
+    assert state["alert_level"] == "NORMAL"
+    assert state["breaker"] == "SAFE"
     assert state["equity"] == equity
     assert state["open_pnl"] == QTY * (bids[-1] - AVG)
-    assert state["drawdown_pct"] == dd and state["leverage"] == lev
+    assert state["drawdown_pct"] == dd
+    assert state["leverage"] == lev
     assert state["timestamp"] == rfc3339_us(T0 + 299 * NS_PER_SECOND)
 
 
@@ -92,7 +94,8 @@ def test_scenario_when_flash_crash_breaker_engages_on_exact_tick(start_system) -
     events = system.events()
     assert alerts(events) == [(first_warning, "NORMAL", "WARNING"), (first_critical, "WARNING", "CRITICAL")]
     critical = next(e for e in events if e["type"] == "alert" and e["to"] == "CRITICAL")
-    assert critical["metric"] == "drawdown_pct" and critical["value"] == path[first_critical][1]
+    assert critical["metric"] == "drawdown_pct"
+    assert critical["value"] == path[first_critical][1]
     assert critical["threshold"] == 0.02
     [engaged] = breaker_events(events)
     assert (engaged["scope"], engaged["id"], engaged["state"]) == ("account", "acct", "ENGAGED")
@@ -100,11 +103,13 @@ def test_scenario_when_flash_crash_breaker_engages_on_exact_tick(start_system) -
     assert engaged["tick_ts"] == rfc3339_us(T0 + first_critical * NS_PER_SECOND)
     # Monitoring continues after the breaker engages: the figures follow the last tick.
     state = system.states()["acct"]
-    assert state["breaker"] == "ENGAGED" and state["equity"] == path[-1][0]
+    assert state["breaker"] == "ENGAGED"
+    assert state["equity"] == path[-1][0]
     # The gate in this process sees the halt: adding risk is denied, flattening still passes.
     assert gate.wait_for(lambda g: g.check(Order("acct", "EURUSD", 100_000, bids[-1])).reason is Reason.REDUCE_ONLY, 10)
     sell = gate.check(Order("acct", "EURUSD", -500_000, bids[-1]))
-    assert sell.allowed and sell.reason is Reason.REDUCE_ONLY_OK
+    assert sell.allowed
+    assert sell.reason is Reason.REDUCE_ONLY_OK
 
 
 def test_scenario_when_fat_finger_fill_leverage_engages_on_the_fill(start_system) -> None:
@@ -126,7 +131,9 @@ def test_scenario_when_fat_finger_fill_leverage_engages_on_the_fill(start_system
         "NORMAL", "CRITICAL", "leverage", 41, "fills")
     assert alert["value"] == pytest.approx(leverage, rel=1e-12)  # avg price is a weighted mean: order of ops differs
     [engaged] = breaker_events(events)
-    assert engaged["state"] == "ENGAGED" and engaged["tick_seq"] == 41 and "leverage" in engaged["reason"]
+    assert engaged["state"] == "ENGAGED"
+    assert engaged["tick_seq"] == 41
+    assert "leverage" in engaged["reason"]
     assert system.states()["acct"]["balance"] == BALANCE - 10.0
 
 
@@ -143,9 +150,12 @@ def test_scenario_when_cash_is_withdrawn_leverage_engages_at_the_withdrawal_and_
     assert (alert["to"], alert["metric"], alert["tick_seq"], alert["stream"]) == ("CRITICAL", "leverage", 7, "treasury")
     assert alert["value"] == QTY * AVG / equity  # 2.2M on 300k
     [engaged] = breaker_events(system.events())
-    assert engaged["state"] == "ENGAGED" and engaged["tick_seq"] == 7
+    assert engaged["state"] == "ENGAGED"
+    assert engaged["tick_seq"] == 7
     state = system.states()["acct"]
-    assert state["balance"] == equity and state["total_pnl"] == 0.0 and state["drawdown"] == 0.0  # not a loss
+    assert state["balance"] == equity
+    assert state["total_pnl"] == 0.0
+    assert state["drawdown"] == 0.0
     assert [r.code for r in system.refusals] == ["duplicate_cash"]
 
 
@@ -160,7 +170,8 @@ def test_scenario_when_extreme_volatility_escalates_warning_then_critical(start_
         if now != previous:
             expected.append((i, previous, now))
         previous = now
-    assert [t[2] for t in expected][:1] == ["WARNING"] and "CRITICAL" in [t[2] for t in expected]
+    assert [t[2] for t in expected][:1] == ["WARNING"]
+    assert "CRITICAL" in [t[2] for t in expected]
     system = start_system(config())
     system.submit(ticks(bids))
     system.flush()
@@ -181,9 +192,11 @@ def test_scenario_when_recovery_reset_refused_in_cooldown_then_released(start_sy
     engaged_ns = T0 + engaged["tick_seq"] * NS_PER_SECOND
 
     early = system.reset("account", "acct", "alice", "desk flat", now_ns=engaged_ns + 10 * NS_PER_SECOND)
-    assert not early["ok"] and "cooldown" in early["refusal"]
+    assert not early["ok"]
+    assert "cooldown" in early["refusal"]
     breached = system.reset("account", "acct", "alice", "desk flat", now_ns=engaged_ns + 61 * NS_PER_SECOND)
-    assert not breached["ok"] and "still breached" in breached["refusal"]
+    assert not breached["ok"]
+    assert "still breached" in breached["refusal"]
 
     all_ticks = ticks(crash + recover)
     system.submit(all_ticks[len(crash):])
@@ -191,7 +204,9 @@ def test_scenario_when_recovery_reset_refused_in_cooldown_then_released(start_sy
     assert system.states()["acct"]["alert_level"] == "NORMAL"
     assert system.states()["acct"]["breaker"] == "ENGAGED"  # auto_reset is off: a person releases it
     done = system.reset("account", "acct", "alice", "desk flat", now_ns=engaged_ns + 61 * NS_PER_SECOND)
-    assert done["ok"] and done["event"]["state"] == "SAFE" and done["event"]["operator"] == "alice"
+    assert done["ok"]
+    assert done["event"]["state"] == "SAFE"
+    assert done["event"]["operator"] == "alice"
     states = [e["state"] for e in breaker_events(system.events())]
     assert states == ["ENGAGED", "SAFE"]
     assert system.states()["acct"]["breaker"] == "SAFE"

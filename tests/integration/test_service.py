@@ -22,15 +22,14 @@ import pytest
 import ray
 import yaml
 
+from driver.feed_server import send_frame
+from driver.gate import OrderGate
 from riskcore.config import parse_config
 from riskcore.events import Fill
 from riskcore.gate import Order, Reason
 from riskcore.wire import encode_fills, encode_ticks
 from supervisor.deploy import get_supervisor
-from supervisor.gate import OrderGate
-from supervisor.ingest import send_frame
-
-from prometheus_server import PrometheusServer, free_port, prometheus_binary, wait_until
+from tests.integration.prometheus_server import PrometheusServer, free_port, prometheus_binary, wait_until
 
 pytestmark = pytest.mark.ray
 
@@ -87,10 +86,12 @@ def test_service_when_run_takes_a_tcp_feed_shows_status_obeys_operators_and_is_s
                 [T0, T0 + NS, T0 + NS, T0 + 2 * NS], [0, 1, 2, 3]))
             fills = send_frame(feed, encode_fills([Fill("a1", "EURUSD", -500_000.0, 1.125, T0 + 3 * NS, fill_id="f1")]))
             junk = send_frame(feed, msgpack.packb({"v": 1, "type": "ticks", "stream": 7}))
-        assert ticks["ok"] and ticks["accepted"] == 2
+        assert ticks["ok"]
+        assert ticks["accepted"] == 2
         assert sorted(r["code"] for r in ticks["refused"]) == ["crossed_quote", "unknown_symbol"]
         assert fills == {"ok": True, "accepted": 1, "refused": [], "error": None}
-        assert not junk["ok"] and junk["error"].startswith("bad_frame")
+        assert not junk["ok"]
+        assert junk["error"].startswith("bad_frame")
 
         # `riskmon status` shows what the feed brought: b1's drawdown engaged its breaker, a1 sold half.
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -98,10 +99,11 @@ def test_service_when_run_takes_a_tcp_feed_shows_status_obeys_operators_and_is_s
             shown = riskmon("status", *attach, "--json")
             assert shown.returncode == 0, shown.stderr
             status = json.loads(shown.stdout)
-            if status["accounts"]["b1"]["breaker"] == "ENGAGED" and status["feeds"] or time.monotonic() > deadline:
+            if (status["accounts"]["b1"]["breaker"] == "ENGAGED" and status["feeds"]) or time.monotonic() > deadline:
                 break
             time.sleep(0.2)
-        assert status["accounts"]["b1"]["breaker"] == "ENGAGED" and status["accounts"]["a1"]["breaker"] == "SAFE"
+        assert status["accounts"]["b1"]["breaker"] == "ENGAGED"
+        assert status["accounts"]["a1"]["breaker"] == "SAFE"
         assert status["refused"] == {"crossed_quote": 1, "unknown_symbol": 1, "bad_frame": 1}
         assert next(iter(status["feeds"].values()))["frames"] == 3
         table = riskmon("status", *attach)

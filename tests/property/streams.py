@@ -23,7 +23,6 @@ from riskcore.config import RiskConfig, parse_config
 from riskcore.engine import BatchedEngine, ReferenceEngine
 from riskcore.events import AccountEvent, AlertEvent, BreakerEvent, Cash, Fill, Tick
 
-
 S = NS_PER_SECOND
 HOUR = 3600 * S
 MAX_SYMBOLS = 4

@@ -16,8 +16,7 @@ from hypothesis import HealthCheck, given, settings, target
 from riskcore.clock import parse_rfc3339
 from riskcore.engine import BatchedEngine, EventBatch, ReferenceEngine
 from riskcore.events import AlertEvent, BreakerEvent, Cash, Fill, Tick
-from tests.property.streams import HOUR, S, Event, Scenario, breakers, one_account_scenario, scenarios
-
+from tests.property.streams import HOUR, Event, S, Scenario, breakers, one_account_scenario, scenarios
 
 # --------------------------------------------------------------------------- running both engines
 

@@ -25,9 +25,9 @@ from riskcore.engine import BatchedEngine, EventBatch
 from riskcore.events import BreakerEvent, Fill, Tick
 from tests.property.streams import (
     HOUR,
-    S,
     Event,
     OperatorStep,
+    S,
     Scenario,
     breakers,
     one_account_scenario,
@@ -58,7 +58,8 @@ def assert_same_arrays(original: BatchedEngine, restored: BatchedEngine) -> None
     for name, array in vars(original).items():
         if name.startswith(("a_", "m_")) and name not in ("a_changed", "a_lag"):
             assert array.tobytes() == getattr(restored, name).tobytes(), name
-    assert np.array_equal(original.slot_n, restored.slot_n) and np.array_equal(original.hold_n, restored.hold_n)
+    assert np.array_equal(original.slot_n, restored.slot_n)
+    assert np.array_equal(original.hold_n, restored.hold_n)
     for a, n in enumerate(original.slot_n.tolist()):
         for name in ("slot_sym", "slot_qty", "slot_avg", "slot_mult", "slot_upnl", "slot_expo"):
             assert getattr(original, name)[a, :n].tobytes() == getattr(restored, name)[a, :n].tobytes(), (name, a)

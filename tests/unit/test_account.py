@@ -268,7 +268,8 @@ def test_account_state_when_equity_not_positive_reports_infinite_leverage(bid: f
     state = desk.state
 
     assert state.equity == equity
-    assert math.isinf(state.leverage) and state.leverage > 0
+    assert math.isinf(state.leverage)
+    assert state.leverage > 0
     assert state.to_dict()["leverage"] == "inf"
     assert state.alert_level == "CRITICAL"
 
@@ -644,7 +645,8 @@ def test_operator_reset_when_cooldown_not_elapsed_is_refused_with_cooldown_reaso
     event, refusal = desk.engine.reset("A", T0 + 59 * S, "alice", "all clear")
 
     assert event is None
-    assert refusal is not None and "cooldown" in refusal
+    assert refusal is not None
+    assert "cooldown" in refusal
     assert desk.state.breaker == "ENGAGED"
 
 
@@ -666,7 +668,8 @@ def test_operator_reset_when_limit_engaged_and_still_critical_is_refused() -> No
     event, refusal = desk.engine.reset("A", T0 + 3600 * S, "alice", "try")
 
     assert event is None
-    assert refusal is not None and "cooldown" not in refusal
+    assert refusal is not None
+    assert "cooldown" not in refusal
     assert desk.state.breaker == "ENGAGED"
 
 
@@ -678,9 +681,11 @@ def test_operator_reset_when_limit_engaged_and_recovered_releases() -> None:
     during_cooldown = desk.engine.reset("A", T0 + 20 * S, "alice", "try")
     after_cooldown = desk.engine.reset("A", T0 + 30 * S, "alice", "try")
 
-    assert during_cooldown[0] is None and "cooldown" in (during_cooldown[1] or "")
+    assert during_cooldown[0] is None
+    assert "cooldown" in (during_cooldown[1] or "")
     assert after_cooldown[1] is None
-    assert after_cooldown[0] is not None and after_cooldown[0].state == "SAFE"
+    assert after_cooldown[0] is not None
+    assert after_cooldown[0].state == "SAFE"
     assert desk.state.breaker == "SAFE"
 
 
@@ -693,7 +698,8 @@ def test_operator_reset_when_manual_mode_operator_engaged_while_critical_release
 
     assert desk.state.alert_level == "CRITICAL"
     assert refusal is None
-    assert event is not None and event.state == "SAFE"
+    assert event is not None
+    assert event.state == "SAFE"
 
 
 def test_operator_reset_when_breaker_safe_is_refused_not_raised() -> None:
@@ -702,7 +708,8 @@ def test_operator_reset_when_breaker_safe_is_refused_not_raised() -> None:
     event, refusal = desk.engine.reset("A", T0, "alice", "nothing to do")
 
     assert event is None
-    assert refusal is not None and "not engaged" in refusal
+    assert refusal is not None
+    assert "not engaged" in refusal
 
 
 def test_operator_engage_when_unknown_account_raises() -> None:
@@ -749,7 +756,8 @@ def test_cash_when_deposited_after_a_loss_moves_balance_but_not_daily_pnl_or_dra
     before = desk.state
     cash(desk, 50_000.0, ts=T0 + 2 * S, seq=3)
     after = desk.state
-    assert after.balance == before.balance + 50_000.0 and after.equity == before.equity + 50_000.0
+    assert after.balance == before.balance + 50_000.0
+    assert after.equity == before.equity + 50_000.0
     assert after.total_pnl == before.total_pnl == -1_000.0  # moving cash is not profit
     assert after.drawdown == before.drawdown == 6_000.0  # ... and not a recovery from the drawdown
     assert (after.sod_equity, after.day_peak) == (before.sod_equity + 50_000.0, before.day_peak + 50_000.0)
@@ -764,7 +772,8 @@ def test_cash_when_withdrawn_raises_leverage_and_can_engage_the_breaker_at_that_
     assert [(e.to_level, e.metric) for e in alerts(events)] == [("CRITICAL", "leverage")]
     (engaged,) = breaker_events(events)
     assert (engaged.state, engaged.stream, engaged.seq) == ("ENGAGED", "c", 2)
-    assert desk.state.drawdown == 0.0 and desk.state.leverage == 2.5
+    assert desk.state.drawdown == 0.0
+    assert desk.state.leverage == 2.5
 
 
 def test_cash_when_it_brings_a_new_trading_day_rolls_first_then_moves_the_new_day_figures() -> None:
@@ -773,4 +782,6 @@ def test_cash_when_it_brings_a_new_trading_day_rolls_first_then_moves_the_new_da
     next_day = parse_rfc3339("2020-01-16T15:00:00.000000Z")
     cash(desk, 10_000.0, ts=next_day, seq=2)
     state = desk.state
-    assert state.sod_equity == 99_000.0 + 10_000.0 and state.day_peak == 109_000.0 and state.total_pnl == -1_000.0
+    assert state.sod_equity == 99_000.0 + 10_000.0
+    assert state.day_peak == 109_000.0
+    assert state.total_pnl == -1_000.0

@@ -9,8 +9,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import pytest
 import yaml
@@ -94,8 +95,10 @@ def test_append_when_values_not_finite_writes_them_as_strings_that_round_trip(tm
     assert record == written
     assert (record["leverage"], record["low"], record["ratio"]) == ("inf", "-inf", "nan")
     assert record["marks"] == {"7": ["inf", 1.25]}
-    assert float(record["leverage"]) == math.inf and math.isnan(float(record["ratio"]))
-    assert b"Infinity" not in path.read_bytes() and b"NaN" not in path.read_bytes()
+    assert float(record["leverage"]) == math.inf
+    assert math.isnan(float(record["ratio"]))
+    assert b"Infinity" not in path.read_bytes()
+    assert b"NaN" not in path.read_bytes()
     assert verify(path).ok
 
 
@@ -131,7 +134,8 @@ def test_append_event_when_alert_event_takes_kind_and_ts_from_the_event(tmp_path
     assert record["ts"] == record["tick_ts"] == "2020-01-02T15:00:00.065000Z"
     assert (record["account"], record["from"], record["to"], record["tick_seq"]) == ("A-1", "WARNING", "CRITICAL", 42)
     assert record["value"] == "inf"
-    assert record["before"] == before and record["after"] == {"alert_level": "CRITICAL", "leverage": "inf"}
+    assert record["before"] == before
+    assert record["after"] == {"alert_level": "CRITICAL", "leverage": "inf"}
     assert "type" not in record
 
 
@@ -275,7 +279,8 @@ def test_reopen_when_trail_exists_continues_seq_and_chain(tmp_path: Path) -> Non
         trail.append("breaker", scope="account", id="A-1", state="ENGAGED")
 
     assert [r["seq"] for r in records(path)] == [0, 1, 2, 3, 4]
-    assert verify(path).ok and verify(path).records == 5
+    assert verify(path).ok
+    assert verify(path).records == 5
 
 
 def test_reopen_when_last_line_torn_cuts_it_and_records_the_cut(tmp_path: Path) -> None:
@@ -405,7 +410,7 @@ class EngineSystem:
         self.refusals: list[Any] = []
 
     @classmethod
-    def start(cls, config: RiskConfig) -> "EngineSystem":
+    def start(cls, config: RiskConfig) -> EngineSystem:
         cls.started += 1
         return cls(config)
 
@@ -476,7 +481,8 @@ def test_cli_replay_with_audit_when_limits_crossed_writes_a_verified_trail_of_ev
     assert code == 0, err
     report = json.loads((tmp_path / "report.json").read_text(encoding="utf-8"))
     written = records(trail)
-    assert verify(trail).ok and verify(trail).records == len(written)
+    assert verify(trail).ok
+    assert verify(trail).records == len(written)
     assert f"; {len(written)} audit records appended to {trail}" in out
 
     load, *changes, rejected = written
@@ -598,5 +604,7 @@ def test_write_audit_when_report_disagrees_with_the_rerun_raises_after_writing_w
             replay.write_audit(trail, report, parse_config(SMALL_CONFIG), "EURUSD")
 
     (written,) = records(tmp_path / "audit.jsonl")
-    assert written["kind"] == "limit" and "before" not in written and "after" not in written
+    assert written["kind"] == "limit"
+    assert "before" not in written
+    assert "after" not in written
     assert verify(tmp_path / "audit.jsonl").ok

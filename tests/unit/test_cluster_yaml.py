@@ -19,7 +19,8 @@ def test_cluster_yaml_when_validated_by_ray_against_its_shipped_schema_passes() 
     config = load()
     # What `ray up` does first: Ray's schema check, then its defaults filled in and checked again.
     validate_config(prepare_config(config))
-    assert set(config["available_node_types"]) == {"head", "worker"} and config["head_node_type"] == "head"
+    assert set(config["available_node_types"]) == {"head", "worker"}
+    assert config["head_node_type"] == "head"
     assert any("pip install -e /opt/riskmon" in c for c in config["setup_commands"])
     starts = config["head_start_ray_commands"] + config["worker_start_ray_commands"]
     assert all("RAY_AUTH_MODE=token" in c for c in starts if "ray start" in c)  # token auth stays on

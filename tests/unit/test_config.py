@@ -533,7 +533,8 @@ def test_config_to_raw_when_parsed_again_gives_the_same_config() -> None:
     config = parse_config(raw, source="example")
     again = parse_config(msgpack.unpackb(msgpack.packb(config_to_raw(config)), raw=False), source="example")
     assert again == config
-    assert again.durability.fsync is True and again.durability.snapshot_mb == 8.0
+    assert again.durability.fsync is True
+    assert again.durability.snapshot_mb == 8.0
     assert any(a.limits != config.limits for a in config.accounts)  # overrides really were exercised
 
 

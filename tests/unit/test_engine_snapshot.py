@@ -6,7 +6,8 @@ That a restored engine goes on exactly as the one that wrote the snapshot is the
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import pytest
 
@@ -73,7 +74,8 @@ def test_engine_restore_when_engine_has_its_own_history_takes_the_snapshot_whole
     engine.restore(snapshot)
 
     assert engine.snapshot() == snapshot
-    assert engine.hold_n.tolist() == [2, 0] and not engine.m_has[1]
+    assert engine.hold_n.tolist() == [2, 0]
+    assert not engine.m_has[1]
 
 
 @pytest.mark.parametrize("version", [SNAPSHOT_VERSION + 1, 0, None])

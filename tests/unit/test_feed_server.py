@@ -1,4 +1,4 @@
-"""The TCP feed server (supervisor.ingest) over real sockets, against a recording stand-in for the system."""
+"""The TCP feed server (driver.feed_server) over real sockets, against a recording stand-in for the system."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ from typing import Any
 import msgpack
 import pytest
 
+from driver.feed_server import FeedServer, send_frame
 from riskcore.config import parse_config
 from riskcore.events import Cash, Fill
 from riskcore.ingest import Refusal
 from riskcore.wire import MAX_FRAME_BYTES, TickFrame, encode_fills, encode_ticks
-from supervisor.ingest import FeedServer, send_frame
 
 CONFIG = parse_config({"symbols": {"EURUSD": {}}, "portfolios": {"desk": {}},
                        "accounts": [{"id": "a1", "portfolio": "desk", "balance": 1_000_000}]})
@@ -68,10 +68,15 @@ def test_feed_server_when_frames_arrive_answers_each_and_refuses_a_bad_one_whole
         junk = send_frame(sock, b"\xc1")
         again = send_frame(sock, encode_fills([Fill("a1", "EURUSD", 1.0, 1.1, 5)]))  # the connection goes on
     assert ticks == {"ok": True, "accepted": 2, "refused": [], "error": None}
-    assert fills["accepted"] == 1 and [r["code"] for r in fills["refused"]] == ["unknown_account"]
-    assert not junk["ok"] and junk["error"].startswith("bad_frame") and system.refused_whole == [("feed", "bad_frame")]
-    assert again["ok"] and len(system.frames) == 3  # the malformed frame reached nothing
-    assert server.stats()["frames"] == 4 and server.stats()["frames_refused"] == 1
+    assert fills["accepted"] == 1
+    assert [r["code"] for r in fills["refused"]] == ["unknown_account"]
+    assert not junk["ok"]
+    assert junk["error"].startswith("bad_frame")
+    assert system.refused_whole == [("feed", "bad_frame")]
+    assert again["ok"]
+    assert len(system.frames) == 3
+    assert server.stats()["frames"] == 4
+    assert server.stats()["frames_refused"] == 1
 
 
 def test_feed_server_when_a_length_is_over_the_limit_answers_and_closes(served: Any) -> None:
@@ -111,8 +116,11 @@ def test_feed_server_when_the_system_is_busy_holds_producers_back_instead_of_buf
     producers = [threading.Thread(target=produce) for _ in range(8)]  # concurrent connections
     for producer in producers:
         producer.start()
-    assert not answers and system.frames == []
+    assert not answers
+    assert system.frames == []
     block.set()
     for producer in producers:
         producer.join(timeout=20)
-    assert len(answers) == 24 and all(a["ok"] for a in answers) and len(system.frames) == 24
+    assert len(answers) == 24
+    assert all(a["ok"] for a in answers)
+    assert len(system.frames) == 24

@@ -13,7 +13,7 @@ from riskcore.errors import InputError
 from riskcore.events import Fill, Tick
 from riskcore.feeds import parse_histdata_line, parse_truefx_line, read_records
 from riskcore.wire import encode_fills, encode_ticks
-from riskmon.quotes import EURUSD_REL_SPREAD, EURUSD_TICK_VOL
+from riskmon.loadgen.quotes import EURUSD_REL_SPREAD, EURUSD_TICK_VOL
 
 DATA_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 EURUSD_FILE = DATA_DIR / "EURUSD-histdata-20200101.csv"
@@ -114,8 +114,10 @@ def test_read_records_when_line_not_ascii_yields_bad_record_and_keeps_alignment(
     data = b"20200101 170000065,1.1212,1.1217,0\n20200101 17\xff0000065,1.1,1.2,0\n20200101 170001000,1.1,1.2,0\n"
     records = list(read_records(write(tmp_path, "q.csv", data), "histdata", "EURUSD"))
     assert [index for index, _ in records] == [0, 1, 2]
-    assert isinstance(records[1][1], InputError) and records[1][1].code == "bad_record"
-    assert isinstance(records[2][1], Tick) and records[2][1].seq == 2
+    assert isinstance(records[1][1], InputError)
+    assert records[1][1].code == "bad_record"
+    assert isinstance(records[2][1], Tick)
+    assert records[2][1].seq == 2
 
 
 def test_read_records_when_last_line_has_no_newline_reads_it(tmp_path: Path) -> None:
@@ -149,7 +151,8 @@ def test_read_records_when_truefx_has_bad_and_other_symbol_lines_yields_each_at_
     assert [index for index, _ in records] == [0, 1, 2, 3]
     kinds = ["tick" if isinstance(r, Tick) else r.code for _, r in records]
     assert kinds == ["tick", "other_symbol", "bad_record", "tick"]
-    assert records[3][1].seq == 3 and records[3][1].symbol == "EURUSD"
+    assert records[3][1].seq == 3
+    assert records[3][1].symbol == "EURUSD"
     unfiltered = list(read_records(path, "truefx"))
     assert [r.symbol for _, r in unfiltered if isinstance(r, Tick)] == ["EURUSD", "GBPUSD", "EURUSD"]
 
@@ -180,7 +183,8 @@ def test_read_records_when_msgpack_has_two_tick_frames_yields_running_indexes(tm
 def test_read_records_when_msgpack_symbol_selected_marks_others_other_symbol(tmp_path: Path) -> None:
     records = list(read_records(write(tmp_path, "t.msgpack", two_tick_frames()), "msgpack", "EURUSD"))
     assert [index for index, _ in records] == [0, 1, 2, 3, 4]
-    assert isinstance(records[1][1], InputError) and records[1][1].code == "other_symbol"
+    assert isinstance(records[1][1], InputError)
+    assert records[1][1].code == "other_symbol"
 
 
 @pytest.mark.parametrize("cut", [1, 9, 30])
@@ -190,7 +194,8 @@ def test_read_records_when_msgpack_tail_truncated_yields_input_error_after_good_
     assert [index for index, _ in records] == [0, 1, 2, 3]
     assert all(isinstance(r, Tick) for _, r in records[:3])
     error = records[3][1]
-    assert isinstance(error, InputError) and error.code == "bad_frame"
+    assert isinstance(error, InputError)
+    assert error.code == "bad_frame"
 
 
 def test_read_records_when_msgpack_holds_non_tick_frame_yields_error_and_continues(tmp_path: Path) -> None:
@@ -199,15 +204,18 @@ def test_read_records_when_msgpack_holds_non_tick_frame_yields_error_and_continu
     last = encode_ticks("feed", ["EURUSD"], [0], [1.3], [1.4], [T0 + 1], [2])
     records = list(read_records(write(tmp_path, "t.msgpack", first + fills + last), "msgpack"))
     assert [index for index, _ in records] == [0, 1, 2]
-    assert isinstance(records[0][1], Tick) and isinstance(records[2][1], Tick)
-    assert isinstance(records[1][1], InputError) and records[1][1].code == "bad_frame"
+    assert isinstance(records[0][1], Tick)
+    assert isinstance(records[2][1], Tick)
+    assert isinstance(records[1][1], InputError)
+    assert records[1][1].code == "bad_frame"
     assert records[2][1].bid == 1.3
 
 
 def test_read_records_when_msgpack_file_is_garbage_yields_one_error(tmp_path: Path) -> None:
     records = list(read_records(write(tmp_path, "t.msgpack", b"\xc1\xc1\xc1"), "msgpack"))
     assert len(records) == 1
-    assert records[0][0] == 0 and isinstance(records[0][1], InputError)
+    assert records[0][0] == 0
+    assert isinstance(records[0][1], InputError)
 
 
 # --------------------------------------------------------------------------- the real EURUSD file
@@ -236,6 +244,7 @@ def test_quotes_constants_when_recomputed_from_real_eurusd_file_agree_to_3_signi
     mid = (bid + ask) / 2.0
     tick_vol = float(np.std(np.diff(np.log(mid))))
     rel_spread = float(np.median((ask - bid) / mid))
-    assert math.isfinite(tick_vol) and math.isfinite(rel_spread)
+    assert math.isfinite(tick_vol)
+    assert math.isfinite(rel_spread)
     assert same_3_significant_digits(tick_vol, EURUSD_TICK_VOL), (tick_vol, EURUSD_TICK_VOL)
     assert same_3_significant_digits(rel_spread, EURUSD_REL_SPREAD), (rel_spread, EURUSD_REL_SPREAD)

@@ -79,7 +79,8 @@ def buy(qty: float = 10.0, price: float = 100.0, symbol: str = "XYZ", account: s
 
 def test_gate_when_view_fresh_and_order_sane_allows_with_ok() -> None:
     decision = make_gate().check(buy(), T0)
-    assert decision.allowed and bool(decision)
+    assert decision.allowed
+    assert bool(decision)
     assert decision.reason is Reason.OK
 
 
@@ -449,7 +450,8 @@ def breaker_table(version: int = 2, engaged: tuple[str, ...] = (), down: tuple[s
 def test_gate_when_breaker_table_engages_account_denies_and_keeps_figures_and_flags() -> None:
     gate = make_gate(gate_view({"A": account_view(), "B": account_view()}))
     gate.update_breakers(breaker_table(engaged=("A",)), T0 + 1)
-    assert gate.version == 2 and gate.received_ns == T0 + 1
+    assert gate.version == 2
+    assert gate.received_ns == T0 + 1
     assert gate.check(buy(10.0), T0 + 1).reason is Reason.REDUCE_ONLY  # reduce-only kept from the whole view
     assert gate.check(buy(-50.0), T0 + 1).reason is Reason.REDUCE_ONLY_OK  # positions kept: 100 XYZ long
     assert gate.check(buy(10.0, account="B"), T0 + 1).allowed

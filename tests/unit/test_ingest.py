@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from typing import Sequence
+from collections.abc import Sequence
 
 import msgpack
 import numpy as np
@@ -126,7 +126,8 @@ def test_tick_screen_when_timestamp_runs_back_refuses_stale_timestamp() -> None:
 
 def test_tick_screen_when_timestamp_repeats_with_higher_seq_accepts() -> None:
     mask, refusals = TickScreen().screen(columns([ok(0, 1, ts=T0), ok(0, 2, ts=T0), ok(0, 3, ts=T0)]))
-    assert mask.all() and refusals == []
+    assert mask.all()
+    assert refusals == []
 
 
 def test_tick_screen_when_row_refused_does_not_advance_stream_last_seq_or_ts() -> None:
@@ -161,7 +162,8 @@ def test_tick_screen_when_one_stream_has_bad_rows_other_streams_unaffected() -> 
 
 def test_tick_screen_when_streams_share_seq_numbers_accepts_each() -> None:
     mask, refusals = TickScreen().screen(columns([ok(0, 1), ok(1, 1), ok(0, 2), ok(1, 2)]))
-    assert mask.all() and refusals == []
+    assert mask.all()
+    assert refusals == []
 
 
 def test_tick_screen_when_refusing_counts_per_code() -> None:
@@ -181,7 +183,8 @@ def test_tick_screen_when_refusing_counts_per_code() -> None:
 
 def test_tick_screen_when_batch_empty_returns_empty_mask() -> None:
     mask, refusals = TickScreen().screen(TickColumns.empty())
-    assert mask.shape == (0,) and refusals == []
+    assert mask.shape == (0,)
+    assert refusals == []
 
 
 # --------------------------------------------------------------------------- fast path vs row path
@@ -192,7 +195,8 @@ def test_tick_screen_when_batch_clean_takes_fast_path_and_records_last_per_strea
     spy = PathSpy(screen)
     mask, refusals = screen.screen(columns([ok(0, 1), ok(1, 7), ok(0, 2), ok(1, 9, ts=T0 + 99)]))
     assert spy.calls == 0
-    assert mask.all() and refusals == []
+    assert mask.all()
+    assert refusals == []
     assert screen.last_seq == {"A": 2, "B": 9}
     assert screen.last_ts == {"A": T0 + 2, "B": T0 + 99}
 
@@ -208,7 +212,8 @@ def test_tick_screen_when_batch_has_bad_row_takes_row_path(rows: list[Row]) -> N
     spy = PathSpy(screen)
     mask, refusals = screen.screen(columns(rows))
     assert spy.calls == 1
-    assert len(refusals) == 1 and not mask.all()
+    assert len(refusals) == 1
+    assert not mask.all()
 
 
 def test_tick_screen_when_batch_starts_behind_previous_batch_takes_row_path() -> None:
@@ -293,7 +298,8 @@ def test_fill_screen_when_fill_sane_accepts() -> None:
 def test_fill_screen_when_fill_malformed_refuses_with_code(changes: dict[str, object], code: str) -> None:
     screen = fill_screen()
     kept, kept_pos, refusals = screen.screen([fill(**changes)], [0])
-    assert kept == [] and kept_pos == []
+    assert kept == []
+    assert kept_pos == []
     assert codes(refusals) == [code]
     assert (refusals[0].stream, refusals[0].seq) == ("exec", 3)
     assert screen.refused == Counter({code: 1})
@@ -302,7 +308,8 @@ def test_fill_screen_when_fill_malformed_refuses_with_code(changes: dict[str, ob
 def test_fill_screen_when_fill_id_repeats_refuses_duplicate_fill() -> None:
     screen = fill_screen()
     kept, kept_pos, refusals = screen.screen([fill(fill_id="f-1"), fill(fill_id="f-1", seq=4)], [0, 2])
-    assert kept == [fill(fill_id="f-1")] and kept_pos == [0]
+    assert kept == [fill(fill_id="f-1")]
+    assert kept_pos == [0]
     assert codes(refusals) == ["duplicate_fill"]
     kept, _, refusals = screen.screen([fill(fill_id="f-1", seq=5), fill(fill_id="f-2", seq=6)], [1, 1])
     assert [f.fill_id for f in kept] == ["f-2"]
@@ -312,14 +319,16 @@ def test_fill_screen_when_fill_id_repeats_refuses_duplicate_fill() -> None:
 
 def test_fill_screen_when_fill_id_empty_never_treated_as_duplicate() -> None:
     kept, _, refusals = fill_screen().screen([fill(), fill(), fill()], [0, 0, 1])
-    assert len(kept) == 3 and refusals == []
+    assert len(kept) == 3
+    assert refusals == []
 
 
 def test_fill_screen_when_refused_fill_has_id_later_valid_fill_with_same_id_accepted() -> None:
     screen = fill_screen()
     screen.screen([fill(fill_id="f-9", price=-1.0)], [0])
     kept, _, refusals = screen.screen([fill(fill_id="f-9")], [0])
-    assert [f.fill_id for f in kept] == ["f-9"] and refusals == []
+    assert [f.fill_id for f in kept] == ["f-9"]
+    assert refusals == []
 
 
 def test_fill_screen_when_mixed_batch_keeps_positions_of_accepted_fills() -> None:
@@ -364,7 +373,8 @@ def test_fill_screen_when_restored_from_snapshot_refuses_fill_ids_already_applie
 
     kept, _, refusals = restored.screen([fill(fill_id="f-2"), fill(fill_id="f-3")], [0, 0])
 
-    assert [f.fill_id for f in kept] == ["f-3"] and codes(refusals) == ["duplicate_fill"]
+    assert [f.fill_id for f in kept] == ["f-3"]
+    assert codes(refusals) == ["duplicate_fill"]
     assert restored.refused == Counter({"bad_qty": 1, "duplicate_fill": 1})
 
 

@@ -18,8 +18,8 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from driver.metrics import MonotonicTotals, Reading, RiskmonCollector, exported_names, serve_collector
 from riskcore.histogram import DurationHistogram
-from supervisor.metrics import MonotonicTotals, Reading, RiskmonCollector, exported_names, serve_collector
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -315,4 +315,5 @@ def test_exported_names_when_listed_follow_prometheus_naming() -> None:
     for name in exported_names(collector):
         assert name.startswith("riskmon_") and re.fullmatch(r"[a-z_]+", name), name
     counters = [f.name for f in collector.describe() if f.type == "counter"]
-    assert counters and all(f"{name}_total" in exported_names(collector) for name in counters)
+    assert counters
+    assert all(f"{name}_total" in exported_names(collector) for name in counters)

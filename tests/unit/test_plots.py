@@ -12,17 +12,20 @@ from typing import Any
 import pytest
 
 pytest.importorskip("matplotlib")
-from matplotlib.image import imread  # noqa: E402  (after the skip: matplotlib is what is tested)
+from matplotlib.image import imread
 
-from riskcore.config import parse_config  # noqa: E402
-from riskcore.engine import EventBatch, ReferenceEngine  # noqa: E402
-from riskcore.feeds import read_records  # noqa: E402
-from riskmon.plots import (  # noqa: E402
-    breached_accounts, plot_account, plot_accounts, plot_latency, safe_filename,
+from riskcore.config import parse_config
+from riskcore.engine import EventBatch, ReferenceEngine
+from riskcore.feeds import read_records
+from riskmon.plots import (
+    breached_accounts,
+    plot_account,
+    plot_accounts,
+    plot_latency,
+    safe_filename,
 )
-from riskmon.replay import account_series, write_plots  # noqa: E402
-from tests.replay_fixtures import SMALL_CONFIG, write_falling_quotes  # noqa: E402
-
+from riskmon.replay import account_series, write_plots
+from tests.replay_fixtures import SMALL_CONFIG, write_falling_quotes
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -108,7 +111,9 @@ def test_plot_account_when_account_id_hostile_writes_inside_dir(tmp_path: Path, 
 
     assert path.resolve().parent == charts.resolve()
     assert [p.name for p in charts.iterdir()] == [path.name]
-    assert path.name.startswith("account-") and path.name.endswith(".png") and len(path.name) < 120
+    assert path.name.startswith("account-")
+    assert path.name.endswith(".png")
+    assert len(path.name) < 120
     assert_png(path, (200, 150))
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == [path]
 
@@ -183,7 +188,7 @@ def test_stress_account_series_ends_at_the_figures_of_an_engine_that_took_the_wh
     # The charts' second pass hosts only the breached accounts and reads them every few hundred ticks; it
     # must still be the same computation: its last point equals the full engine's final figures, bit for bit.
     from riskcore.engine import BatchedEngine, EventBatch
-    from riskmon.loadgen import LoadGenerator, firm_config
+    from riskmon.loadgen.generator import LoadGenerator, firm_config
     from riskmon.stress import account_series
 
     config = firm_config(40, 2, 6, seed=3)

@@ -8,9 +8,9 @@ real :class:`AccountShard` objects directly, and the resulting accounts are held
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
-import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -136,7 +136,8 @@ def test_router_when_tick_routed_goes_only_to_shards_holding_symbol(symbol: str,
 def test_router_when_tick_of_unheld_symbol_sends_nothing_but_keeps_mark() -> None:
     router, wire, config = make_router()
     assert router.route([tick("USDJPY", 110.0, 110.02, 1)]) == []
-    assert wire.frames == [] and wire.calls == []
+    assert wire.frames == []
+    assert wire.calls == []
     assert router.marks == {config.symbol_ids()["USDJPY"]: (110.0, 110.02)}
     assert router.refusals == []
 
@@ -181,7 +182,8 @@ def test_router_when_ticks_exceed_max_ticks_cuts_batches_at_max_ticks() -> None:
     assert [len(f.batch.fills) for f in frames] == [1, 0, 0]
     assert [f.number for f in frames] == [0, 1, 2]
     assert [f.base_pos for f in frames] == [0, 5, 9]
-    assert router.batches == 3 and router.position == 11
+    assert router.batches == 3
+    assert router.position == 11
 
 
 def test_router_when_route_called_twice_numbers_batches_and_positions_continuously() -> None:
@@ -218,7 +220,9 @@ def test_router_when_tick_price_bad_refuses_and_does_not_send_it(bid: float, ask
 def test_router_when_batch_only_has_refused_ticks_sends_nothing() -> None:
     router, wire, _ = make_router()
     assert router.route([tick("EURUSD", math.nan, 1.0, 1), tick("NOPE", 1.0, 1.1, 2)]) == []
-    assert wire.frames == [] and router.batches == 0 and router.position == 0
+    assert wire.frames == []
+    assert router.batches == 0
+    assert router.position == 0
     assert len(router.refusals) == 2
 
 
@@ -340,7 +344,8 @@ def test_router_and_shards_when_fill_opens_symbol_seen_only_by_other_shard_start
     ]
     router, shards, _ = route_through_shards(config, events)
     # shard-0001 (A3, A4) saw none of the GBPUSD ticks: its only batch is the one with A4's fill.
-    assert shards["shard-0001"].batches == 1 and shards["shard-0001"].ticks_applied == 0
+    assert shards["shard-0001"].batches == 1
+    assert shards["shard-0001"].ticks_applied == 0
     assert shards["shard-0001"].engine.marks.get(config.symbol_ids()["GBPUSD"]) == (1.3100, 1.3102)
     a4 = shard_states(shards)["A4"]
     # Long 1M bought at 1.3150, marked at the latest bid 1.3100 (not at its own price).
@@ -481,7 +486,8 @@ def test_account_shard_when_summarising_columns_equal_per_book_summaries() -> No
     shard.engine.sync()
     expected = [summarize(book, shard.engine.marks, shard.engine.symbol_names) for book in shard.engine.books]
     assert columns == expected
-    assert columns[0].positions == {"EURUSD": -500_000.0} and columns[1].breaker == "ENGAGED"
+    assert columns[0].positions == {"EURUSD": -500_000.0}
+    assert columns[1].breaker == "ENGAGED"
     assert "GBPUSD" in columns[3].positions
 
 
@@ -609,10 +615,12 @@ def test_account_shard_when_batches_arrive_out_of_order_or_twice_applies_each_on
     for frame in delivery:
         second.apply(frame)
     assert second.states() == first.states()
-    assert second.next_seq == len(frames) and not second.held
+    assert second.next_seq == len(frames)
+    assert not second.held
     assert second.redelivered == len(delivery) - len(frames)
     assert [r.seq for r in shuffled.sent] == list(range(len(frames)))  # reported once each, in turn
-    assert shuffled.events() == in_order.events() and any(e[3].state == "ENGAGED" for e in in_order.events()
+    assert shuffled.events() == in_order.events()
+    assert any(e[3].state == "ENGAGED" for e in in_order.events()
                                                            if hasattr(e[3], "state"))
 
 
@@ -630,9 +638,11 @@ def test_account_shard_when_restarted_from_its_journal_equals_one_that_never_sto
     # The process dies here. Its replacement replays the journal, then takes the rest (and a re-delivery).
     again = AccountShard(config, "shard-0000", ACCOUNTS, supervisor, journal_path=journal)
     recovery = supervisor.sent[-1]
-    assert recovery.recovered_upto == 4 and again.next_seq == 5
+    assert recovery.recovered_upto == 4
+    assert again.next_seq == 5
     assert sorted(recovery.events) == before
-    assert again.halted == first.halted and "A4" in again.halted
+    assert again.halted == first.halted
+    assert "A4" in again.halted
     for frame in frames[4:]:
         again.apply(frame)
     assert again.redelivered == 1
@@ -672,13 +682,15 @@ def test_account_shard_when_restarted_holding_an_early_batch_applies_it_once_the
     first.apply(frames[2])  # early: acknowledged and held, so its sender will not send it again
     first.journal.close()
     again = AccountShard(config, "shard-0000", ACCOUNTS, RecordingSupervisor(), journal_path=journal)
-    assert again.next_seq == 1 and set(again.held) == {2}
+    assert again.next_seq == 1
+    assert set(again.held) == {2}
     for frame in frames[1:]:
         again.apply(frame)
     never_stopped = AccountShard(config, "shard-0000", ACCOUNTS)
     for frame in frames:
         never_stopped.apply(frame)
-    assert again.states() == never_stopped.states() and again.next_seq == len(frames)
+    assert again.states() == never_stopped.states()
+    assert again.next_seq == len(frames)
 
 
 # --------------------------------------------------------------------------- hostile input (fuzz)
@@ -824,7 +836,8 @@ def test_router_when_a_batch_would_encode_over_the_frame_limit_cuts_it_and_accou
 
     router = Router(config, place_accounts(config), send, max_frame_bytes=limit)
     reports = router.route(events)
-    assert len(whole) < len(sent) and max(len(f) for f in sent) <= limit
+    assert len(whole) < len(sent)
+    assert max(len(f) for f in sent) <= limit
     assert not [r for report in reports for r in report.refusals]
     ref, ref_events = reference(config, events)
     assert shard_states(shards) == ref.states()
@@ -870,10 +883,12 @@ def test_account_shard_when_its_journal_is_compacted_restarts_from_the_snapshot_
         assert (shard.next_seq, shard.batches, shard.fills_applied) == (
             never_stopped.next_seq, never_stopped.batches, never_stopped.fills_applied)
         shard.journal.close()
-    assert compactions >= 2 and Journal.read(journal)[0]["k"] == "snapshot"
+    assert compactions >= 2
+    assert Journal.read(journal)[0]["k"] == "snapshot"
     assert refused == ["duplicate_fill"]
     again = AccountShard(config, "shard-0000", ACCOUNTS, RecordingSupervisor(), journal_path=journal)
-    assert again.apply(frames[-1]).seq == len(frames) - 1 and again.redelivered == 1  # re-delivery recognised
+    assert again.apply(frames[-1]).seq == len(frames) - 1
+    assert again.redelivered == 1
     assert again.events_since(0) == never_stopped.events_since(0)
     assert {a: b.breaker.snapshot() for a, b in again.engine.book_by_id.items()} == {
         a: b.breaker.snapshot() for a, b in never_stopped.engine.book_by_id.items()}
@@ -889,7 +904,9 @@ def test_router_when_an_id_or_stream_name_is_huge_refuses_the_event_and_later_ba
                   Tick("EURUSD", 1.1, 1.1002, T0, "s" * 10_000, 1)])
     router.route([tick("EURUSD", 1.1, 1.1002, 2), tick("EURUSD", 1.1001, 1.1003, 3)])
     assert [r.code for r in router.refusals] == ["bad_name", "bad_name"]
-    assert shard.next_seq == 1 and not shard.held and shard.ticks_applied == 2
+    assert shard.next_seq == 1
+    assert not shard.held
+    assert shard.ticks_applied == 2
 
 
 def test_fill_screen_when_a_fill_id_looks_like_a_cash_id_both_are_applied() -> None:

@@ -55,7 +55,8 @@ def test_next_breaker_state_when_safe_reset_raises_naming_state_and_trigger() ->
     assert info.value.machine == "breaker"
     assert info.value.state == "SAFE"
     assert info.value.trigger == "reset"
-    assert "SAFE" in str(info.value) and "reset" in str(info.value)
+    assert "SAFE" in str(info.value)
+    assert "reset" in str(info.value)
 
 
 def test_breaker_when_safe_and_reset_raises_and_stays_safe() -> None:
@@ -107,7 +108,8 @@ def test_breaker_from_snapshot_when_given_its_snapshot_equals_the_breaker(engage
     restored = Breaker.from_snapshot(breaker.snapshot())
 
     assert restored == breaker
-    assert type(restored.scope) is Scope and type(restored.state) is BreakerState
+    assert type(restored.scope) is Scope
+    assert type(restored.state) is BreakerState
 
 
 def test_breaker_reset_refusal_when_cooldown_left_mentions_cooldown() -> None:
@@ -116,7 +118,8 @@ def test_breaker_reset_refusal_when_cooldown_left_mentions_cooldown() -> None:
 
     refusal = breaker.reset_refusal(59 * S, 60.0, still_breached=False, mode=KillSwitchMode.AUTO)
 
-    assert refusal is not None and "cooldown" in refusal
+    assert refusal is not None
+    assert "cooldown" in refusal
     assert breaker.reset_refusal(60 * S, 60.0, still_breached=False, mode=KillSwitchMode.AUTO) is None
 
 
@@ -246,7 +249,8 @@ def test_rfc3339_us_when_any_microsecond_instant_round_trips(us: int) -> None:
     text = rfc3339_us(ts_ns)
 
     assert parse_rfc3339(text) == ts_ns
-    assert text.endswith("Z") and len(text.split(".")[1]) == 7
+    assert text.endswith("Z")
+    assert len(text.split(".")[1]) == 7
 
 
 # --------------------------------------------------------------------------- trading calendar

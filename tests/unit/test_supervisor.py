@@ -58,7 +58,8 @@ def view(supervisor: Supervisor) -> dict[str, Any]:
 
 def test_supervisor_when_reports_arrive_in_any_order_aggregates_and_events_are_identical() -> None:
     reports = shard_reports()
-    assert len({r.shard for r in reports}) == 2 and len({r.batch for r in reports}) == 4
+    assert len({r.shard for r in reports}) == 2
+    assert len({r.batch for r in reports}) == 4
     by_batch = sorted(reports, key=lambda r: (r.batch, r.shard))
     by_shard = sorted(reports, key=lambda r: (r.shard, r.batch))
     reversed_shards = sorted(reports, key=lambda r: (r.shard != "shard-0001", r.batch))
@@ -85,7 +86,8 @@ def test_supervisor_when_a_batch_shard_is_gone_later_batches_still_apply() -> No
     assert supervisor.next_batch == 2
     supervisor._set_shard_alive("shard-0001", alive=False, gone=True)  # Ray will not bring it back
     assert supervisor.next_batch == 4
-    assert supervisor.pending == {} and supervisor.targets_of == {}
+    assert supervisor.pending == {}
+    assert supervisor.targets_of == {}
 
 
 def test_supervisor_when_operator_command_lacks_reason_refuses() -> None:
@@ -139,7 +141,8 @@ def test_supervisor_when_portfolio_and_firm_breach_in_one_batch_shards_learn_bot
     asyncio.run(run())
     engaged = [(e["scope"], e["tick_seq"]) for e in supervisor.event_log()
                if e.get("type") == "breaker" and e["scope"] != "account"]
-    assert [scope for scope, _ in engaged] == ["portfolio", "global"] and engaged[0][1] == engaged[1][1]
+    assert [scope for scope, _ in engaged] == ["portfolio", "global"]
+    assert engaged[0][1] == engaged[1][1]
     assert recording.shard.upper_breakers == {"global": "ENGAGED", "portfolio:desk": "ENGAGED"}
 
 
@@ -168,7 +171,8 @@ def test_supervisor_when_figures_change_every_polling_gate_gets_them_not_only_th
         return beat, late, again
 
     beat, late, again = asyncio.run(run())
-    assert "view" in beat and "view" in late
+    assert "view" in beat
+    assert "view" in late
     assert late["view"]["accounts"] == beat["view"]["accounts"]
     assert late["view"]["accounts"]["long"]["equity"] != 1_000_000  # the moved figures, not the first ones
     assert again == {"version": beat["version"], "unchanged": True}
@@ -192,7 +196,8 @@ def test_supervisor_when_a_restarted_shard_lost_a_report_batches_still_close() -
                 await supervisor.report(report)
 
     asyncio.run(run())
-    assert supervisor.next_batch == len({r.batch for r in reports}) and not supervisor.pending
+    assert supervisor.next_batch == len({r.batch for r in reports})
+    assert not supervisor.pending
 
 
 def test_supervisor_when_restarted_on_its_journal_keeps_breakers_log_and_active_breaches(tmp_path: Any) -> None:
@@ -205,7 +210,8 @@ def test_supervisor_when_restarted_on_its_journal_keeps_breakers_log_and_active_
             await first.report(report)
 
     asyncio.run(feed())
-    assert first.global_breaker.engaged and first.active_breaches  # the firm's daily loss, still breached
+    assert first.global_breaker.engaged
+    assert first.active_breaches
     again = Supervisor(CONFIG, journal_path=journal)
     assert again.global_breaker.snapshot() == first.global_breaker.snapshot()
     assert again.active_breaches == first.active_breaches  # so the breach is not logged a second time
@@ -241,8 +247,10 @@ def test_supervisor_when_a_restarted_shard_resends_lost_reports_aggregates_and_e
         await supervisor.report(recovery)
 
     asyncio.run(run())
-    assert lost and view(supervisor) == expected
-    assert supervisor.next_batch == len({r.batch for r in reports}) and not supervisor.pending
+    assert lost
+    assert view(supervisor) == expected
+    assert supervisor.next_batch == len({r.batch for r in reports})
+    assert not supervisor.pending
 
 
 def test_supervisor_when_a_report_arrives_after_the_operator_reset_keeps_the_reset() -> None:
@@ -288,10 +296,13 @@ def test_supervisor_audit_trail_when_restarted_writes_each_record_once_and_the_c
     asyncio.run(feed())
     lines = trail.read_text().splitlines()
     kinds = [json.loads(line)["kind"] for line in lines]
-    assert kinds[0] == "config_load" and {"alert", "breaker", "limit", "command", "rejected_input"} <= set(kinds)
+    assert kinds[0] == "config_load"
+    assert {"alert", "breaker", "limit", "command", "rejected_input"} <= set(kinds)
     engage = next(json.loads(line) for line in lines if json.loads(line).get("action") == "engage")
-    assert engage["operator"] == "alice" and engage["reason"] == "desk review"
-    assert engage["before"]["breaker"]["state"] == "SAFE" and engage["after"]["breaker"]["state"] == "ENGAGED"
+    assert engage["operator"] == "alice"
+    assert engage["reason"] == "desk review"
+    assert engage["before"]["breaker"]["state"] == "SAFE"
+    assert engage["after"]["breaker"]["state"] == "ENGAGED"
     refused = [json.loads(line) for line in lines if json.loads(line).get("refused") == "an operator command needs an operator name and a reason"]
     assert len(refused) == 1
     assert sum(json.loads(line)["kind"] == "rejected_input" for line in lines) == 2
@@ -299,13 +310,15 @@ def test_supervisor_audit_trail_when_restarted_writes_each_record_once_and_the_c
     # The process dies after journaling its last four records but before they reach the trail (an engage, a
     # refused reset, a refused engage, a router's refusals): a restart writes them, once each, in order.
     keys = [json.loads(line)["key"] for line in lines]
-    assert all(keys) and len(set(keys)) == len(keys)  # every record is keyed, events and the rest alike
+    assert all(keys)
+    assert len(set(keys)) == len(keys)
     trail.write_text("\n".join(lines[:-4]) + "\n")
     Supervisor(CONFIG, journal_path=journal, audit_path=str(trail))
     again = [json.loads(line) for line in trail.read_text().splitlines()]
     assert verify(trail).ok
     assert [r["key"] for r in again][:-1] == keys  # back, in order, once each; then this start's config_load
-    assert again[-1]["kind"] == "config_load" and again[-1]["restart"] is True
+    assert again[-1]["kind"] == "config_load"
+    assert again[-1]["restart"] is True
 
 
 def test_supervisor_when_its_journal_is_compacted_restarts_to_the_same_state(tmp_path: Any) -> None:
@@ -327,7 +340,8 @@ def test_supervisor_when_its_journal_is_compacted_restarts_to_the_same_state(tmp
 
     for supervisor in fed:
         asyncio.run(feed(supervisor))
-    assert fed[1].compactions >= 2 and fed[0].compactions == 0
+    assert fed[1].compactions >= 2
+    assert fed[0].compactions == 0
     assert len(Journal.read(compacted)) < len(Journal.read(whole))
 
     def state(s: Supervisor) -> Any:
@@ -336,7 +350,8 @@ def test_supervisor_when_its_journal_is_compacted_restarts_to_the_same_state(tmp
 
     again = [Supervisor(CONFIG, journal_path=whole), Supervisor(small, journal_path=compacted)]
     assert state(again[1]) == state(again[0])
-    assert again[1].portfolio_breakers["desk"].engaged and again[1].active_breaches
+    assert again[1].portfolio_breakers["desk"].engaged
+    assert again[1].active_breaches
 
 
 def test_supervisor_when_the_trail_cannot_be_written_gates_still_see_changes_and_it_catches_up(
@@ -364,15 +379,19 @@ def test_supervisor_when_the_trail_cannot_be_written_gates_still_see_changes_and
         answer = await supervisor.poll(before, 0.1, supervisor.figures_version)
         assert answer["breakers"]["portfolios"]["desk"] is True
         status = supervisor.status()
-        assert status["audit"]["failures"] >= 1 and status["audit"]["waiting"] >= 1
+        assert status["audit"]["failures"] >= 1
+        assert status["audit"]["waiting"] >= 1
         full["disk"] = False
         await supervisor.reset("portfolio", "desk", "alice", "too early", now_ns=T0 + 1)  # the next change
         return supervisor.status()
 
     status = asyncio.run(run())
-    assert status["audit"]["waiting"] == 0 and status["audit"]["error"] is None
+    assert status["audit"]["waiting"] == 0
+    assert status["audit"]["error"] is None
     kinds = [json.loads(line).get("action") for line in trail.read_text().splitlines()]
-    assert kinds.count("engage") == 1 and kinds.count("reset") == 1 and verify(trail).ok
+    assert kinds.count("engage") == 1
+    assert kinds.count("reset") == 1
+    assert verify(trail).ok
 
 
 def test_supervisor_when_its_journal_cannot_be_written_refuses_gates_so_they_go_stale(tmp_path: Any) -> None:
@@ -443,7 +462,8 @@ def test_supervisor_when_a_restarted_shard_resends_reports_from_before_a_reset_k
         router.route(T("EURUSD", b, b + 0.0001, T0 + i * NS_PER_SECOND, "f", i) for i, b in enumerate(bids))
         assert shard.states()["long"]["breaker"] == "ENGAGED"
         done = await supervisor.reset("account", "long", "alice", "back in limits", now_ns=T0 + 60 * NS_PER_SECOND)
-        assert done["ok"] and supervisor.account_breakers["long"]["state"] == "SAFE"
+        assert done["ok"]
+        assert supervisor.account_breakers["long"]["state"] == "SAFE"
         sent: list[Any] = []
         capture = type("C", (), {"report": type("R", (), {"remote": staticmethod(sent.append)})()})()
         again = AccountShard(config, "shard-0000", placement["shard-0000"], supervisor=capture, journal_path=journal)

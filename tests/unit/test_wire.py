@@ -349,7 +349,9 @@ def test_wire_when_random_tick_columns_round_trip_returns_identical_columns(
     seq = np.array([r[4] for r in rows], np.int64)
     frame = decode(encode_ticks(stream, symbols, sym, bid, ask, ts, seq))
     assert isinstance(frame, TickFrame)
-    assert frame.stream == stream and frame.symbols == symbols and len(frame) == len(rows)
+    assert frame.stream == stream
+    assert frame.symbols == symbols
+    assert len(frame) == len(rows)
     # Bit-identical: -0.0 stays -0.0, every int64 survives.
     for got, want in ((frame.sym, sym), (frame.bid, bid), (frame.ask, ask), (frame.ts_ns, ts), (frame.seq, seq)):
         assert got.tobytes() == want.tobytes()
@@ -360,7 +362,8 @@ def test_wire_when_cash_travels_among_fills_decodes_to_the_same_events_in_order(
     assert decode(encode_fills(events)) == events
     batch = EventBatch(TickColumns.empty(), events, [0, 0, 0])
     frame = decode(encode_batch(batch, number=1, base_pos=0), symbol_count=3)
-    assert isinstance(frame, BatchFrame) and frame.batch.fills == events
+    assert isinstance(frame, BatchFrame)
+    assert frame.batch.fills == events
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,7 @@
 """The ``node loss`` drill: a node hosting account shards leaves a 3-node Ray cluster mid-stream.
 
 ``riskmon chaos`` and the tests run it with :func:`run_node_loss`, which starts this module as a program
-(``python -m riskmon.cluster_drill``) and reads the one JSON line it prints: the result every drill reports
+(``python -m riskmon.drills.node_loss``) and reads the one JSON line it prints: the result every drill reports
 (fault, recovered, recovery_s, lost_events, duplicated_events) plus a ``detail`` of what happened.
 
 Layout: a ``ray.cluster_utils.Cluster`` of three nodes on this machine. The head has 0 CPUs: it hosts the
@@ -34,16 +34,25 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import ray
 from ray.cluster_utils import Cluster
 
+from driver.system import RiskSystem, init_ray
 from riskcore.engine import EventBatch, ReferenceEngine
-from riskmon.chaos import (NODE_LOSS, RESULT_KEYS, drill_config, drill_load, drill_result, run_stream,
-                           unmatched_events, wait_all_up)
-from supervisor.system import RiskSystem, init_ray
+from riskmon.drills.common import (
+    NODE_LOSS,
+    RESULT_KEYS,
+    drill_config,
+    drill_load,
+    drill_result,
+    run_stream,
+    unmatched_events,
+    wait_all_up,
+)
 
 FAULT = NODE_LOSS
 # Bounds a stuck drill; the default run (600 accounts, 12,000 ticks) takes about 30 s on two cores.
@@ -74,7 +83,7 @@ def run_node_loss(accounts: int = 600, ticks: int = 12_000, seed: int = 11,
     package_root = str(Path(__file__).resolve().parents[1])  # the child imports the code this process runs
     env = dict(os.environ, RAY_TMPDIR=str(work),
                PYTHONPATH=os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p))
-    command = [sys.executable, "-m", "riskmon.cluster_drill", "--accounts", str(accounts),
+    command = [sys.executable, "-m", "riskmon.drills.node_loss", "--accounts", str(accounts),
                "--ticks", str(ticks), "--seed", str(seed), "--work-dir", str(work)]
     keep_logs = False
     try:
@@ -247,7 +256,7 @@ def drill(accounts: int, ticks: int, seed: int, work: Path) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m riskmon.cluster_drill",
+        prog="python -m riskmon.drills.node_loss",
         description="The node-loss drill on a 3-node local Ray cluster of its own; prints one JSON line. "
                     "`riskmon chaos` runs it (and stops it cleanly, which a direct run leaves to you).")
     parser.add_argument("--accounts", type=int, default=600)

@@ -14,7 +14,7 @@ The drills' journals compact into snapshots several times a run, so restarts reb
 - ``service restart``: the whole system shuts down after a firm halt and starts again under the same name.
 - ``node loss``: a worker node hosting account shards leaves a 3-node cluster; Ray restarts its shards on the
   surviving worker from their journals. It runs on a cluster of its own, in a child process
-  (:mod:`riskmon.cluster_drill`); the other three share one local Ray in this process.
+  (:mod:`riskmon.drills.node_loss`); the other three share one local Ray in this process.
 """
 
 from __future__ import annotations
@@ -22,109 +22,29 @@ from __future__ import annotations
 import shutil
 import time
 import uuid
-from collections import Counter
-from dataclasses import replace
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import ray
 
-from riskcore.config import DurabilityConfig, RiskConfig
+from driver.system import RiskSystem, init_ray
+from riskcore.config import RiskConfig
 from riskcore.errors import RiskmonError
-from riskcore.gate import Order, Reason
-from riskmon.loadgen import Chunk, LoadGenerator, firm_config
-from supervisor.system import RiskSystem, init_ray
-
-NODE_LOSS = "node loss"
-FAULTS = ("shard kill -9", "supervisor kill -9", "service restart", NODE_LOSS)
-RESULT_KEYS = ("fault", "recovered", "recovery_s", "lost_events", "duplicated_events")
-
-
-# Operator commands in drills carry this time, so the same command is the same event in every run.
-COMMAND_NS = 1_578_000_000 * 1_000_000_000
-
-
-def drill_config(accounts: int = 600, portfolios: int = 2, symbols: int = 20) -> RiskConfig:
-    """Two shards; desk and firm gross-exposure limits a little above where the firm starts, so the stream's
-    fills breach them mid-run (portfolio and firm breakers engage); journals compact every 256 KiB."""
-    plain = firm_config(accounts, portfolios, symbols, accounts_per_actor=max(1, accounts // 2))
-    desks: dict[str, float] = {}
-    for spec in plain.accounts:
-        gross = sum(abs(p.qty) * p.avg_price * plain.symbols[p.symbol].multiplier for p in spec.positions)
-        desks[spec.portfolio] = desks.get(spec.portfolio, 0.0) + gross
-    config = firm_config(accounts, portfolios, symbols, accounts_per_actor=max(1, accounts // 2),
-                         desk_limits={"max_gross_exposure": 1.04 * max(desks.values())},
-                         firm_limits={"max_gross_exposure": 1.05 * sum(desks.values())})
-    return replace(config, durability=DurabilityConfig(snapshot_mb=0.25))
-
-
-def drill_load(config: RiskConfig, ticks: int = 12_000, seed: int = 11, chunk: int = 400) -> list[Chunk]:
-    generator = LoadGenerator(config, seed=seed, breach_every=max(100, ticks // 8))
-    generator.plan(ticks)
-    return list(generator.chunks(chunk, generator.sent + ticks))
-
-
-def halt(scope: str, target: str, reason: str) -> Callable[[RiskSystem], None]:
-    """An operator's halt once everything sent so far is applied (so it lands at the same point in every run)."""
-    def act(system: RiskSystem) -> None:
-        system.flush(timeout_s=180.0)
-        system.engage(scope, target, "chaos", reason, now_ns=COMMAND_NS)
-    return act
-
-
-def shard_counts(system: RiskSystem) -> dict[str, tuple[int, int, int]]:
-    stats = ray.get([h.stats.remote() for h in system.shards.values()])
-    return {s["shard"]: (s["batches"], s["ticks_applied"], s["fills_applied"]) for s in stats}
-
-
-def run_stream(system: RiskSystem, parts: list[Chunk], fault: Callable[[RiskSystem], None] | None = None,
-               fault_at: int | None = None, actions: dict[int, Callable[[RiskSystem], None]] | None = None,
-               ) -> dict[str, Any]:
-    """Feed ``parts`` (``actions[n]``, then ``fault``, run before part n: the fault at ``fault_at``, default
-    halfway), flush, and read the outcome: accounts, every event, and each shard's batch/tick/fill counts."""
-    at = len(parts) // 2 if fault_at is None else fault_at
-    for n, part in enumerate(parts):
-        if actions and n in actions:
-            actions[n](system)
-        if fault is not None and n == at:
-            fault(system)
-        system.submit_columns(part.ticks, part.fills, part.fill_pos)
-    system.flush(timeout_s=180.0)
-    return {"states": system.states(), "events": system.events(), "counts": shard_counts(system)}
-
-
-def event_diff(expected: list[dict[str, Any]], got: list[dict[str, Any]]) -> tuple[int, int]:
-    """(events of ``expected`` missing from ``got``, events ``got`` holds more often than ``expected``)."""
-    return len(unmatched_events(expected, got)), len(unmatched_events(got, expected))
-
-
-def unmatched_events(expected: list[dict[str, Any]], got: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The events of ``expected``, in order, that ``got`` does not hold as many times (a drill's diff)."""
-    spare = Counter(repr(sorted(e.items())) for e in got)
-    missing = []
-    for event in expected:
-        key = repr(sorted(event.items()))
-        if spare[key] > 0:
-            spare[key] -= 1
-        else:
-            missing.append(event)
-    return missing
-
-
-def wait_all_up(system: RiskSystem, timeout_s: float = 60.0) -> bool:
-    """Block until a gate stops denying any account as down (its actor is up again)."""
-    gate = system.gate()
-    probes = [Order(spec.id, spec.positions[0].symbol if spec.positions else next(iter(system.config.symbols)),
-                    1.0, 1.0) for spec in system.config.accounts]
-    return gate.wait_for(lambda g: all(g.check(o).reason is not Reason.STALE_STATE for o in probes), timeout_s)
-
-
-def drill_result(fault: str, baseline: dict[str, Any], faulted: dict[str, Any], recovery_s: float,
-                 up: bool) -> dict[str, Any]:
-    """A drill's row: recovered if ``up`` and the accounts and shard counts equal the baseline's."""
-    lost, duplicated = event_diff(baseline["events"], faulted["events"])
-    recovered = up and faulted["states"] == baseline["states"] and faulted["counts"] == baseline["counts"]
-    return {"fault": fault, "recovered": recovered, "recovery_s": round(recovery_s, 2), "lost_events": lost,
-            "duplicated_events": duplicated}
+from riskmon.drills.common import (
+    FAULTS,
+    NODE_LOSS,
+    RESULT_KEYS,
+    crash_shard,
+    crash_supervisor,
+    drill_config,
+    drill_load,
+    drill_result,
+    halt,
+    run_stream,
+    wait_all_up,
+)
+from riskmon.drills.node_loss import run_node_loss
+from riskmon.loadgen.generator import Chunk
 
 
 def drill_shard_kill(config: RiskConfig, parts: list[Chunk], baseline: Callable[..., dict[str, Any]]) -> dict[str, Any]:
@@ -134,7 +54,7 @@ def drill_shard_kill(config: RiskConfig, parts: list[Chunk], baseline: Callable[
 
         def kill(s: RiskSystem) -> None:
             killed["at"] = time.monotonic()
-            s.crash_shard("shard-0000")
+            crash_shard(s, "shard-0000")
 
         faulted = run_stream(system, parts, kill)
         up = wait_all_up(system)
@@ -152,7 +72,7 @@ def drill_supervisor_kill(config: RiskConfig, parts: list[Chunk], baseline: Call
         killed: dict[str, float] = {}
 
         def kill(s: RiskSystem) -> None:  # a few batches after the halt, with batches in flight
-            s.crash_supervisor()
+            crash_supervisor(s)
             killed["at"] = time.monotonic()
 
         faulted = run_stream(system, parts, kill, half + 3, actions)
@@ -203,9 +123,6 @@ def run_chaos(accounts: int = 600, ticks: int = 12_000, seed: int = 11,
     Returns one row per drill with the ``RESULT_KEYS``; a drill that could not run to its end also has an
     ``error`` (and null figures). The in-process drills start a local Ray here unless one is up already.
     """
-    # The node-loss drill builds on this module's helpers, so it is imported when it runs.
-    from riskmon.cluster_drill import run_node_loss
-
     unknown = [f for f in faults if f not in FAULTS]
     if unknown:
         raise RiskmonError(f"unknown fault {unknown[0]!r}; one of {', '.join(FAULTS)}")

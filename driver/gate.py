@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import ray
 
@@ -27,7 +28,7 @@ class OrderGate:
         supervisor: Any,
         gate_config: GateConfig | None = None,
         clock: Callable[[], int] = time.monotonic_ns,
-        on_update: Callable[["OrderGate"], None] | None = None,
+        on_update: Callable[[OrderGate], None] | None = None,
     ) -> None:
         """``on_update`` is called (on the poll thread) after each new view is installed."""
         config = gate_config or GateConfig()
@@ -52,7 +53,7 @@ class OrderGate:
     def version(self) -> int:
         return self.core.version
 
-    def wait_for(self, predicate: Callable[["OrderGate"], bool], timeout_s: float) -> bool:
+    def wait_for(self, predicate: Callable[[OrderGate], bool], timeout_s: float) -> bool:
         """Block until ``predicate(gate)`` holds after some view update (for tests and tools)."""
         deadline = time.monotonic() + timeout_s
         with self._updated:
@@ -68,7 +69,7 @@ class OrderGate:
         self._thread.join(timeout=self.poll_timeout_s + 5)
         self._shard_thread.join(timeout=self.poll_timeout_s + 5)
 
-    def __enter__(self) -> "OrderGate":
+    def __enter__(self) -> OrderGate:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -113,8 +114,8 @@ class OrderGate:
             except Exception:
                 self.errors += 1
                 self._stop.wait(self.poll_timeout_s)
-        versions = {shard: -1 for shard in shards}
-        retry_at = {shard: 0.0 for shard in shards}
+        versions = dict.fromkeys(shards, -1)
+        retry_at = dict.fromkeys(shards, 0.0)
         halted: dict[str, frozenset[str]] = {}
         pending: dict[Any, str] = {}
         while not self._stop.is_set():
@@ -145,35 +146,3 @@ class OrderGate:
                         self.on_update(self)
                     with self._updated:
                         self._updated.notify_all()
-
-
-class GateProbe:
-    """An order gate in a process of its own that notes when it first denies each halted account.
-
-    Used to measure breach-to-deny latency: the time a breaching tick entered the system, on one
-    side, and the ``time.monotonic_ns()`` at which this gate denied an order of that account, on the
-    other (CLOCK_MONOTONIC is shared by every process on a machine).
-    """
-
-    def __init__(self, supervisor: Any, gate_config: GateConfig | None = None) -> None:
-        self.first_denied: dict[str, int] = {}
-        self.gate = OrderGate(supervisor, gate_config, on_update=self._on_update)
-
-    def _on_update(self, gate: OrderGate) -> None:
-        for account, symbol, qty in gate.core.halted_accounts():
-            if account not in self.first_denied and not gate.check(Order(account, symbol, qty, 1.0)).allowed:
-                self.first_denied.setdefault(account, time.monotonic_ns())  # two threads may both see it
-
-    def denials(self) -> dict[str, int]:
-        return dict(self.first_denied)
-
-    def wait_denied(self, accounts: list[str], timeout_s: float) -> dict[str, int]:
-        """Wait until every one of ``accounts`` has been denied (or the timeout); return all first denials."""
-        self.gate.wait_for(lambda g: all(a in self.first_denied for a in accounts), timeout_s)
-        return dict(self.first_denied)
-
-    def ready(self) -> bool:
-        return self.gate.wait_for(lambda g: g.version >= 0, timeout_s=30)
-
-    def close(self) -> None:
-        self.gate.close()

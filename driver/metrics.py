@@ -32,8 +32,9 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Hashable, Iterable, Mapping, Protocol, Sequence
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -67,7 +68,7 @@ class MetricsSource(Protocol):
 
 
 class RaySource:
-    """Reads a running :class:`~supervisor.system.RiskSystem` over Ray, every call of a scrape at once."""
+    """Reads a running :class:`~driver.system.RiskSystem` over Ray, every call of a scrape at once."""
 
     def __init__(self, system: Any, timeout_s: float = 5.0) -> None:
         self.system = system
@@ -409,7 +410,7 @@ class MetricsServer:
         self._httpd.server_close()
         self._thread.join(timeout=5.0)
 
-    def __enter__(self) -> "MetricsServer":
+    def __enter__(self) -> MetricsServer:
         return self
 
     def __exit__(self, *exc: object) -> None:

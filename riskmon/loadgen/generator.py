@@ -1,7 +1,7 @@
 """Synthetic firms and tick streams for `riskmon stress` and the benchmarks.
 
 Prices are random walks with jumps; the tick volatility and spread are those
-of the real EURUSD file (:mod:`riskmon.quotes`). Ticks come from ``streams``
+of the real EURUSD file (:mod:`riskmon.loadgen.quotes`). Ticks come from ``streams``
 feeds (stream ``k`` quotes symbol ``k % symbols``, as several venues quote one
 pair) interleaved at random; each stream numbers its quotes with the global
 tick index, so a tick's ``seq`` also says when it was sent. Fills arrive on
@@ -12,15 +12,16 @@ the risk system, not the creation of Python objects.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
 from riskcore.config import RiskConfig, parse_config
 from riskcore.engine import TickColumns
 from riskcore.events import Fill
-from riskmon.quotes import EURUSD_REL_SPREAD, EURUSD_TICK_VOL
+from riskmon.loadgen.quotes import EURUSD_REL_SPREAD, EURUSD_TICK_VOL
 
 SCENARIOS = ("normal", "flash_crash", "fat_finger", "volatility", "mixed")
 T0_NS = 1_578_000_000_000_000_000  # 2020-01-02T21:20:00Z, inside one trading day

@@ -12,19 +12,20 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import ray
 
 from actors.router import Router, place_accounts
 from actors.shard import ShardAck
+from driver.gate import OrderGate
 from riskcore.audit import AuditTrail
 from riskcore.config import RiskConfig, save_config
 from riskcore.engine import TickColumns
@@ -32,7 +33,6 @@ from riskcore.events import AccountEvent, Tick
 from riskcore.ingest import Refusal
 from riskcore.wire import TickFrame
 from supervisor.deploy import NAMESPACE, SUPERVISOR_NAME, create_shard, create_supervisor
-from supervisor.gate import OrderGate
 
 # A frame smaller than this travels inside the actor call itself (Ray inlines small arguments); a larger one
 # is put in the object store once and shared by reference between the shards it goes to. A put and the
@@ -100,7 +100,7 @@ class RiskSystem:
     @classmethod
     def start(cls, config: RiskConfig, *, address: str | None = None, name: str | None = None,
               watch_interval_s: float | None = None, state_dir: str | os.PathLike[str] | None = None,
-              durable: bool = True, audit: str | os.PathLike[str] | None = None) -> "RiskSystem":
+              durable: bool = True, audit: str | os.PathLike[str] | None = None) -> RiskSystem:
         """Create the supervisor and the account shards (``placement.accounts_per_actor`` accounts each).
 
         With ``durable`` (the default) every shard journals what it applies and is restarted from its journal
@@ -211,7 +211,7 @@ class RiskSystem:
             self._bound_in_flight()
 
     def submit_frame(self, decoded: TickFrame | list[AccountEvent]) -> tuple[int, list[Refusal]]:
-        """One decoded wire frame from a feed (see ``supervisor.ingest``): a ``ticks`` frame goes on as one
+        """One decoded wire frame from a feed (see ``driver.feed_server``): a ``ticks`` frame goes on as one
         batch, a ``fills`` frame (fills and cash movements) at once. Returns how many of its events went on
         and the refusals found here (a shard may still refuse an event; its acknowledgement says so)."""
         with self._lock:
@@ -295,25 +295,6 @@ class RiskSystem:
         gate.wait_for(lambda g: g.version >= 0, timeout_s=max(5.0, self.config.gate.max_staleness_ms / 1000.0))
         return gate
 
-    def kill_shard(self, shard_id: str) -> None:
-        """Stop one shard's actor for good (drills and tests): its accounts go down and gates deny them."""
-        ray.kill(self.shards[shard_id], no_restart=True)
-
-    def crash_supervisor(self) -> int:
-        """``kill -9`` the supervisor's process (drills); Ray restarts it from its journal. Returns the pid."""
-        pid = ray.get(self.supervisor.__ray_call__.remote(lambda supervisor: os.getpid()))
-        os.kill(pid, signal.SIGKILL)
-        return pid
-
-    def shard_pid(self, shard_id: str) -> int:
-        return ray.get(self.shards[shard_id].__ray_call__.remote(lambda shard: os.getpid()))
-
-    def crash_shard(self, shard_id: str) -> int:
-        """``kill -9`` the process hosting one shard (drills); Ray restarts a journaled shard. Returns the pid."""
-        pid = self.shard_pid(shard_id)
-        os.kill(pid, signal.SIGKILL)
-        return pid
-
     def shutdown(self) -> None:
         with self._lock:
             if self._timer is not None:
@@ -329,7 +310,7 @@ class RiskSystem:
         if self.owns_ray:
             ray.shutdown()
 
-    def __enter__(self) -> "RiskSystem":
+    def __enter__(self) -> RiskSystem:
         return self
 
     def __exit__(self, *exc: object) -> None:
