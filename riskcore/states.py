@@ -55,6 +55,15 @@ class EngageCause(StrEnum):
     OPERATOR = "operator"
 
 
+class ReleaseCause(StrEnum):
+    AUTO_RESET = "auto_reset"  # back within limits after the cooldown, with ``auto_reset: true``
+    DAY_ROLL = "day_roll"  # a daily-limit breaker released at the trading-day roll (``release_on_day_roll``)
+    RESET = "reset"  # an operator's reset
+
+
+BreakerCause = EngageCause | ReleaseCause  # why a breaker last changed state (a BreakerEvent's cause)
+
+
 class Scope(StrEnum):
     ACCOUNT = "account"
     PORTFOLIO = "portfolio"
