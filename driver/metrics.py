@@ -16,7 +16,8 @@ between scrapes except what keeps the series honest while actors restart:
   exporter keeps, per source, the last value it saw and the process it came from (``started_ns``), adds the
   increase since, and takes a value from a new process, or a smaller one, as counted from zero again
   (:class:`MonotonicTotals`). Exported counters therefore never decrease while the exporter lives; what an
-  in-memory count gained between the last scrape and its process's death is lost (one scrape interval's worth).
+  in-memory count gained between the last scrape and its process's death is lost (one scrape interval's
+  worth).
 - **Series do not vanish while an actor is down.** An account's, portfolio's or firm's last known figures are
   exported until fresh ones come, with ``riskmon_account_up`` (the supervisor's liveness view: 0 while the
   account's shard is dead or restarting), ``riskmon_shard_up`` and ``riskmon_supervisor_up`` (did it answer
@@ -30,22 +31,27 @@ alert levels, breaker scopes and states.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from riskcore.states import AlertLevel, BreakerState
+
 PREFIX = "riskmon_"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 9464
-ALERT_LEVELS = ("NORMAL", "WARNING", "CRITICAL")  # their rank is the exported alert level
-BREAKER_STATES = ("SAFE", "ENGAGED")
+ENGAGED = BreakerState.ENGAGED.value
+# How Prometheus writes a bucket bound (``le``); prometheus_client leaves this helper unannotated.
+go_float: Callable[[float], str] = floatToGoString
+Key = TypeVar("Key", bound=Hashable)
 
 
 @dataclass(slots=True)
@@ -73,8 +79,9 @@ class RaySource:
     def __init__(self, system: Any, timeout_s: float = 5.0) -> None:
         self.system = system
         self.timeout_s = timeout_s
-        self.placement = {shard: list(accounts) for shard, accounts in system.placement.items()}
-        self.portfolio_of = {spec.id: spec.portfolio for spec in system.config.accounts}
+        self.placement: Mapping[str, Sequence[str]] = {
+            shard: list(accounts) for shard, accounts in system.placement.items()}
+        self.portfolio_of: Mapping[str, str] = {spec.id: spec.portfolio for spec in system.config.accounts}
 
     def read(self) -> Reading:
         import ray  # here, not at import: the collector and its tests need no Ray
@@ -89,13 +96,11 @@ class RaySource:
         ready_set = set(ready)
         done = [i for i, ref in enumerate(refs) if ref in ready_set]
         try:
-            answered = dict(zip(done, ray.get([refs[i] for i in done])))
+            answered = dict(zip(done, ray.get([refs[i] for i in done]), strict=True))
         except Exception:  # one of them failed (an actor died): take the others one by one
             for i in done:
-                try:
+                with contextlib.suppress(Exception):
                     answered[i] = ray.get(refs[i])
-                except Exception:
-                    pass
         n = len(shards)
         return Reading(
             status=answered.get(0),
@@ -104,7 +109,7 @@ class RaySource:
         )
 
 
-class MonotonicTotals:
+class MonotonicTotals(Generic[Key]):
     """Turns counts read from processes that may restart into totals that never decrease.
 
     ``add(key, value, process)``: ``value`` is the count the source reports now, ``process`` identifies the
@@ -117,28 +122,36 @@ class MonotonicTotals:
     """
 
     def __init__(self) -> None:
-        self._last: dict[Hashable, tuple[Any, tuple[float, ...]]] = {}
-        self._totals: dict[Hashable, tuple[float, ...]] = {}
+        self._last: dict[Key, tuple[Any, tuple[float, ...]]] = {}
+        self._totals: dict[Key, tuple[float, ...]] = {}
 
-    def add(self, key: Hashable, value: float | Sequence[float], process: Any = None) -> tuple[float, ...]:
-        now = tuple(float(v) for v in value) if isinstance(value, (tuple, list)) else (float(value),)
+    def add(self, key: Key, value: float | Sequence[float], process: Any = None) -> tuple[float, ...]:
+        now = tuple(float(v) for v in value) if isinstance(value, Sequence) else (float(value),)
         last = self._last.get(key)
         if last is None or last[0] != process or len(last[1]) != len(now) or any(
-                a < b for a, b in zip(now, last[1])):
+                a < b for a, b in zip(now, last[1], strict=True)):
             increase = now  # first seen, a new process, or counted again from zero
         else:
-            increase = tuple(a - b for a, b in zip(now, last[1]))
+            increase = tuple(a - b for a, b in zip(now, last[1], strict=True))
         total = self._totals.get(key)
         self._totals[key] = increase if total is None or len(total) != len(now) else tuple(
-            t + d for t, d in zip(total, increase))
+            t + d for t, d in zip(total, increase, strict=True))
         self._last[key] = (process, now)
         return self._totals[key]
 
-    def total(self, key: Hashable) -> tuple[float, ...] | None:
+    def total(self, key: Key) -> tuple[float, ...] | None:
         return self._totals.get(key)
 
-    def keys(self) -> list[Hashable]:
+    def keys(self) -> list[Key]:
         return list(self._totals)
+
+
+def _alert_rank(level: Any) -> float:
+    """An alert level as exported (its rank: 0 NORMAL, 1 WARNING, 2 CRITICAL); NaN if it is none of them."""
+    try:
+        return float(AlertLevel(level).rank)
+    except ValueError:
+        return math.nan
 
 
 def _number(value: Any) -> float:
@@ -171,6 +184,30 @@ SCOPE_GAUGES = {
 }
 
 
+class Families:
+    """One scrape's metric families by name (without the prefix), kept in the order they are exported."""
+
+    def __init__(self) -> None:
+        self.scalars: dict[str, GaugeMetricFamily | CounterMetricFamily] = {}
+        self.histograms: dict[str, HistogramMetricFamily] = {}
+        self.ordered: list[Metric] = []
+
+    def __getitem__(self, name: str) -> GaugeMetricFamily | CounterMetricFamily:
+        return self.scalars[name]
+
+    def gauge(self, name: str, doc: str, label_names: Sequence[str] = ()) -> None:
+        self.scalars[name] = family = GaugeMetricFamily(PREFIX + name, doc, labels=list(label_names))
+        self.ordered.append(family)
+
+    def counter(self, name: str, doc: str, label_names: Sequence[str] = ()) -> None:
+        self.scalars[name] = family = CounterMetricFamily(PREFIX + name, doc, labels=list(label_names))
+        self.ordered.append(family)
+
+    def histogram(self, name: str, doc: str, label_names: Sequence[str] = ()) -> None:
+        self.histograms[name] = family = HistogramMetricFamily(PREFIX + name, doc, labels=list(label_names))
+        self.ordered.append(family)
+
+
 class RiskmonCollector(Collector):
     """A prometheus_client collector over a :class:`MetricsSource`, for a :class:`CollectorRegistry`.
 
@@ -189,7 +226,7 @@ class RiskmonCollector(Collector):
     def __init__(self, source: MetricsSource) -> None:
         self.source = source
         self._lock = threading.Lock()  # the HTTP server may run two scrapes at once
-        self._totals = MonotonicTotals()
+        self._totals = MonotonicTotals[tuple[str, str]]()  # (counter name, its label)
         self._states: dict[str, dict[str, dict[str, Any]]] = {}  # shard -> last known account states
         self._status: dict[str, Any] | None = None  # last known supervisor status
         self._le: dict[str, list[float]] = {}  # histogram name -> bucket bounds last seen
@@ -197,15 +234,10 @@ class RiskmonCollector(Collector):
     # ------------------------------------------------------------------ families
 
     @staticmethod
-    def _families() -> dict[str, Metric]:
+    def _families() -> Families:
         labels = ["account", "portfolio"]
-        fams: dict[str, Metric] = {}
-
-        def gauge(name: str, doc: str, label_names: Sequence[str] = ()) -> None:
-            fams[name] = GaugeMetricFamily(PREFIX + name, doc, labels=list(label_names))
-
-        def counter(name: str, doc: str, label_names: Sequence[str] = ()) -> None:
-            fams[name] = CounterMetricFamily(PREFIX + name, doc, labels=list(label_names))
+        fams = Families()
+        gauge, counter = fams.gauge, fams.counter
 
         for name, doc in ACCOUNT_GAUGES.items():
             gauge(name, doc, labels)
@@ -230,13 +262,11 @@ class RiskmonCollector(Collector):
         counter("breaker_changes", "Circuit breaker changes, by scope (account, portfolio, global) and the "
                                    "state entered.", ["scope", "state"])
         counter("limit_breaches", "Portfolio and firm limit breaches recorded.")
-        fams["batch_duration_seconds"] = HistogramMetricFamily(
-            PREFIX + "batch_duration_seconds",
-            "Time a shard takes to apply a live batch and send its report.", labels=["shard"])
-        fams["breach_to_halt_seconds"] = HistogramMetricFamily(
-            PREFIX + "breach_to_halt_seconds",
-            "From a batch's arrival at a shard to an account breaker's ENGAGED going out from it.",
-            labels=["shard"])
+        fams.histogram("batch_duration_seconds",
+                       "Time a shard takes to apply a live batch and send its report.", ["shard"])
+        fams.histogram("breach_to_halt_seconds",
+                       "From a batch's arrival at a shard to an account breaker's ENGAGED going out from it.",
+                       ["shard"])
         gauge("shard_up", "1 if the shard answered this scrape; its accounts' figures are otherwise the last "
                           "known.", ["shard"])
         gauge("supervisor_up", "1 if the supervisor answered this scrape; portfolio and firm figures are "
@@ -245,7 +275,7 @@ class RiskmonCollector(Collector):
 
     def describe(self) -> Iterable[Metric]:
         """Every family, without samples: lets a registry check names without reading the system."""
-        return list(self._families().values())
+        return self._families().ordered
 
     def collect(self) -> Iterable[Metric]:
         reading = self.source.read()
@@ -271,9 +301,9 @@ class RiskmonCollector(Collector):
         fams["supervisor_up"].add_metric([], 1.0 if reading.status is not None else 0.0)
         for shard in self.source.placement:
             fams["shard_up"].add_metric([shard], 1.0 if reading.stats.get(shard) is not None else 0.0)
-        return list(fams.values())
+        return fams.ordered
 
-    def _accounts(self, fams: dict[str, Metric], reading: Reading, up: Mapping[str, bool] | None) -> None:
+    def _accounts(self, fams: Families, reading: Reading, up: Mapping[str, bool] | None) -> None:
         for shard, accounts in self.source.placement.items():
             answered = reading.states.get(shard) is not None
             known = self._states.get(shard, {})
@@ -292,17 +322,16 @@ class RiskmonCollector(Collector):
                     "account_drawdown_ratio": _number(state.get("drawdown_pct")),
                     "account_exposure": _number(state.get("total_exposure")),
                     "account_leverage": _number(state.get("leverage")),
-                    "account_alert_level": float(ALERT_LEVELS.index(state["alert_level"]))
-                    if state.get("alert_level") in ALERT_LEVELS else math.nan,
-                    "account_breaker_engaged": 1.0 if state.get("breaker") == "ENGAGED" else 0.0,
+                    "account_alert_level": _alert_rank(state.get("alert_level")),
+                    "account_breaker_engaged": 1.0 if state.get("breaker") == ENGAGED else 0.0,
                 }
                 for name, value in values.items():
                     fams[name].add_metric(labels, value)
-                for level in ALERT_LEVELS:
-                    fams["account_alert_state"].add_metric([*labels, level],
+                for level in AlertLevel:
+                    fams["account_alert_state"].add_metric([*labels, level.value],
                                                            1.0 if state.get("alert_level") == level else 0.0)
 
-    def _scopes(self, fams: dict[str, Metric], status: Mapping[str, Any]) -> None:
+    def _scopes(self, fams: Families, status: Mapping[str, Any]) -> None:
         breakers = status.get("breakers", {})
         scopes: list[tuple[str, list[str], Mapping[str, Any], Mapping[str, Any]]] = [
             ("firm", [], status.get("firm", {}), breakers.get("global", {}))]
@@ -314,18 +343,18 @@ class RiskmonCollector(Collector):
                 "equity": _number(aggregate.get("equity")),
                 "daily_pnl": _number(aggregate.get("daily_pnl")),
                 "drawdown": _number(aggregate.get("drawdown")),
-                "engaged_accounts": float(aggregate.get("by_breaker", {}).get("ENGAGED", 0)),
-                "breaker_engaged": 1.0 if breaker.get("state") == "ENGAGED" else 0.0,
+                "engaged_accounts": float(aggregate.get("by_breaker", {}).get(ENGAGED, 0)),
+                "breaker_engaged": 1.0 if breaker.get("state") == ENGAGED else 0.0,
             }
             for name, value in values.items():
                 fams[f"{kind}_{name}"].add_metric(labels, value)
             for symbol, net in sorted(aggregate.get("net_exposure", {}).items()):
                 fams[f"{kind}_net_exposure"].add_metric([*labels, symbol], _number(net))
-            for level in ALERT_LEVELS:
+            for level in AlertLevel:
                 fams[f"{kind}_alert_accounts"].add_metric(
-                    [*labels, level], float(aggregate.get("by_level", {}).get(level, 0)))
+                    [*labels, level.value], float(aggregate.get("by_level", {}).get(level.value, 0)))
 
-    def _counters(self, fams: dict[str, Metric], reading: Reading) -> None:
+    def _counters(self, fams: Families, reading: Reading) -> None:
         totals = self._totals
         for shard, stats in reading.stats.items():
             if stats is None:
@@ -352,7 +381,7 @@ class RiskmonCollector(Collector):
             for kind, count in status.get("event_counts", {}).items():
                 totals.add(("event", str(kind)), count)  # the event log is journaled: it continues
         for key in sorted(totals.keys(), key=str):
-            name, label = key  # type: ignore[misc]
+            name, label = key
             value = totals.total(key)
             assert value is not None
             if name in ("ticks_applied", "fills_applied", "batches_applied", "rejected_inputs"):
@@ -361,12 +390,12 @@ class RiskmonCollector(Collector):
                 self._event_counter(fams, label, value[0])
             elif name in self._le:
                 bounds = self._le[name]
-                buckets = [(floatToGoString(le), n) for le, n in zip(bounds, value[:len(bounds)])]
+                buckets = [(go_float(le), n) for le, n in zip(bounds, value[:len(bounds)], strict=True)]
                 buckets.append(("+Inf", value[len(bounds)]))
-                fams[name].add_metric([label], buckets, sum_value=value[len(bounds) + 1])
+                fams.histograms[name].add_metric([label], buckets, sum_value=value[len(bounds) + 1])
 
     @staticmethod
-    def _event_counter(fams: dict[str, Metric], kind: str, count: float) -> None:
+    def _event_counter(fams: Families, kind: str, count: float) -> None:
         parts = kind.split(":")
         if parts[0] == "alert" and len(parts) == 2:
             fams["alerts"].add_metric([parts[1]], count)

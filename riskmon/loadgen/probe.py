@@ -29,9 +29,6 @@ class GateProbe:
             if account not in self.first_denied and not gate.check(Order(account, symbol, qty, 1.0)).allowed:
                 self.first_denied.setdefault(account, time.monotonic_ns())  # two threads may both see it
 
-    def denials(self) -> dict[str, int]:
-        return dict(self.first_denied)
-
     def wait_denied(self, accounts: list[str], timeout_s: float) -> dict[str, int]:
         """Wait until every one of ``accounts`` has been denied (or the timeout); return all first denials."""
         self.gate.wait_for(lambda g: all(a in self.first_denied for a in accounts), timeout_s)
