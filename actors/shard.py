@@ -13,8 +13,8 @@ import copy
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field, replace
 from dataclasses import fields as dataclass_fields
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -27,9 +27,19 @@ from riskcore.events import AlertEvent, BreakerEvent
 from riskcore.histogram import DurationHistogram
 from riskcore.ingest import FillScreen, Refusal, TickScreen
 from riskcore.journal import Journal
+from riskcore.messages import (
+    Halts,
+    KeyedEvent,
+    RejoinState,
+    ShardAck,
+    ShardCommandAnswer,
+    ShardNumbering,
+    ShardReport,
+    Watermark,
+)
+from riskcore.states import BreakerState
 from riskcore.wire import BatchFrame, decode
 
-KeyedEvent = tuple[int, int, int, AlertEvent | BreakerEvent]
 HALTS_GROUP = "halts"  # the Ray concurrency group watch_halts runs in (supervisor.deploy)
 RECENT_REPORTS = 4096  # batches whose events a shard keeps for a restarted supervisor
 # Batches whose whole report (figures too) a shard keeps. A restarted shard sends them again, so those the
@@ -37,37 +47,8 @@ RECENT_REPORTS = 4096  # batches whose events a shard keeps for a restarted supe
 # restarted supervisor takes them, and the figures as of before them, to close the batches it had open.
 KEPT_REPORTS = 64
 
-
-@dataclass(slots=True)
-class ShardReport:
-    """What a shard tells the supervisor (and its caller) after one batch."""
-
-    shard: str
-    batch: int
-    ticks_applied: int
-    fills_applied: int
-    refusals: list[Refusal]
-    events: list[KeyedEvent]  # (arrival position, config account index, order, event)
-    summaries: SummaryColumns  # the figures of every hosted account an event reached since the last report
-    watermark: dict[str, Any] = field(default_factory=dict)  # last tick of the batch: pos, stream, seq, ts_ns
-    mids: dict[str, float] = field(default_factory=dict)  # latest mid of every symbol the batch quoted
-    targets: tuple[str, ...] = ()  # every shard the batch went to (from the router's frame)
-    seq: int | None = None  # the batch's number in this shard's sequence
-    recovered_upto: int = -1  # a recovery report: every batch of this shard's sequence up to here is applied
-    recovered_batch: int = 0  # ... and every router batch numbered below this that was sent to it
-    halts_version: int = -1  # the shard's breaker-change number when it made the report
-    resent: list[ShardReport] = field(default_factory=list)  # a recovery report: the last batches' reports
-
-
-@dataclass(slots=True)
-class ShardAck:
-    """What the sender of a batch gets back over Ray: counts and refusals (the figures go to the supervisor)."""
-
-    shard: str
-    batch: int
-    ticks_applied: int
-    fills_applied: int
-    refusals: list[Refusal]
+# The messages a shard sends are riskcore.messages'; importers of the shard find them here too.
+__all__ = ["HALTS_GROUP", "KEPT_REPORTS", "RECENT_REPORTS", "AccountShard", "KeyedEvent", "ShardAck", "ShardReport"]
 
 
 _NO_SUMMARIES = SummaryColumns(
@@ -313,10 +294,8 @@ class AccountShard:
 
     def _apply_decoded(self, decoded: BatchFrame, seq: int | None, send: bool) -> ShardReport:
         started_s = time.perf_counter()
-        report = self.apply_batch(decoded.batch, decoded.number, decoded.base_pos)
-        report.targets = decoded.targets
-        report.seq = seq
-        report.halts_version = self.halts_version
+        report = replace(self.apply_batch(decoded.batch, decoded.number, decoded.base_pos),
+                         targets=decoded.targets, seq=seq, halts_version=self.halts_version)
         if seq is not None:
             self.next_seq = seq + 1
             self.recent.append((seq, report.events))
@@ -341,7 +320,7 @@ class AccountShard:
             ticks = _keep_ticks(ticks, mask)
         # Fills for accounts hosted elsewhere travel in the shared batch frame; they are not ours to judge.
         fills, kept_pos, kept_fills = [], [], []
-        for index, (fill, pos) in enumerate(zip(batch.fills, fill_pos)):
+        for index, (fill, pos) in enumerate(zip(batch.fills, fill_pos, strict=True)):
             if fill.account not in self.engine.book_by_id:
                 continue
             problem = self.fill_screen.problem(fill)
@@ -363,18 +342,16 @@ class AccountShard:
         self.ticks_applied += len(ticks)
         self.fills_applied += len(fills)
         # The batch's last event (a tick, or a fill that came after every tick) names aggregate breaches.
-        watermark: dict[str, Any] = {"pos": base_pos + len(batch.ticks) + len(batch.fills) - 1}
+        watermark: Watermark = {"pos": base_pos + len(batch.ticks) + len(batch.fills) - 1}
         self.next_pos = max(self.next_pos, watermark["pos"] + 1)
         self.next_batch = max(self.next_batch, number + 1)
         if batch.fills and batch.fill_pos[-1] >= len(batch.ticks):
             last_fill = batch.fills[-1]
-            watermark.update(stream=last_fill.stream, seq=last_fill.seq, ts_ns=last_fill.ts_ns)
+            watermark.update({"stream": last_fill.stream, "seq": last_fill.seq, "ts_ns": last_fill.ts_ns})
         elif len(batch.ticks):
             last = len(batch.ticks) - 1
-            watermark.update(
-                stream=batch.ticks.streams[int(batch.ticks.stream[last])], seq=int(batch.ticks.seq[last]),
-                ts_ns=int(batch.ticks.ts_ns[last]),
-            )
+            watermark.update({"stream": batch.ticks.streams[int(batch.ticks.stream[last])],
+                              "seq": int(batch.ticks.seq[last]), "ts_ns": int(batch.ticks.ts_ns[last])})
         quoted = set(np.unique(ticks.symbol).tolist()) | set(batch.marks)
         return ShardReport(self.shard_id, number, len(ticks), len(fills), refusals, events,
                            self.engine.summary_columns(changed_only=True), watermark, self.mids(quoted))
@@ -385,10 +362,10 @@ class AccountShard:
         return ShardAck(report.shard, report.batch, report.ticks_applied, report.fills_applied, report.refusals)
 
     def _publish_breaker(self, event: BreakerEvent) -> None:
-        self._note_halt(event.id, event.state == "ENGAGED")
+        self._note_halt(event.id, event.state is BreakerState.ENGAGED)
         if self.supervisor is not None:
             self.supervisor.breaker_now.remote(event.id, event.state, event.reason, self.halts_version)
-        if event.state == "ENGAGED" and self._arrived_s is not None:
+        if event.state is BreakerState.ENGAGED and self._arrived_s is not None:
             self.breach_to_halt_seconds.observe(time.perf_counter() - self._arrived_s)
 
     def _note_halt(self, account: str, engaged: bool) -> None:
@@ -400,7 +377,7 @@ class AccountShard:
             self.halts_version += 1
             self._halts_changed.notify_all()
 
-    def watch_halts(self, known_version: int, timeout_s: float) -> tuple[int, list[str]]:
+    def watch_halts(self, known_version: int, timeout_s: float) -> Halts:
         """Long-poll for gates: this shard's engaged account breakers once newer than ``known_version``.
 
         Runs on its own threads (concurrency group ``HALTS_GROUP``, see ``supervisor.deploy``) beside the batch being
@@ -409,7 +386,7 @@ class AccountShard:
         """
         with self._halts_changed:
             self._halts_changed.wait_for(lambda: self.halts_version > known_version, timeout_s)
-            return self.halts_version, sorted(self.halted)
+            return Halts(self.halts_version, tuple(sorted(self.halted)))
 
     def _send(self, report: ShardReport) -> None:
         if self.supervisor is not None:
@@ -439,16 +416,15 @@ class AccountShard:
         self.engine.sync()
         return book.state().to_dict()
 
-    def engage(self, account: str, now_ns: int, operator: str, reason: str) -> dict[str, Any]:
+    def engage(self, account: str, now_ns: int, operator: str, reason: str) -> ShardCommandAnswer:
         """Engage an account breaker by hand: the event, the breaker-change number, the account before and after."""
         before = self._state(account)  # an unknown account is refused before anything is journaled
         self._journal_command("engage", account, now_ns, operator, reason)
         event = self.engine.engage(account, now_ns, operator, reason)
         self._note_halt(account, True)
-        return {"event": event, "refusal": None, "version": self.halts_version, "before": before,
-                "after": self._state(account)}
+        return ShardCommandAnswer(event, None, self.halts_version, before, self._state(account))
 
-    def reset(self, account: str, now_ns: int, operator: str, reason: str) -> dict[str, Any]:
+    def reset(self, account: str, now_ns: int, operator: str, reason: str) -> ShardCommandAnswer:
         """Release an account breaker, or say why not; as :meth:`engage` (no event, and a refusal, if refused)."""
         before = self._state(account)
         event, refusal = self.engine.reset(account, now_ns, operator, reason)
@@ -456,15 +432,14 @@ class AccountShard:
             # Journaled once it is known to release (a refused reset changes nothing and replays as nothing).
             self._journal_command("reset", account, now_ns, operator, reason)
             self._note_halt(account, False)
-        return {"event": event, "refusal": refusal, "version": self.halts_version, "before": before,
-                "after": self._state(account)}
+        return ShardCommandAnswer(event, refusal, self.halts_version, before, self._state(account))
 
     def events_since(self, seq: int) -> list[KeyedEvent]:
         """The events of every batch from ``seq`` on among the last RECENT_REPORTS this shard applied
         (replayed ones included)."""
         return [e for s, events in self.recent if s >= seq for e in events]
 
-    def rejoin_state(self, from_batch: int, from_seq: int) -> dict[str, Any]:
+    def rejoin_state(self, from_batch: int, from_seq: int) -> RejoinState:
         """What a restarted supervisor needs, taken at one point between batches.
 
         ``from_batch``: the first batch it had not closed. When this shard still keeps every report from there
@@ -481,23 +456,20 @@ class AccountShard:
                 if report.batch < from_batch:
                     as_of.update(report.summaries)
             before = as_of.columns()
-        return {
-            "covered": covered, "before": before, "reports": [r for r in self.kept if r.batch >= from_batch],
-            "summaries": self.engine.summary_columns(), "numbering": self.numbering(), "mids": self.mids(),
-            "events": self.events_since(from_seq), "halts_version": self.halts_version,
-        }
+        return RejoinState(covered, before, [r for r in self.kept if r.batch >= from_batch],
+                           self.engine.summary_columns(), self.numbering(), self.mids(), self.events_since(from_seq),
+                           self.halts_version)
 
-    def numbering(self) -> dict[str, Any]:
+    def numbering(self) -> ShardNumbering:
         """Where this shard's sequence, arrival positions and batch numbers stand, the symbols its accounts
         hold (a new router routes them here; some were opened by fills, not by the config), and each tick
         stream's last sequence number and time (a new router refuses a replay of them itself, once)."""
         names = self.engine.symbol_names
         held = sorted({names[s] for book in self.engine.books for s in book.slot_symbols})
-        streams = {name: [seq, self.tick_screen.last_ts[name]] for name, seq in self.tick_screen.last_seq.items()}
-        return {"next_seq": self.next_seq, "next_pos": self.next_pos, "next_batch": self.next_batch, "symbols": held,
-                "streams": streams}
+        streams = {name: (seq, self.tick_screen.last_ts[name]) for name, seq in self.tick_screen.last_seq.items()}
+        return ShardNumbering(self.next_seq, self.next_pos, self.next_batch, tuple(held), streams)
 
-    def resume(self) -> dict[str, Any]:
+    def resume(self) -> ShardNumbering:
         """A new router takes over (the service restarted, so the old router is gone): batches held for a gap
         it never filled are applied now, in order, as nothing will fill it; then :meth:`numbering`. Only a
         new router calls this: while the old one lives, the gap may still fill."""
@@ -513,7 +485,7 @@ class AccountShard:
             "shard": self.shard_id, "accounts": len(self.account_ids), "batches": self.batches,
             "ticks_applied": self.ticks_applied, "fills_applied": self.fills_applied,
             "refused": dict(self.tick_screen.refused + self.fill_screen.refused),
-            "upper_breakers": dict(self.upper_breakers), "snapshots": self.snapshots,
+            "snapshots": self.snapshots,
             "journal_bytes": None if self.journal is None else self.journal.size,
             "started_ns": self.started_ns, "batch_seconds": self.batch_seconds.to_dict(),
             "breach_to_halt_seconds": self.breach_to_halt_seconds.to_dict(),

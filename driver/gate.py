@@ -20,6 +20,7 @@ import ray
 from actors.shard import HALTS_GROUP
 from riskcore.config import GateConfig
 from riskcore.gate import Decision, GateCore, Order
+from riskcore.messages import Halts, PollReply
 
 
 class OrderGate:
@@ -79,7 +80,7 @@ class OrderGate:
         while not self._stop.is_set():
             try:
                 # Not retried by Ray: a supervisor that died is polled afresh (the view goes stale meanwhile).
-                reply = ray.get(
+                reply: PollReply = ray.get(
                     self.supervisor.poll.options(max_task_retries=0).remote(
                         self.core.version, self.poll_timeout_s, self.core.figures_version),
                     timeout=self.poll_timeout_s + 5.0,
@@ -92,13 +93,13 @@ class OrderGate:
                 self._stop.wait(self.poll_timeout_s)
                 continue
             now = self.clock()
-            if reply.get("unchanged"):
+            if reply.unchanged:
                 self.core.touch(now)
             else:
-                if "breakers" in reply:
-                    self.core.update_breakers(reply["breakers"], now)
-                else:
-                    self.core.update(reply["view"], now)
+                if reply.breakers is not None:
+                    self.core.update_breakers(reply.breakers, now)
+                elif reply.view is not None:
+                    self.core.update(reply.view, now)
                 if self.on_update is not None:
                     self.on_update(self)
             with self._updated:
@@ -133,14 +134,15 @@ class OrderGate:
             for ref in ready:
                 shard = pending.pop(ref)
                 try:
-                    versions[shard], accounts = ray.get(ref)
+                    halts: Halts = ray.get(ref)
                 except Exception:
                     # Its last halts stay (deny-only); the supervisor marks its accounts down meanwhile.
                     self.errors += 1
                     retry_at[shard] = time.monotonic() + self.poll_timeout_s
                     continue
-                if halted.get(shard) != frozenset(accounts):
-                    halted[shard] = frozenset(accounts)
+                versions[shard] = halts.version
+                if halted.get(shard) != frozenset(halts.halted):
+                    halted[shard] = frozenset(halts.halted)
                     self.core.set_shard_halts(frozenset().union(*halted.values()))
                     if self.on_update is not None:
                         self.on_update(self)

@@ -24,13 +24,13 @@ import numpy as np
 import ray
 
 from actors.router import Router, place_accounts
-from actors.shard import ShardAck
 from driver.gate import OrderGate
 from riskcore.audit import AuditTrail
 from riskcore.config import RiskConfig, save_config
 from riskcore.engine import TickColumns
 from riskcore.events import AccountEvent, Tick
 from riskcore.ingest import Refusal
+from riskcore.messages import OperatorAnswer, ShardAck, ShardNumbering, Status
 from riskcore.wire import TickFrame
 from supervisor.deploy import NAMESPACE, SUPERVISOR_NAME, create_shard, create_supervisor
 
@@ -136,24 +136,25 @@ class RiskSystem:
         }
         summaries = ray.get([h.summaries.remote() for h in shards.values()])
         # Shards that rebuilt from journals (a restart of the service) say where numbering picks up.
-        resume = dict(zip(shards, ray.get([h.resume.remote() for h in shards.values()])))
+        resume: dict[str, ShardNumbering] = dict(zip(shards, ray.get([h.resume.remote() for h in shards.values()]),
+                                                     strict=True))
         names = {sid: f"{name}-{sid}" for sid in shards}
         ray.get(supervisor.register.remote(shards, placement, summaries, names, resume))
         # Liveness: well inside the gates' staleness bound, so a dead shard's accounts are denied within about it.
         interval = watch_interval_s if watch_interval_s is not None else config.gate.max_staleness_ms / 2000.0
         ray.get(supervisor.start_watch.remote(interval))
         system = cls(config, supervisor, shards, placement, name, owns_ray, state, ephemeral and durable)
-        system.router.shard_seq.update({sid: point["next_seq"] for sid, point in resume.items()})
+        system.router.shard_seq.update({sid: point.next_seq for sid, point in resume.items()})
         symbol_ids = config.symbol_ids()
         for sid, point in resume.items():  # symbols opened by fills before a restart are routed there too
-            system.router.subscriptions[sid].update(symbol_ids[s] for s in point["symbols"])
-        system.router.position = max([p["next_pos"] for p in resume.values()] + [0])
+            system.router.subscriptions[sid].update(symbol_ids[s] for s in point.symbols)
+        system.router.position = max([p.next_pos for p in resume.values()] + [0])
         screen = system.router.tick_screen  # where each tick stream stood: a replay is refused here, once
         for point in resume.values():
-            for stream, (seq, ts) in point.get("streams", {}).items():
+            for stream, (seq, ts) in point.streams.items():
                 screen.last_seq[stream] = max(seq, screen.last_seq.get(stream, seq))
                 screen.last_ts[stream] = max(ts, screen.last_ts.get(stream, ts))
-        system.router.batches = max([p["next_batch"] for p in resume.values()] + [0])
+        system.router.batches = max([p.next_batch for p in resume.values()] + [0])
         return system
 
     # ------------------------------------------------------------------ data
@@ -271,22 +272,28 @@ class RiskSystem:
         return {spec.id: merged[spec.id] for spec in self.config.accounts}
 
     def events(self) -> list[dict[str, Any]]:
-        return ray.get(self.supervisor.event_log.remote())
+        events: list[dict[str, Any]] = ray.get(self.supervisor.event_log.remote())
+        return events
 
-    def status(self) -> dict[str, Any]:
-        return ray.get(self.supervisor.status.remote())
+    def status(self) -> Status:
+        status: Status = ray.get(self.supervisor.status.remote())
+        return status
 
     # ------------------------------------------------------------------ operator
 
-    def engage(self, scope: str, target: str, operator: str, reason: str, now_ns: int | None = None) -> dict[str, Any]:
+    def engage(self, scope: str, target: str, operator: str, reason: str,
+               now_ns: int | None = None) -> OperatorAnswer:
         """Engage a breaker by hand. The command carries this process's time: delivered again by Ray after a
         supervisor restart, it is recognised and answered as before, not carried out twice."""
         now_ns = time.time_ns() if now_ns is None else now_ns
-        return ray.get(self.supervisor.engage.remote(scope, target, operator, reason, now_ns))
+        answer: OperatorAnswer = ray.get(self.supervisor.engage.remote(scope, target, operator, reason, now_ns))
+        return answer
 
-    def reset(self, scope: str, target: str, operator: str, reason: str, now_ns: int | None = None) -> dict[str, Any]:
+    def reset(self, scope: str, target: str, operator: str, reason: str,
+              now_ns: int | None = None) -> OperatorAnswer:
         now_ns = time.time_ns() if now_ns is None else now_ns
-        return ray.get(self.supervisor.reset.remote(scope, target, operator, reason, now_ns))
+        answer: OperatorAnswer = ray.get(self.supervisor.reset.remote(scope, target, operator, reason, now_ns))
+        return answer
 
     def gate(self) -> OrderGate:
         """An in-process OrderGate that has received its first view (until then any gate denies, as stale)."""

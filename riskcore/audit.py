@@ -41,13 +41,13 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import msgpack
 
 from riskcore.clock import parse_rfc3339, rfc3339_us
+from riskcore.config import RiskConfig, config_to_raw
 from riskcore.errors import RiskmonError
-
-if TYPE_CHECKING:
-    from riskcore.config import RiskConfig
 
 GENESIS = "0" * 64  # the ``prev`` of the first record, and ``hash`` as it is hashed
 _ZEROED = f'"hash":"{GENESIS}"'.encode("ascii")
@@ -271,16 +271,12 @@ class AuditTrail:
 
     def append_event(self, event: Mapping[str, Any], *, before: Mapping[str, Any] | None = None,
                      after: Mapping[str, Any] | None = None, key: str | None = None) -> dict[str, Any]:
-        """An event in its ``to_dict()`` form (alert, breaker, limit, command): kind from its ``type``, ``ts`` from
-        its own time. ``before`` / ``after``: the account's state either side of it, where the writer has them.
+        """An event in its ``to_dict()`` form (alert, breaker, limit, command), as :func:`event_record` shapes it.
+        ``before`` / ``after``: the account's state either side of it, where the writer has them.
         """
-        fields = {k: v for k, v in event.items() if k not in ("type", "ts")}
-        if before is not None:
-            fields["before"] = before
-        if after is not None:
-            fields["after"] = after
-        stamp = event.get("tick_ts") or event.get("ts")
-        return self.append(str(event["type"]), None if stamp is None else parse_rfc3339(stamp), key=key, **fields)
+        extra = {name: state for name, state in (("before", before), ("after", after)) if state is not None}
+        kind, ts_ns, fields = event_record(event, extra)
+        return self.append(kind, ts_ns, key=key, **fields)
 
     def has_key(self, key: str) -> bool:
         """Whether a record with this ``key`` is in the file: a restarted writer skips what it wrote before dying."""
@@ -303,14 +299,33 @@ class AuditTrail:
 # --------------------------------------------------------------------------- record bodies
 
 
-def config_summary(config: RiskConfig, source: str | Path | None) -> dict[str, Any]:
-    """The fields of a ``config_load`` record: where the config came from (its SHA-256 if a file) and its size."""
+def event_record(event: Mapping[str, Any], extra: Mapping[str, Any] | None = None,
+                 ) -> tuple[str, int | None, dict[str, Any]]:
+    """The kind, time (ns) and fields of an event's record: kind from its ``type``, time from its own
+    (``tick_ts``, else ``ts``), its other fields and ``extra`` (what only the trail keeps: states before and
+    after, the command's action)."""
+    fields = {k: v for k, v in event.items() if k not in ("type", "ts")}
+    fields.update(extra or {})
+    stamp = event.get("tick_ts") or event.get("ts")
+    return str(event.get("type", "event")), None if stamp is None else parse_rfc3339(stamp), fields
+
+
+def config_summary(config: RiskConfig, source: str | Path | None, *, hash_file: bool = True,
+                   **context: Any) -> dict[str, Any]:
+    """The fields of a ``config_load`` record, whoever writes it (a command's trail, the service's supervisor).
+
+    ``source``: where the config came from ("generated" if None). ``sha256``: the file's bytes, when the
+    writer has just read it (``hash_file``; a service restarted from its stored config has no file to hash).
+    ``config_sha256``: the config as parsed (its stored form), which names the same limits wherever it is
+    loaded. Then its size and ``context`` (the command and its input, a restart).
+    """
+    stored = msgpack.packb(config_to_raw(config), use_bin_type=True)
     fields: dict[str, Any] = {"source": "generated" if source is None else str(source),
-                              "accounts": len(config.accounts), "portfolios": len(config.portfolios),
-                              "symbols": len(config.symbols)}
-    if source is not None:
+                              "config_sha256": sha256_hex(stored), "accounts": len(config.accounts),
+                              "portfolios": len(config.portfolios), "symbols": len(config.symbols)}
+    if source is not None and hash_file:
         fields["sha256"] = file_sha256(source)
-    return fields
+    return {**fields, **context}
 
 
 def refusal_summary(refusals: Iterable[Mapping[str, Any]], examples: int = 5) -> dict[str, Any]:

@@ -70,7 +70,8 @@ def create_shard(config: RiskConfig, system_name: str, shard_id: str, accounts: 
     name = f"{system_name}-{shard_id}"
     # Batches run one at a time, in arrival order (the default group, one thread); halt watches run beside them.
     # (Ray takes concurrency groups in ray.remote only, not in .options().)
-    remote = ray.remote(concurrency_groups={HALTS_GROUP: HALT_WATCHERS})(AccountShard)
+    # Ray's stubs omit concurrency_groups from ray.remote's keyword overloads; it is a documented option.
+    remote = ray.remote(concurrency_groups={HALTS_GROUP: HALT_WATCHERS})(AccountShard)  # type: ignore[call-overload]
     options = shard_options(config, name, journal_path is not None)
     return remote.options(**options).remote(config_path or config, shard_id, accounts, supervisor, journal_path)
 

@@ -16,11 +16,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from actors.router import Router, place_accounts
-from actors.shard import AccountShard, ShardReport
+from actors.shard import AccountShard
 from riskcore.clock import parse_rfc3339
 from riskcore.config import RiskConfig, parse_config
 from riskcore.engine import EventBatch, ReferenceEngine
 from riskcore.events import Cash, Fill, Tick
+from riskcore.messages import Halts, ShardReport
 from riskcore.wire import BatchFrame, decode, encode_ticks
 
 T0 = parse_rfc3339("2020-01-15T15:00:00.000000Z")  # 10:00 New York: far from the 17:00 roll
@@ -539,19 +540,19 @@ def test_account_shard_when_watched_for_halts_wakes_the_watcher_inside_the_batch
     config = make_config(accounts_per_actor=5)
     shard = AccountShard(config, "shard-0000", ["A1", "A2", "A3", "A4", "A5"])
     v0 = shard.halts_version  # numbered from the clock: newer than any a previous process of the shard gave
-    assert shard.watch_halts(-1, 0.0) == (v0, [])  # the current state at once for a new watcher
-    woke: list[tuple[int, list[str]]] = []
+    assert shard.watch_halts(-1, 0.0) == Halts(v0, ())  # the current state at once for a new watcher
+    woke: list[Halts] = []
     watcher = threading.Thread(target=lambda: woke.append(shard.watch_halts(v0, 30.0)))
     watcher.start()
     router = Router(config, place_accounts(config), lambda s, f: shard.apply(f))
     router.route([tick("EURUSD", 1.0990, 1.0992, 1), tick("EURUSD", 1.0850, 1.0852, 2)])  # A1 engages
     watcher.join(timeout=30.0)
-    assert woke == [(v0 + 1, ["A1"])]
-    assert shard.watch_halts(v0 + 1, 0.0) == (v0 + 1, ["A1"])  # nothing newer: the timeout returns the same
+    assert woke == [Halts(v0 + 1, ("A1",))]
+    assert shard.watch_halts(v0 + 1, 0.0) == Halts(v0 + 1, ("A1",))  # nothing newer: the timeout returns the same
     shard.engage("A2", T0 + 10 * MS, "ops", "check")
-    assert shard.watch_halts(v0 + 1, 0.0) == (v0 + 2, ["A1", "A2"])
+    assert shard.watch_halts(v0 + 1, 0.0) == Halts(v0 + 2, ("A1", "A2"))
     shard.reset("A2", T0 + 10 * MS + 10**12, "ops", "done")
-    assert shard.watch_halts(v0 + 2, 0.0) == (v0 + 3, ["A1"])
+    assert shard.watch_halts(v0 + 2, 0.0) == Halts(v0 + 3, ("A1",))
 
 
 # --------------------------------------------------------------------------- delivery order and recovery

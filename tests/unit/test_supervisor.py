@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from actors.router import Router, place_accounts
-from actors.shard import AccountShard, ShardReport
+from actors.shard import AccountShard
 from riskcore.clock import NS_PER_SECOND, parse_rfc3339
 from riskcore.config import parse_config
 from riskcore.events import BreakerEvent, Tick
+from riskcore.messages import PollReply, ShardReport
 from supervisor.supervisor import Supervisor
 
 T0 = parse_rfc3339("2020-01-02T14:30:00.000000Z")
@@ -74,20 +76,20 @@ def test_supervisor_when_firm_daily_loss_breached_engages_global_breaker_at_batc
     engaged = [e for e in supervisor.event_log() if e.get("type") == "breaker" and e["scope"] == "global"]
     assert [e["state"] for e in engaged] == ["ENGAGED"]
     assert engaged[0]["tick_seq"] % 5 == 4  # the last tick of the batch that revealed it
-    assert supervisor.global_breaker.engaged
+    assert supervisor.upper.global_breaker.engaged
 
 
 def test_supervisor_when_a_batch_shard_is_gone_later_batches_still_apply() -> None:
     reports = shard_reports()
     survivors = [r for r in reports if not (r.shard == "shard-0001" and r.batch >= 2)]
     supervisor = supervise(survivors)
-    assert supervisor.next_batch == 2  # waiting for shard-0001's report of batch 2
+    assert supervisor.batches.next_batch == 2  # waiting for shard-0001's report of batch 2
     supervisor._set_shard_alive("shard-0001", alive=False)  # restarting: its batches wait for it
-    assert supervisor.next_batch == 2
+    assert supervisor.batches.next_batch == 2
     supervisor._set_shard_alive("shard-0001", alive=False, gone=True)  # Ray will not bring it back
-    assert supervisor.next_batch == 4
-    assert supervisor.pending == {}
-    assert supervisor.targets_of == {}
+    assert supervisor.batches.next_batch == 4
+    assert supervisor.batches.pending == {}
+    assert supervisor.batches.targets_of == {}
 
 
 def test_supervisor_when_operator_command_lacks_reason_refuses() -> None:
@@ -99,7 +101,7 @@ def test_supervisor_when_operator_command_lacks_reason_refuses() -> None:
             assert "operator" in str(exc)
         else:
             raise AssertionError("an operator command without operator and reason must be refused")
-    assert not supervisor.global_breaker.engaged
+    assert not supervisor.upper.global_breaker.engaged
 
 
 
@@ -150,32 +152,35 @@ def test_supervisor_when_a_report_arrives_twice_records_and_counts_it_once() -> 
     reports = shard_reports()
     once, twice = supervise(reports), supervise(reports + reports[::-1])
     assert view(twice) == view(once)
-    assert once.reports == twice.reports == len(reports)
+    assert once.intake.reports == twice.intake.reports == len(reports)
 
 
 def test_supervisor_when_figures_change_every_polling_gate_gets_them_not_only_the_first() -> None:
     reports = shard_reports()
     supervisor = Supervisor(CONFIG)
 
-    async def run() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    async def run() -> tuple[PollReply, PollReply, PollReply]:
         await supervisor.register({}, place_accounts(CONFIG), [])
         first = await supervisor.poll(-1, 0.01)  # both gates install the whole view
-        a = b = (first["version"], first["view"]["figures_version"])
+        assert first.view is not None
+        a = b = (first.version, first.view["figures_version"])
         for report in reports:  # figures move
             await supervisor.report(report)
         beat = await supervisor.poll(a[0], 0.01, a[1])  # a breaker changed too: the table comes first
-        if "breakers" in beat:
-            beat = await supervisor.poll(beat["version"], 0.01, a[1])  # then gate A's heartbeat publishes them
+        if beat.breakers is not None:
+            beat = await supervisor.poll(beat.version, 0.01, a[1])  # then gate A's heartbeat publishes them
         late = await supervisor.poll(b[0], 0.01, b[1])  # gate B, still on the old figures, gets them too
-        again = await supervisor.poll(beat["version"], 0.01, beat["view"]["figures_version"])
+        assert beat.view is not None
+        again = await supervisor.poll(beat.version, 0.01, beat.view["figures_version"])
         return beat, late, again
 
     beat, late, again = asyncio.run(run())
-    assert "view" in beat
-    assert "view" in late
-    assert late["view"]["accounts"] == beat["view"]["accounts"]
-    assert late["view"]["accounts"]["long"]["equity"] != 1_000_000  # the moved figures, not the first ones
-    assert again == {"version": beat["version"], "unchanged": True}
+    assert beat.view is not None
+    assert late.view is not None
+    assert late.view["accounts"] == beat.view["accounts"]
+    assert late.view["accounts"]["long"]["equity"] != 1_000_000  # the moved figures, not the first ones
+    assert again == PollReply(beat.version)
+    assert again.unchanged
 
 
 def test_supervisor_when_a_restarted_shard_lost_a_report_batches_still_close() -> None:
@@ -196,8 +201,8 @@ def test_supervisor_when_a_restarted_shard_lost_a_report_batches_still_close() -
                 await supervisor.report(report)
 
     asyncio.run(run())
-    assert supervisor.next_batch == len({r.batch for r in reports})
-    assert not supervisor.pending
+    assert supervisor.batches.next_batch == len({r.batch for r in reports})
+    assert not supervisor.batches.pending
 
 
 def test_supervisor_when_restarted_on_its_journal_keeps_breakers_log_and_active_breaches(tmp_path: Any) -> None:
@@ -210,11 +215,11 @@ def test_supervisor_when_restarted_on_its_journal_keeps_breakers_log_and_active_
             await first.report(report)
 
     asyncio.run(feed())
-    assert first.global_breaker.engaged
-    assert first.active_breaches
+    assert first.upper.global_breaker.engaged
+    assert first.upper.active_breaches
     again = Supervisor(CONFIG, journal_path=journal)
-    assert again.global_breaker.snapshot() == first.global_breaker.snapshot()
-    assert again.active_breaches == first.active_breaches  # so the breach is not logged a second time
+    assert again.upper.global_breaker.snapshot() == first.upper.global_breaker.snapshot()
+    assert again.upper.active_breaches == first.upper.active_breaches  # so the breach is not logged a second time
     assert again.event_log() == first.event_log()
 
 
@@ -249,8 +254,8 @@ def test_supervisor_when_a_restarted_shard_resends_lost_reports_aggregates_and_e
     asyncio.run(run())
     assert lost
     assert view(supervisor) == expected
-    assert supervisor.next_batch == len({r.batch for r in reports})
-    assert not supervisor.pending
+    assert supervisor.batches.next_batch == len({r.batch for r in reports})
+    assert not supervisor.batches.pending
 
 
 def test_supervisor_when_a_report_arrives_after_the_operator_reset_keeps_the_reset() -> None:
@@ -262,10 +267,10 @@ def test_supervisor_when_a_report_arrives_after_the_operator_reset_keeps_the_res
 
     async def run(reset_version: int) -> str:
         await supervisor.register({}, place_accounts(CONFIG), [])
-        supervisor._set_account_breaker("long", "SAFE", "", reset_version)  # the reset's answer
+        supervisor.intake.set_account_breaker("long", "SAFE", "", reset_version)  # the reset's answer
         for report in reports:
             await supervisor.report(report)
-        return supervisor.account_breakers["long"]["state"]
+        return supervisor.account_breakers.state("long")
 
     assert asyncio.run(run(engaging.halts_version + 1)) == "SAFE"
     supervisor = Supervisor(CONFIG)
@@ -279,7 +284,7 @@ def test_supervisor_audit_trail_when_restarted_writes_each_record_once_and_the_c
     journal, trail = str(tmp_path / "supervisor.journal"), tmp_path / "audit.jsonl"
     first = Supervisor(CONFIG, journal_path=journal, audit_path=str(trail))
     reports = shard_reports()
-    reports[0].refusals = [Refusal("f", 3, "crossed_quote", "bid 1.2 above ask 1.1")]
+    reports[0] = replace(reports[0], refusals=[Refusal("f", 3, "crossed_quote", "bid 1.2 above ask 1.1")])
 
     async def feed() -> None:
         await first.register({}, place_accounts(CONFIG), [])
@@ -322,12 +327,10 @@ def test_supervisor_audit_trail_when_restarted_writes_each_record_once_and_the_c
 
 
 def test_supervisor_when_its_journal_is_compacted_restarts_to_the_same_state(tmp_path: Any) -> None:
-    from dataclasses import replace as replace_config
-
     from riskcore.config import DurabilityConfig
     from riskcore.journal import Journal
 
-    small = replace_config(CONFIG, durability=DurabilityConfig(snapshot_mb=1 / 1024))  # compacts past 1 KiB
+    small = replace(CONFIG, durability=DurabilityConfig(snapshot_mb=1 / 1024))  # compacts past 1 KiB
     whole, compacted = str(tmp_path / "whole.journal"), str(tmp_path / "compacted.journal")
     fed = [Supervisor(CONFIG, journal_path=whole), Supervisor(small, journal_path=compacted)]
 
@@ -340,18 +343,18 @@ def test_supervisor_when_its_journal_is_compacted_restarts_to_the_same_state(tmp
 
     for supervisor in fed:
         asyncio.run(feed(supervisor))
-    assert fed[1].compactions >= 2
-    assert fed[0].compactions == 0
+    assert fed[1].durable.compactions >= 2
+    assert fed[0].durable.compactions == 0
     assert len(Journal.read(compacted)) < len(Journal.read(whole))
 
     def state(s: Supervisor) -> Any:
-        return (view(s), s.active_breaches, s.next_batch, s._reported, s.aggregator.peak.tolist(),
-                s.portfolio_breakers["desk"].snapshot(), s.global_breaker.snapshot())
+        return (view(s), s.upper.active_breaches, s.batches.next_batch, s.reported.seen, s.aggregator.peak.tolist(),
+                s.upper.portfolio_breakers["desk"].snapshot(), s.upper.global_breaker.snapshot())
 
     again = [Supervisor(CONFIG, journal_path=whole), Supervisor(small, journal_path=compacted)]
     assert state(again[1]) == state(again[0])
-    assert again[1].portfolio_breakers["desk"].engaged
-    assert again[1].active_breaches
+    assert again[1].upper.portfolio_breakers["desk"].engaged
+    assert again[1].upper.active_breaches
 
 
 def test_supervisor_when_the_trail_cannot_be_written_gates_still_see_changes_and_it_catches_up(
@@ -373,11 +376,12 @@ def test_supervisor_when_the_trail_cannot_be_written_gates_still_see_changes_and
 
     async def run() -> dict[str, Any]:
         await supervisor.register({}, place_accounts(CONFIG), [])
-        before = supervisor.version
+        before = supervisor.longpoll.version
         await supervisor.engage("portfolio", "desk", "alice", "desk review", now_ns=T0)
-        assert supervisor.version > before  # the halt still reaches gates
-        answer = await supervisor.poll(before, 0.1, supervisor.figures_version)
-        assert answer["breakers"]["portfolios"]["desk"] is True
+        assert supervisor.longpoll.version > before  # the halt still reaches gates
+        answer = await supervisor.poll(before, 0.1, supervisor.longpoll.figures_version)
+        assert answer.breakers is not None
+        assert answer.breakers["portfolios"]["desk"] is True
         status = supervisor.status()
         assert status["audit"]["failures"] >= 1
         assert status["audit"]["waiting"] >= 1
@@ -402,13 +406,13 @@ def test_supervisor_when_its_journal_cannot_be_written_refuses_gates_so_they_go_
 
     async def run() -> None:
         await supervisor.register({}, place_accounts(CONFIG), [])
-        supervisor.journal.append = broken  # type: ignore[union-attr,method-assign]
-        before = supervisor.version
+        supervisor.durable.journal.append = broken  # type: ignore[union-attr,method-assign]
+        before = supervisor.longpoll.version
         try:
             await supervisor.engage("global", "firm", "alice", "halt", now_ns=T0)
         except Exception as exc:  # the command fails: it could not be made durable
             assert "journal write failed" in str(exc)
-        assert supervisor.version > before
+        assert supervisor.longpoll.version > before
         try:
             await supervisor.poll(before, 0.1)
         except Exception as exc:
@@ -463,14 +467,14 @@ def test_supervisor_when_a_restarted_shard_resends_reports_from_before_a_reset_k
         assert shard.states()["long"]["breaker"] == "ENGAGED"
         done = await supervisor.reset("account", "long", "alice", "back in limits", now_ns=T0 + 60 * NS_PER_SECOND)
         assert done["ok"]
-        assert supervisor.account_breakers["long"]["state"] == "SAFE"
+        assert supervisor.account_breakers.state("long") == "SAFE"
         sent: list[Any] = []
         capture = type("C", (), {"report": type("R", (), {"remote": staticmethod(sent.append)})()})()
         again = AccountShard(config, "shard-0000", placement["shard-0000"], supervisor=capture, journal_path=journal)
-        supervisor.shards["shard-0000"] = Handle(again)
+        supervisor.wiring.shards["shard-0000"] = Handle(again)
         for report in sent:
             await supervisor.report(report)
-        return again.states()["long"]["breaker"], supervisor.account_breakers["long"]["state"]
+        return again.states()["long"]["breaker"], supervisor.account_breakers.state("long")
 
     assert asyncio.run(run()) == ("SAFE", "SAFE")
 
@@ -537,4 +541,4 @@ def test_supervisor_when_a_command_is_delivered_again_after_a_restart_answers_it
     again = Supervisor(CONFIG, journal_path=journal)
     assert asyncio.run(engage(again)) == answer
     assert sum(e.get("cause") == "operator" for e in again.event_log()) == 1  # logged (and audited) once
-    assert again.portfolio_breakers["desk"].engaged_at_ns == T0  # its cooldown not restarted
+    assert again.upper.portfolio_breakers["desk"].engaged_at_ns == T0  # its cooldown not restarted
