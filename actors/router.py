@@ -89,16 +89,16 @@ class Router:
                     self.fill_screen.refused[problem[0]] += 1
                     self.refusals.append(Refusal(event.stream, event.seq, *problem))
             elif event.symbol not in self.symbol_ids:
-                self.refusals.append(
-                    self.tick_screen.refuse(event.stream, event.seq, "unknown_symbol", f"unknown symbol {event.symbol!r}")
-                )
+                self.refusals.append(self.tick_screen.refuse(event.stream, event.seq, "unknown_symbol",
+                                                             f"unknown symbol {event.symbol!r}"))
             else:
                 ticks.append(event)
         columns = TickColumns.from_ticks(ticks, self.symbol_ids) if ticks else TickColumns.empty()
         return self.send_columns(columns, fills, fill_pos)
 
     def send_columns(self, ticks: TickColumns, fills: list[AccountEvent], fill_pos: list[int]) -> list[Any]:
-        """Screen ticks and send them with (screened) fills as one batch; the fast path for columnar producers."""
+        """Screen ticks and send them with (screened) fills as one batch: the fast path for columnar
+        producers."""
         mask, refused = self.tick_screen.screen(ticks)
         self.refusals.extend(refused)
         if refused:
@@ -116,7 +116,8 @@ class Router:
 
     def _send_screened(self, ticks: TickColumns, fills: list[AccountEvent], fill_pos: list[int]) -> list[Any]:
         fill_symbols = {self.symbol_ids[f.symbol] for f in fills if isinstance(f, Fill)}
-        # The latest mark, as of the batch start, of every symbol a fill trades: an account opening it starts there.
+        # The latest mark, as of the batch start, of every symbol a fill trades: an account opening it starts
+        # there.
         marks = {s: self.marks[s] for s in fill_symbols if s in self.marks}
         targets: set[str] = set()
         if len(ticks):
@@ -126,8 +127,8 @@ class Router:
         shards = sorted(targets)
         frame = b""
         if shards:
-            frame = encode_batch(EventBatch(ticks, fills, fill_pos, marks), self.batches, self.position, shards,
-                                 [self.shard_seq[shard] for shard in shards])
+            frame = encode_batch(EventBatch(ticks, fills, fill_pos, marks), self.batches, self.position,
+                                 shards, [self.shard_seq[shard] for shard in shards])
             if len(frame) > self.max_frame_bytes and len(ticks) + len(fills) > 1:
                 return [h for part in _halves(ticks, fills, fill_pos) for h in self._send_screened(*part)]
         for fill in fills:

@@ -48,7 +48,8 @@ RECENT_REPORTS = 4096  # batches whose events a shard keeps for a restarted supe
 KEPT_REPORTS = 64
 
 # The messages a shard sends are riskcore.messages'; importers of the shard find them here too.
-__all__ = ["HALTS_GROUP", "KEPT_REPORTS", "RECENT_REPORTS", "AccountShard", "KeyedEvent", "ShardAck", "ShardReport"]
+__all__ = ["HALTS_GROUP", "KEPT_REPORTS", "RECENT_REPORTS", "AccountShard", "KeyedEvent", "ShardAck",
+           "ShardReport"]
 
 
 _NO_SUMMARIES = SummaryColumns(
@@ -58,8 +59,8 @@ _NO_SUMMARIES = SummaryColumns(
 
 def _keep_ticks(ticks: TickColumns, mask: np.ndarray) -> TickColumns:
     return TickColumns(
-        ticks.symbol[mask], ticks.bid[mask], ticks.ask[mask], ticks.ts_ns[mask], ticks.seq[mask], ticks.stream[mask],
-        ticks.streams,
+        ticks.symbol[mask], ticks.bid[mask], ticks.ask[mask], ticks.ts_ns[mask], ticks.seq[mask],
+        ticks.stream[mask], ticks.streams,
     )
 
 
@@ -70,8 +71,8 @@ class _ArrivalPositions:
     ``t + (fills at or before t)``; refused rows are gone from the cleaned batch.
     """
 
-    def __init__(self, fill_pos: list[int], kept_ticks: np.ndarray, kept_pos: list[int], kept_fills: list[int],
-                 base_pos: int) -> None:
+    def __init__(self, fill_pos: list[int], kept_ticks: np.ndarray, kept_pos: list[int],
+                 kept_fills: list[int], base_pos: int) -> None:
         self.orig_fill_pos = np.asarray(fill_pos, dtype=np.int64)
         self.kept_ticks = kept_ticks
         self.clean_fill_at = [pos + j for j, pos in enumerate(kept_pos)]
@@ -99,8 +100,8 @@ def _event_from_row(row: list[Any]) -> AlertEvent | BreakerEvent:
 
 
 class AccountShard:
-    def __init__(self, config: RiskConfig | str, shard_id: str, account_ids: list[str], supervisor: Any = None,
-                 journal_path: str | None = None) -> None:
+    def __init__(self, config: RiskConfig | str, shard_id: str, account_ids: list[str],
+                 supervisor: Any = None, journal_path: str | None = None) -> None:
         """``config``: the config, or where the service stored it (``riskcore.config.save_config``).
         ``journal_path``: where the shard journals every batch and operator command before it acknowledges
         it, and from which a restarted shard rebuilds itself (None: no journal, nothing survives the process).
@@ -195,11 +196,12 @@ class AccountShard:
         self.halted = {book.id for book in self.engine.books if book.breaker.engaged}
         self.engine.summary_columns(changed_only=True)  # the recovery report carries every account anyway
         self._send(ShardReport(self.shard_id, -1, self.ticks_applied, self.fills_applied, [], events,
-                               self.engine.summary_columns(), {}, self.mids(), recovered_upto=self.next_seq - 1,
-                               recovered_batch=self.next_batch, resent=list(self.kept),
-                               halts_version=self.halts_version))
+                               self.engine.summary_columns(), {}, self.mids(),
+                               recovered_upto=self.next_seq - 1, recovered_batch=self.next_batch,
+                               resent=list(self.kept), halts_version=self.halts_version))
 
-    _COUNTERS = ("batches", "ticks_applied", "fills_applied", "next_seq", "next_pos", "next_batch", "redelivered")
+    _COUNTERS = ("batches", "ticks_applied", "fills_applied", "next_seq", "next_pos", "next_batch",
+                 "redelivered")
 
     def _compact(self) -> None:
         """Replace the journal by one snapshot record: a restart then replays from here, not from the start.
@@ -212,7 +214,8 @@ class AccountShard:
         assert not self.held
         self.journal.rewrite([{
             "k": "snapshot", "engine": self.engine.snapshot(), "ticks": self.tick_screen.snapshot(),
-            "fills": self.fill_screen.snapshot(), "counters": {name: getattr(self, name) for name in self._COUNTERS},
+            "fills": self.fill_screen.snapshot(),
+            "counters": {name: getattr(self, name) for name in self._COUNTERS},
             "recent": [[seq, [[pos, index, order, *_event_row(event)] for pos, index, order, event in events]]
                        for seq, events in self.recent],
         }])
@@ -228,8 +231,9 @@ class AccountShard:
         for name in self._COUNTERS:
             setattr(self, name, record["counters"][name])
         self.recent.clear()
-        self.recent.extend((seq, [(pos, index, order, _event_from_row(row)) for pos, index, order, *row in events])
-                           for seq, events in record["recent"])
+        self.recent.extend(
+            (seq, [(pos, index, order, _event_from_row(row)) for pos, index, order, *row in events])
+            for seq, events in record["recent"])
         self._restart_windows()
 
     def _restart_windows(self) -> None:
@@ -263,7 +267,7 @@ class AccountShard:
             self.redelivered += 1
             return ShardReport(self.shard_id, decoded.number, 0, 0, [], [], _NO_SUMMARIES, seq=seq)
         if self.journal is not None:
-            self.journal.append({"k": "batch", "f": frame})  # on arrival: before it is applied or acknowledged
+            self.journal.append({"k": "batch", "f": frame})  # on arrival: before it is applied or answered
         applied = self._take(decoded, seq, send=True)
         if self.journal is not None and self.journal.size > self.compact_at and not self.held:
             self._compact()
@@ -335,7 +339,8 @@ class AccountShard:
         keyed = self.engine.apply_keyed(EventBatch(ticks, fills, kept_pos, batch.marks))
         arrival = _ArrivalPositions(batch.fill_pos, kept_ticks, kept_pos, kept_fills, base_pos)
         events = [
-            (arrival(pos), self.config_index[event.account if isinstance(event, AlertEvent) else event.id], order, event)
+            (arrival(pos), self.config_index[event.account if isinstance(event, AlertEvent) else event.id],
+             order, event)
             for pos, _book, order, event in keyed
         ]
         self.batches += 1
@@ -359,7 +364,8 @@ class AccountShard:
     def apply_and_ack(self, frame: bytes) -> ShardAck:
         """:meth:`apply`, answering the sender with an acknowledgement instead of the whole report."""
         report = self.apply(frame)
-        return ShardAck(report.shard, report.batch, report.ticks_applied, report.fills_applied, report.refusals)
+        return ShardAck(report.shard, report.batch, report.ticks_applied, report.fills_applied,
+                        report.refusals)
 
     def _publish_breaker(self, event: BreakerEvent) -> None:
         self._note_halt(event.id, event.state is BreakerState.ENGAGED)
@@ -380,9 +386,9 @@ class AccountShard:
     def watch_halts(self, known_version: int, timeout_s: float) -> Halts:
         """Long-poll for gates: this shard's engaged account breakers once newer than ``known_version``.
 
-        Runs on its own threads (concurrency group ``HALTS_GROUP``, see ``supervisor.deploy``) beside the batch being
-        applied, which wakes it from inside the batch. Only ever adds denials to a gate: releases, portfolio
-        and global breakers and liveness come from the supervisor's view.
+        Runs on its own threads (concurrency group ``HALTS_GROUP``, see ``supervisor.deploy``) beside the
+        batch being applied, which wakes it from inside the batch. Only ever adds denials to a gate: releases,
+        portfolio and global breakers and liveness come from the supervisor's view.
         """
         with self._halts_changed:
             self._halts_changed.wait_for(lambda: self.halts_version > known_version, timeout_s)
@@ -409,7 +415,8 @@ class AccountShard:
 
     def _journal_command(self, kind: str, account: str, now_ns: int, operator: str, reason: str) -> None:
         if self.journal is not None:
-            self.journal.append({"k": kind, "account": account, "now_ns": now_ns, "operator": operator, "reason": reason})
+            self.journal.append({"k": kind, "account": account, "now_ns": now_ns, "operator": operator,
+                                 "reason": reason})
 
     def _state(self, account: str) -> dict[str, Any]:
         book = self.engine.book(account)
@@ -417,7 +424,8 @@ class AccountShard:
         return book.state().to_dict()
 
     def engage(self, account: str, now_ns: int, operator: str, reason: str) -> ShardCommandAnswer:
-        """Engage an account breaker by hand: the event, the breaker-change number, the account before and after."""
+        """Engage an account breaker by hand: the event, the breaker-change number, the account before and
+        after."""
         before = self._state(account)  # an unknown account is refused before anything is journaled
         self._journal_command("engage", account, now_ns, operator, reason)
         event = self.engine.engage(account, now_ns, operator, reason)
@@ -425,7 +433,8 @@ class AccountShard:
         return ShardCommandAnswer(event, None, self.halts_version, before, self._state(account))
 
     def reset(self, account: str, now_ns: int, operator: str, reason: str) -> ShardCommandAnswer:
-        """Release an account breaker, or say why not; as :meth:`engage` (no event, and a refusal, if refused)."""
+        """Release an account breaker, or say why not; as :meth:`engage` (no event, and a refusal, if
+        refused)."""
         before = self._state(account)
         event, refusal = self.engine.reset(account, now_ns, operator, reason)
         if event is not None:
@@ -442,11 +451,11 @@ class AccountShard:
     def rejoin_state(self, from_batch: int, from_seq: int) -> RejoinState:
         """What a restarted supervisor needs, taken at one point between batches.
 
-        ``from_batch``: the first batch it had not closed. When this shard still keeps every report from there
-        on (``covered``), ``before`` holds its accounts' figures as of just before that batch and ``reports``
-        those reports: the supervisor closes its open batches with the figures each had, exactly as it would
-        have. ``summaries`` (the figures now) serve when they are not covered. ``events``: those of every batch
-        from sequence number ``from_seq`` on (reports it may never have journaled).
+        ``from_batch``: the first batch it had not closed. When this shard still keeps every report from
+        there on (``covered``), ``before`` holds its accounts' figures as of just before that batch and
+        ``reports`` those reports: the supervisor closes its open batches with the figures each had, exactly
+        as it would have. ``summaries`` (the figures now) serve when they are not covered. ``events``: those
+        of every batch from sequence number ``from_seq`` on (reports it may never have journaled).
         """
         covered = self.base_batch <= from_batch
         before = None
@@ -457,8 +466,8 @@ class AccountShard:
                     as_of.update(report.summaries)
             before = as_of.columns()
         return RejoinState(covered, before, [r for r in self.kept if r.batch >= from_batch],
-                           self.engine.summary_columns(), self.numbering(), self.mids(), self.events_since(from_seq),
-                           self.halts_version)
+                           self.engine.summary_columns(), self.numbering(), self.mids(),
+                           self.events_since(from_seq), self.halts_version)
 
     def numbering(self) -> ShardNumbering:
         """Where this shard's sequence, arrival positions and batch numbers stand, the symbols its accounts
@@ -466,7 +475,8 @@ class AccountShard:
         stream's last sequence number and time (a new router refuses a replay of them itself, once)."""
         names = self.engine.symbol_names
         held = sorted({names[s] for book in self.engine.books for s in book.slot_symbols})
-        streams = {name: (seq, self.tick_screen.last_ts[name]) for name, seq in self.tick_screen.last_seq.items()}
+        screen = self.tick_screen
+        streams = {name: (seq, screen.last_ts[name]) for name, seq in screen.last_seq.items()}
         return ShardNumbering(self.next_seq, self.next_pos, self.next_batch, tuple(held), streams)
 
     def resume(self) -> ShardNumbering:

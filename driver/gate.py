@@ -43,7 +43,8 @@ class OrderGate:
         self._updated = threading.Condition()
         self._thread = threading.Thread(target=self._run, name="riskmon-gate-poll", daemon=True)
         self._thread.start()
-        self._shard_thread = threading.Thread(target=self._watch_shards, name="riskmon-gate-halts", daemon=True)
+        self._shard_thread = threading.Thread(target=self._watch_shards, name="riskmon-gate-halts",
+                                              daemon=True)
         self._shard_thread.start()
 
     def check(self, order: Order) -> Decision:

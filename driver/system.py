@@ -68,13 +68,15 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, log_to_dri
 
 
 def state_root(state_dir: str | os.PathLike[str] | None = None) -> Path:
-    """Where named systems keep their journals: ``state_dir``, else ``$RISKMON_STATE_DIR``, else ~/.riskmon/state."""
+    """Where named systems keep their journals: ``state_dir``, else ``$RISKMON_STATE_DIR``, else
+    ~/.riskmon/state."""
     return Path(state_dir or os.environ.get("RISKMON_STATE_DIR") or Path.home() / ".riskmon" / "state")
 
 
 class RiskSystem:
-    def __init__(self, config: RiskConfig, supervisor: Any, shards: dict[str, Any], placement: dict[str, list[str]],
-                 name: str, owns_ray: bool, state: Path | None = None, ephemeral: bool = False) -> None:
+    def __init__(self, config: RiskConfig, supervisor: Any, shards: dict[str, Any],
+                 placement: dict[str, list[str]], name: str, owns_ray: bool, state: Path | None = None,
+                 ephemeral: bool = False) -> None:
         self.config = config
         self.state = state
         self._ephemeral_state = ephemeral
@@ -84,7 +86,8 @@ class RiskSystem:
         self.name = name
         self.owns_ray = owns_ray
         # Shards send their figures to the supervisor; the sender only needs an acknowledgement back.
-        self.router = Router(config, placement, send=lambda shard, ref: shards[shard].apply_and_ack.remote(ref),
+        self.router = Router(config, placement,
+                             send=lambda shard, ref: shards[shard].apply_and_ack.remote(ref),
                              put=lambda frame: frame if len(frame) < INLINE_FRAME_BYTES else ray.put(frame))
         self._in_flight: list[Any] = []
         # Coalescing: events wait here until max_ticks of them or max_delay_ms since the first.
@@ -106,41 +109,45 @@ class RiskSystem:
         With ``durable`` (the default) every shard journals what it applies and is restarted from its journal
         if its process dies. A named system keeps its journals under ``state_root(state_dir)/name``, where a
         later start with the same name finds them; an unnamed one keeps them in a temporary directory that
-        ``shutdown`` removes. ``audit``: the audit trail's path (default: ``audit.jsonl`` in the state directory;
-        none for a system that is not durable).
+        ``shutdown`` removes. ``audit``: the audit trail's path (default: ``audit.jsonl`` in the state
+        directory; none for a system that is not durable).
         """
         ephemeral = name is None and state_dir is None
         name = name or f"{SUPERVISOR_NAME}-{uuid.uuid4().hex[:8]}"
         state: Path | None = None
         if durable:
-            state = Path(tempfile.mkdtemp(prefix="riskmon-state-")) if ephemeral else state_root(state_dir) / name
+            state = (Path(tempfile.mkdtemp(prefix="riskmon-state-")) if ephemeral
+                     else state_root(state_dir) / name)
             (state / "shards").mkdir(parents=True, exist_ok=True)
         if audit is None and state is not None:
             audit = state / "audit.jsonl"
         if audit is not None and Path(audit).exists():
             # A broken trail is never extended: say so here, plainly, before any actor starts (the supervisor
             # would refuse it too, but as a Ray creation error). A torn last line is repaired, as on any open.
-            AuditTrail(audit).close()
+            AuditTrail(Path(audit)).close()
         owns_ray = init_ray(address)
         config_path: str | None = None
         if state is not None:  # what a restarted actor is constructed from, whoever started the service
             config_path = str(state / "config.msgpack")
             save_config(config, config_path)
-        supervisor = create_supervisor(config, name, None if state is None else str(state / "supervisor.journal"),
+        supervisor = create_supervisor(config, name,
+                                       None if state is None else str(state / "supervisor.journal"),
                                        config_path, None if audit is None else str(Path(audit).resolve()))
         placement = place_accounts(config)
         shards = {
             sid: create_shard(config, name, sid, accounts, supervisor,
-                              None if state is None else str(state / "shards" / f"{sid}.journal"), config_path)
+                              None if state is None else str(state / "shards" / f"{sid}.journal"),
+                              config_path)
             for sid, accounts in placement.items()
         }
         summaries = ray.get([h.summaries.remote() for h in shards.values()])
         # Shards that rebuilt from journals (a restart of the service) say where numbering picks up.
-        resume: dict[str, ShardNumbering] = dict(zip(shards, ray.get([h.resume.remote() for h in shards.values()]),
-                                                     strict=True))
+        numbering = ray.get([h.resume.remote() for h in shards.values()])
+        resume: dict[str, ShardNumbering] = dict(zip(shards, numbering, strict=True))
         names = {sid: f"{name}-{sid}" for sid in shards}
         ray.get(supervisor.register.remote(shards, placement, summaries, names, resume))
-        # Liveness: well inside the gates' staleness bound, so a dead shard's accounts are denied within about it.
+        # Liveness: well inside the gates' staleness bound, so a dead shard's accounts are denied within
+        # about it.
         interval = watch_interval_s if watch_interval_s is not None else config.gate.max_staleness_ms / 2000.0
         ray.get(supervisor.start_watch.remote(interval))
         system = cls(config, supervisor, shards, placement, name, owns_ray, state, ephemeral and durable)
@@ -194,7 +201,7 @@ class RiskSystem:
 
     def _bound_in_flight(self) -> None:
         """Back-pressure: wait while more than ``max_in_flight`` batches per shard are unacknowledged."""
-        if len(self.router.refusals) > self._refusals_told:  # refused here, before any shard: tell the supervisor
+        if len(self.router.refusals) > self._refusals_told:  # refused before any shard: tell the supervisor
             told = self.router.refusals[self._refusals_told:]
             self._refusals_told = len(self.router.refusals)
             self.supervisor.input_refused.remote(f"router of {self.name}", [r.to_dict() for r in told])
@@ -227,8 +234,8 @@ class RiskSystem:
                         decoded.stream, int(decoded.seq[i]), "unknown_symbol", f"unknown symbol {name!r}"))
                 keep = sym >= 0
                 columns = TickColumns(sym[keep].astype(np.int32), decoded.bid[keep], decoded.ask[keep],
-                                      decoded.ts_ns[keep], decoded.seq[keep], np.zeros(int(keep.sum()), np.int32),
-                                      (decoded.stream,))
+                                      decoded.ts_ns[keep], decoded.seq[keep],
+                                      np.zeros(int(keep.sum()), np.int32), (decoded.stream,))
                 self._send_pending()  # after anything queued before it, in arrival order
                 self._in_flight.extend(self.router.send_columns(columns, [], []))
                 self._bound_in_flight()
@@ -239,8 +246,10 @@ class RiskSystem:
         return len(decoded) - len(refused), refused
 
     def refuse_input(self, source: str, code: str, message: str) -> None:
-        """Input refused whole before it could be read (a malformed frame): counted and audited by the supervisor."""
-        self.supervisor.input_refused.remote(source, [{"stream": source, "seq": -1, "code": code, "message": message}])
+        """Input refused whole before it could be read (a malformed frame): counted and audited by the
+        supervisor."""
+        refusal = {"stream": source, "seq": -1, "code": code, "message": message}
+        self.supervisor.input_refused.remote(source, [refusal])
 
     def flush(self, timeout_s: float = 120.0) -> None:
         """Send what is queued, then wait until it is applied and the supervisor has seen every report."""
@@ -286,20 +295,23 @@ class RiskSystem:
         """Engage a breaker by hand. The command carries this process's time: delivered again by Ray after a
         supervisor restart, it is recognised and answered as before, not carried out twice."""
         now_ns = time.time_ns() if now_ns is None else now_ns
-        answer: OperatorAnswer = ray.get(self.supervisor.engage.remote(scope, target, operator, reason, now_ns))
+        answer: OperatorAnswer = ray.get(self.supervisor.engage.remote(scope, target, operator, reason,
+                                                                       now_ns))
         return answer
 
     def reset(self, scope: str, target: str, operator: str, reason: str,
               now_ns: int | None = None) -> OperatorAnswer:
         now_ns = time.time_ns() if now_ns is None else now_ns
-        answer: OperatorAnswer = ray.get(self.supervisor.reset.remote(scope, target, operator, reason, now_ns))
+        answer: OperatorAnswer = ray.get(self.supervisor.reset.remote(scope, target, operator, reason,
+                                                                      now_ns))
         return answer
 
     def gate(self) -> OrderGate:
         """An in-process OrderGate that has received its first view (until then any gate denies, as stale)."""
         gate = OrderGate(self.supervisor, self.config.gate)
         self._gates.append(gate)
-        gate.wait_for(lambda g: g.version >= 0, timeout_s=max(5.0, self.config.gate.max_staleness_ms / 1000.0))
+        gate.wait_for(lambda g: g.version >= 0,
+                      timeout_s=max(5.0, self.config.gate.max_staleness_ms / 1000.0))
         return gate
 
     def shutdown(self) -> None:

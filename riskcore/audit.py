@@ -1,31 +1,33 @@
 """The audit trail: append-only JSON lines, each record chained to the one before by its SHA-256.
 
-One record per fact an auditor asks about. Kinds in use: ``config_load``; ``alert`` and ``breaker`` (an account's
-alert level or any breaker changed); ``limit`` (a portfolio or firm limit breached); ``command`` and
+One record per fact an auditor asks about. Kinds in use: ``config_load``; ``alert`` and ``breaker`` (an
+account's alert level or any breaker changed); ``limit`` (a portfolio or firm limit breached); ``command`` and
 ``operator`` (operator actions, with operator and reason); ``rejected_input`` (a summary of refused input);
 ``trail_repaired`` (a torn last line was cut).
 
 **Format.** One JSON object per line, written canonically —
-``json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)`` — so a record
-has exactly one byte form. JSON has no infinity, so non-finite floats are written as the strings ``"inf"``,
-``"-inf"`` and ``"nan"`` (leverage is ``inf`` when equity is not positive); dict keys are written as strings.
-Every record holds, beside the writer's fields:
+``json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)`` —
+so a record has exactly one byte form. JSON has no infinity, so non-finite floats are written as the strings
+``"inf"``, ``"-inf"`` and ``"nan"`` (leverage is ``inf`` when equity is not positive); dict keys are written
+as strings. Every record holds, beside the writer's fields:
 
 - ``seq``: 0, 1, 2, ... for the life of the file; a reopened trail continues the count;
 - ``ts``: RFC 3339 UTC with microseconds, when the fact happened. For an alert or breaker change that is the
   event's own time (in a replay, the recorded tick's), so ``ts`` need not rise from one record to the next;
 - ``kind``;
 - ``prev``: hex SHA-256 of the previous record's line, its exact bytes without the newline (64 zeros first);
-- ``hash``: hex SHA-256 of this record's own line with the 64 digits of ``hash`` written as zeros. It seals the
-  last record, which no later ``prev`` covers, so a changed byte anywhere is found at the record that holds it;
+- ``hash``: hex SHA-256 of this record's own line with the 64 digits of ``hash`` written as zeros. It seals
+  the last record, which no later ``prev`` covers, so a changed byte anywhere is found at the record that
+  holds it;
 - ``key`` (optional): the writer's idempotence key, see :meth:`AuditTrail.has_key`.
 
-**What the chain proves.** :func:`verify` finds any edited, inserted, deleted or reordered record and names the
-first one that no longer fits. Records cut off the end leave a shorter chain that still verifies, and so does a
-chain rewritten whole: to catch those, keep the head hash (``riskmon audit verify`` prints it) somewhere else.
+**What the chain proves.** :func:`verify` finds any edited, inserted, deleted or reordered record and names
+the first one that no longer fits. Records cut off the end leave a shorter chain that still verifies, and so
+does a chain rewritten whole: to catch those, keep the head hash (``riskmon audit verify`` prints it)
+somewhere else.
 
-**Durability.** Each record is one ``write`` and a flush (and an ``fsync`` if asked for), so a killed writer leaves
-whole lines and at most one torn last line; reopening the trail cuts the torn bytes off and appends a
+**Durability.** Each record is one ``write`` and a flush (and an ``fsync`` if asked for), so a killed writer
+leaves whole lines and at most one torn last line; reopening the trail cuts the torn bytes off and appends a
 ``trail_repaired`` record that says how many went. One writer per file (the supervisor, or one command).
 """
 
@@ -115,8 +117,8 @@ def _jsonable(value: Any) -> Any:
 class VerifyResult:
     """``first_bad`` is the 1-based line (= record) number of the first record that does not fit, or None.
 
-    ``records`` counts the records that verified (all of them when ``ok``); ``head`` is the SHA-256 of the last of
-    them, the value the next record's ``prev`` must hold.
+    ``records`` counts the records that verified (all of them when ``ok``); ``head`` is the SHA-256 of the
+    last of them, the value the next record's ``prev`` must hold.
     """
 
     ok: bool
@@ -144,7 +146,8 @@ def _problem(line: bytes, seq: int, prev: str) -> tuple[dict[str, Any] | None, s
     digest = record.get("hash")
     if not isinstance(digest, str) or not _HEX64.fullmatch(digest):
         return None, "hash missing or not 64 hex digits"
-    # The record's own hash member (an earlier member with the same 64 digits would need a SHA-256 fixed point).
+    # The record's own hash member (an earlier member with the same 64 digits would need a SHA-256 fixed
+    # point).
     at = line.find(b'"hash":"%s"' % digest.encode("ascii"))
     if at < 0 or sha256_hex(line[:at] + _ZEROED + line[at + len(_ZEROED):]) != digest:
         return None, "contents do not match the record's hash (the record was edited)"
@@ -171,8 +174,8 @@ def _scan(path: Path, keys: set[str] | None = None) -> tuple[VerifyResult, int, 
         for raw in file:
             number = records + 1
             if not raw.endswith(b"\n"):
-                problem = ("torn: the file ends mid-record, without a newline (a write cut short; reopening the "
-                           "trail for append cuts it off and records the cut)")
+                problem = ("torn: the file ends mid-record, without a newline (a write cut short; reopening "
+                           "the trail for append cuts it off and records the cut)")
                 return VerifyResult(False, records, number, problem, head), good_bytes, True
             line = raw[:-1]
             record, problem = _problem(line, records, head)
@@ -187,7 +190,8 @@ def _scan(path: Path, keys: set[str] | None = None) -> tuple[VerifyResult, int, 
 
 
 def verify(path: str | Path) -> VerifyResult:
-    """Check every record of the trail at ``path``: JSON object, seq from 0 by one, prev, hash, well-formed ts.
+    """Check every record of the trail at ``path``: JSON object, seq from 0 by one, prev, hash, well-formed
+    ts.
 
     ``ts`` is not required to rise (event time need not). Raises ``OSError`` if the file cannot be read.
     """
@@ -200,13 +204,15 @@ def verify(path: str | Path) -> VerifyResult:
 class AuditTrail:
     """The writer of one audit trail file.
 
-    Opening an existing file first checks its whole chain and continues it (streamed, so memory stays flat; the
-    time grows with the file, about a second per 60 MB); a torn last line is cut off and the cut recorded as ``trail_repaired``; a broken chain raises
-    :class:`AuditError` and the file is left as it is. ``clock`` (ns since the epoch) stamps records given no
-    ``ts_ns``; it is an argument so tests and replays control time.
+    Opening an existing file first checks its whole chain and continues it (streamed, so memory stays flat;
+    the time grows with the file, about a second per 60 MB); a torn last line is cut off and the cut recorded
+    as ``trail_repaired``; a broken chain raises :class:`AuditError` and the file is left as it is. ``clock``
+    (ns since the epoch) stamps records given no ``ts_ns``; it is an argument so tests and replays control
+    time.
     """
 
-    def __init__(self, path: str | Path, fsync: bool = False, clock: Callable[[], int] = time.time_ns) -> None:
+    def __init__(self, path: str | Path, fsync: bool = False,
+                 clock: Callable[[], int] = time.time_ns) -> None:
         self.path = Path(path)
         self.fsync = fsync
         self._clock = clock
@@ -234,7 +240,8 @@ class AuditTrail:
             self.append("trail_repaired", cut_bytes=cut_bytes,
                         reason="torn last line (a write cut short) cut off on reopen")
 
-    def append(self, kind: str, ts_ns: int | None = None, *, key: str | None = None, **fields: Any) -> dict[str, Any]:
+    def append(self, kind: str, ts_ns: int | None = None, *, key: str | None = None,
+               **fields: Any) -> dict[str, Any]:
         """Write one record and return it as written. ``ts_ns`` defaults to the clock's now."""
         if self._failed:
             raise AuditError(f"{self.path}: an earlier write failed; reopen the trail to repair it")
@@ -271,7 +278,8 @@ class AuditTrail:
 
     def append_event(self, event: Mapping[str, Any], *, before: Mapping[str, Any] | None = None,
                      after: Mapping[str, Any] | None = None, key: str | None = None) -> dict[str, Any]:
-        """An event in its ``to_dict()`` form (alert, breaker, limit, command), as :func:`event_record` shapes it.
+        """An event in its ``to_dict()`` form (alert, breaker, limit, command), as :func:`event_record`
+        shapes it.
         ``before`` / ``after``: the account's state either side of it, where the writer has them.
         """
         extra = {name: state for name, state in (("before", before), ("after", after)) if state is not None}
@@ -279,7 +287,8 @@ class AuditTrail:
         return self.append(kind, ts_ns, key=key, **fields)
 
     def has_key(self, key: str) -> bool:
-        """Whether a record with this ``key`` is in the file: a restarted writer skips what it wrote before dying."""
+        """Whether a record with this ``key`` is in the file: a restarted writer skips what it wrote before
+        dying."""
         return key in self._keys
 
     def keys(self) -> frozenset[str]:
@@ -312,7 +321,7 @@ def event_record(event: Mapping[str, Any], extra: Mapping[str, Any] | None = Non
 
 def config_summary(config: RiskConfig, source: str | Path | None, *, hash_file: bool = True,
                    **context: Any) -> dict[str, Any]:
-    """The fields of a ``config_load`` record, whoever writes it (a command's trail, the service's supervisor).
+    """The fields of a ``config_load`` record, whoever writes it (a command, the service's supervisor).
 
     ``source``: where the config came from ("generated" if None). ``sha256``: the file's bytes, when the
     writer has just read it (``hash_file``; a service restarted from its stored config has no file to hash).
@@ -329,7 +338,8 @@ def config_summary(config: RiskConfig, source: str | Path | None, *, hash_file: 
 
 
 def refusal_summary(refusals: Iterable[Mapping[str, Any]], examples: int = 5) -> dict[str, Any]:
-    """The fields of a ``rejected_input`` record: how many were refused, by code, and the first few as given."""
+    """The fields of a ``rejected_input`` record: how many were refused, by code, and the first few as
+    given."""
     by_code: Counter[str] = Counter()
     first: list[dict[str, Any]] = []
     for refusal in refusals:

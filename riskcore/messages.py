@@ -218,8 +218,8 @@ class AuditStatus(TypedDict):
 
 # Functional form: "global" is a keyword.
 StatusBreakers = TypedDict("StatusBreakers", {
-    "global": dict[str, object],  # the global breaker's snapshot (``Breaker.snapshot()``)
-    "portfolios": dict[str, dict[str, object]],
+    "global": dict[str, Any],  # the global breaker's snapshot (``Breaker.snapshot()``)
+    "portfolios": dict[str, dict[str, Any]],
     "accounts": dict[str, AccountBreakerState],
 })
 
@@ -230,8 +230,8 @@ class Status(TypedDict):
     schema: int
     version: int
     reports: int  # distinct shard batches reported
-    firm: dict[str, object]
-    portfolios: dict[str, dict[str, object]]
+    firm: dict[str, Any]  # Aggregate.to_dict()
+    portfolios: dict[str, dict[str, Any]]
     breakers: StatusBreakers
     up: dict[str, bool]
     refused: dict[str, int]

@@ -1,4 +1,5 @@
-"""Portfolio and firm limits: what a breach, or its end, does to the breaker (pure; the supervisor applies it).
+"""Portfolio and firm limits: what a breach, or its end, does to the breaker (pure: the supervisor applies
+it).
 
 Judged at a batch's watermark, from the aggregate as of that batch, the scope's limits, its breaker and the
 metrics already in breach before it; time is the watermark's. Nothing here changes any of them.
@@ -39,7 +40,8 @@ def judge_limits(aggregate: Aggregate, limits: AggregateLimits, breaker: Breaker
     new)."""
     found = tuple(breaches(aggregate, limits))
     new = tuple(b for b in found if b.metric not in in_breach)
-    engage = found[0] if found and not breaker.engaged and limits.kill_switch_mode is KillSwitchMode.AUTO else None
+    auto = limits.kill_switch_mode is KillSwitchMode.AUTO
+    engage = found[0] if found and not breaker.engaged and auto else None
     release = (not found and breaker.engaged and breaker.cause is EngageCause.LIMIT and limits.auto_reset
                and breaker.cooldown_left_seconds(now_ns, limits.recovery_cooldown_seconds) == 0)
     return LimitDecision(found, new, engage, release)

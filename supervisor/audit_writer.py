@@ -20,7 +20,8 @@ Waiting = tuple[str, str, dict[str, Any]]  # (key, kind, fields); fields["_ts_ns
 
 class AuditWriter:
     def __init__(self, path: str | None, fsync: bool, started_ns: int) -> None:
-        """``path``: the trail (None: no trail; nothing is queued). ``started_ns`` keys this process's records."""
+        """``path``: the trail (None: no trail, nothing is queued). ``started_ns`` keys this process's
+        records."""
         self.path = path
         self.fsync = fsync
         self.started_ns = started_ns

@@ -65,15 +65,18 @@ def create_shard(config: RiskConfig, system_name: str, shard_id: str, accounts: 
 
     ``config_path``: where ``riskcore.config.save_config`` stored the config, beside the journals. Ray re-runs
     the constructor with the same arguments on a restart; a path (not the config) keeps that independent of
-    the process that started the service, which may be gone by then, and of anything it held in the object store.
+    the process that started the service, which may be gone by then, and of anything it held in the object
+    store.
     """
     name = f"{system_name}-{shard_id}"
-    # Batches run one at a time, in arrival order (the default group, one thread); halt watches run beside them.
+    # Batches run one at a time, in arrival order (the default group, one thread); halt watches run beside
+    # them.
     # (Ray takes concurrency groups in ray.remote only, not in .options().)
     # Ray's stubs omit concurrency_groups from ray.remote's keyword overloads; it is a documented option.
     remote = ray.remote(concurrency_groups={HALTS_GROUP: HALT_WATCHERS})(AccountShard)  # type: ignore[call-overload]
     options = shard_options(config, name, journal_path is not None)
-    return remote.options(**options).remote(config_path or config, shard_id, accounts, supervisor, journal_path)
+    return remote.options(**options).remote(config_path or config, shard_id, accounts, supervisor,
+                                            journal_path)
 
 
 def get_supervisor(name: str = SUPERVISOR_NAME) -> Any:

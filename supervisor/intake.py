@@ -142,7 +142,7 @@ class ReportIntake:
         """The figures of one batch's reports; then the limits of every scope they touched, and the firm's."""
         touched: set[str] = set()
         for report in reports:
-            # Breaker counts come from the supervisor's own states (an operator may have acted since the batch).
+            # Breaker counts come from the supervisor's own states (an operator may have acted since).
             touched |= self.aggregator.update(report.summaries)
             self.mids.update(report.mids)
         if not reports:

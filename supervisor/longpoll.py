@@ -72,7 +72,8 @@ class LongPollHost:
             condition = self.condition()
             async with condition:
                 try:
-                    await asyncio.wait_for(condition.wait_for(lambda: self.version > known_version), timeout_s)
+                    newer = condition.wait_for(lambda: self.version > known_version)
+                    await asyncio.wait_for(newer, timeout_s)
                 except TimeoutError:
                     if not self.figures_dirty:
                         return PollReply(self.version)

@@ -26,7 +26,7 @@ from supervisor.wiring import Wiring
 class OperatorCommands:
     def __init__(self, intake: ReportIntake, recorder: Recorder, aggregator: Aggregator, upper: UpperBreakers,
                  wiring: Wiring, flush: Callable[[], None], publish: Callable[[], None]) -> None:
-        """``flush``: make what changed durable; ``publish``: that, and tell the gates (a new view version)."""
+        """``flush``: make what changed durable; ``publish``: that, and tell the gates (a new version)."""
         self.intake = intake
         self.recorder = recorder
         self.aggregator = aggregator
@@ -45,14 +45,14 @@ class OperatorCommands:
             return answered
         now_ns = self._checked("engage", scope, target, operator, reason, now_ns)
         if scope == Scope.ACCOUNT:
-            done: ShardCommandAnswer = await self.wiring.handle(target).engage.remote(target, now_ns, operator,
-                                                                                   reason)
+            shard = self.wiring.handle(target)
+            done: ShardCommandAnswer = await shard.engage.remote(target, now_ns, operator, reason)
             assert done.event is not None  # an engage is never refused
             event, before, after = done.event, done.before, done.after
             self.intake.set_account_breaker(target, BreakerState.ENGAGED, reason, done.halts_version)
         else:
-            event, before, after, record = self.upper.engage(scope, target, self._aggregate(scope, target), now_ns,
-                                                             operator, reason)
+            event, before, after, record = self.upper.engage(
+                scope, target, self._aggregate(scope, target), now_ns, operator, reason)
             self.recorder.journal.add(record)
             self.intake.push_upper()
         self.recorder.record(self.recorder.events.command_key(), event,
@@ -67,8 +67,8 @@ class OperatorCommands:
             return answered
         now_ns = self._checked("reset", scope, target, operator, reason, now_ns)
         if scope == Scope.ACCOUNT:
-            done: ShardCommandAnswer = await self.wiring.handle(target).reset.remote(target, now_ns, operator,
-                                                                                  reason)
+            shard = self.wiring.handle(target)
+            done: ShardCommandAnswer = await shard.reset.remote(target, now_ns, operator, reason)
             event, refusal, before, after = done.event, done.refusal, done.before, done.after
             if event is not None:
                 self.intake.set_account_breaker(target, BreakerState.SAFE, "", done.halts_version)
@@ -98,9 +98,9 @@ class OperatorCommands:
             elif scope == Scope.PORTFOLIO:
                 self.upper.breaker(scope, target)
         except RiskmonError as exc:
-            self.recorder.audit_record("command", {"action": action, "scope": scope, "id": target,
-                                                   "operator": operator, "reason": reason, "refused": str(exc),
-                                                   "_ts_ns": now_ns})
+            self.recorder.audit_record("command", {
+                "action": action, "scope": scope, "id": target, "operator": operator, "reason": reason,
+                "refused": str(exc), "_ts_ns": now_ns})
             self.flush()
             raise
         return now_ns

@@ -129,7 +129,8 @@ class Supervisor:
             self._rejoin = asyncio.get_event_loop().create_task(self._rejoin_shards())
 
     async def _rejoin_shards(self) -> None:
-        """A shard that cannot be found or answered is gone: its accounts stay down, batches close without it."""
+        """A shard that cannot be found or answered is gone: its accounts stay down, batches close without
+        it."""
         try:
             answered = await rejoin_states(self.wiring.names, self.batches.next_batch, self.reported)
             self.intake.rejoin(answered)
@@ -210,8 +211,8 @@ class Supervisor:
         return await self.operator.reset(scope, target, operator, reason, now_ns)
 
     async def input_refused(self, source: str, refusals: list[dict[str, Any]]) -> None:
-        """Input refused before it reached a shard (by the router of ``source``): counted, and summarised in the
-        audit trail. (Shards' refusals arrive in their reports.)"""
+        """Input refused before it reached a shard (by the router of ``source``): counted, and summarised in
+        the audit trail. (Shards' refusals arrive in their reports.)"""
         for refusal in refusals:
             self.intake.refused[str(refusal["code"])] += 1
         if refusals:
@@ -222,8 +223,8 @@ class Supervisor:
 
     async def wait_reported(self, upto: dict[str, int], timeout_s: float) -> dict[str, int]:
         """Wait until every shard has reported every batch of its sequence below ``upto[shard]`` (and a
-        restarted supervisor has closed the batches it had open); return the shards still short (shard -> first
-        batch not reported), empty when all are in."""
+        restarted supervisor has closed the batches it had open); return the shards still short (shard ->
+        first batch not reported), empty when all are in."""
         self.rejoin_if_restarted()
 
         def short() -> dict[str, int]:
@@ -234,11 +235,11 @@ class Supervisor:
         return short()
 
     async def poll(self, known_version: int, timeout_s: float, known_figures: int = -1) -> PollReply:
-        """Long-poll: news as soon as the view is newer than ``known_version``, else a heartbeat at the timeout
-        (``supervisor.longpoll``)."""
+        """Long-poll: news as soon as the view is newer than ``known_version``, else a heartbeat at the
+        timeout (``supervisor.longpoll``)."""
         self.rejoin_if_restarted()
         if self.durable.error is not None:
-            raise RiskmonError(f"{self.durable.error}: no view until it is repaired (gates go stale and deny)")
+            raise RiskmonError(f"{self.durable.error}: no view until it is repaired (gates go stale, deny)")
         return await self.longpoll.poll(known_version, timeout_s, known_figures, self._gate_view,
                                         self.breaker_table)
 
@@ -250,8 +251,9 @@ class Supervisor:
         return views.breaker_table(self.longpoll.version, self.upper, self.account_breakers, self.liveness.up)
 
     def _gate_view(self) -> GateView:
-        return views.gate_view(self.longpoll.version, self.longpoll.figures_version, self.config, self.aggregator,
-                               self.upper, self.account_breakers, self.liveness.up, self.intake.mids)
+        return views.gate_view(self.longpoll.version, self.longpoll.figures_version, self.config,
+                               self.aggregator, self.upper, self.account_breakers, self.liveness.up,
+                               self.intake.mids)
 
     def gate_view(self) -> GateView:
         return self.longpoll.cached_view(self._gate_view)

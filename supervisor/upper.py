@@ -18,6 +18,7 @@ from riskcore.policy import AUTO_RESET_REASON, judge_limits, reset_refusal
 from riskcore.states import Breaker, BreakerState, EngageCause, ReleaseCause, Scope
 
 ScopeId = tuple[str, str]  # (scope, id): ("portfolio", desk) or ("global", "firm")
+Snapshots = dict[str, Any]  # the breaker's snapshot and the aggregate, as the audit trail keeps them
 
 
 @dataclass(slots=True)
@@ -31,9 +32,9 @@ class LimitOutcome:
 
 
 def _record(breaker: Breaker, op: str) -> dict[str, Any]:
-    return {"k": "upper", "scope": str(breaker.scope), "id": breaker.id, "op": op, "now_ns": breaker.engaged_at_ns,
-            "cause": str(breaker.cause or ""), "reason": breaker.reason, "by": breaker.engaged_by,
-            "metric": breaker.metric}
+    return {"k": "upper", "scope": str(breaker.scope), "id": breaker.id, "op": op,
+            "now_ns": breaker.engaged_at_ns, "cause": str(breaker.cause or ""), "reason": breaker.reason,
+            "by": breaker.engaged_by, "metric": breaker.metric}
 
 
 class UpperBreakers:
@@ -75,17 +76,18 @@ class UpperBreakers:
             breach = decision.engage
             breaker.engage(ts_ns, EngageCause.LIMIT, breach.reason, "limit", breach.metric)
             outcome.records.append(_record(breaker, "engage"))
-            outcome.breaker_event = BreakerEvent(breaker.scope, breaker.id, BreakerState.ENGAGED, breach.reason,
-                                                 EngageCause.LIMIT, "", stream, seq, ts_ns)
+            outcome.breaker_event = BreakerEvent(breaker.scope, breaker.id, BreakerState.ENGAGED,
+                                                 breach.reason, EngageCause.LIMIT, "", stream, seq, ts_ns)
         elif decision.release:
             breaker.reset()
             outcome.records.append(_record(breaker, "reset"))
-            outcome.breaker_event = BreakerEvent(breaker.scope, breaker.id, BreakerState.SAFE, AUTO_RESET_REASON,
-                                                 ReleaseCause.AUTO_RESET, "", stream, seq, ts_ns)
+            outcome.breaker_event = BreakerEvent(breaker.scope, breaker.id, BreakerState.SAFE,
+                                                 AUTO_RESET_REASON, ReleaseCause.AUTO_RESET, "", stream, seq,
+                                                 ts_ns)
         return outcome
 
     def engage(self, scope: str, target: str, aggregate: Aggregate, now_ns: int, operator: str,
-               reason: str) -> tuple[BreakerEvent, dict[str, Any], dict[str, Any], dict[str, Any]]:
+               reason: str) -> tuple[BreakerEvent, Snapshots, Snapshots, dict[str, Any]]:
         """An operator's engage: its event, the breaker and aggregate before and after, the journal record."""
         breaker = self.breaker(scope, target)[0]
         before = {"breaker": breaker.snapshot(), "aggregate": aggregate.to_dict()}
@@ -96,8 +98,9 @@ class UpperBreakers:
         return event, before, after, _record(breaker, "engage")
 
     def reset(self, scope: str, target: str, aggregate: Aggregate, now_ns: int, operator: str, reason: str,
-              ) -> tuple[BreakerEvent | None, str | None, dict[str, Any], dict[str, Any], dict[str, Any] | None]:
-        """An operator's reset: its event (None if refused) and why not, states before and after, the record."""
+              ) -> tuple[BreakerEvent | None, str | None, Snapshots, Snapshots, dict[str, Any] | None]:
+        """An operator's reset: its event (None if refused) and why not, states before and after, its journal
+        record (None if refused)."""
         breaker, limits = self.breaker(scope, target)
         before = {"breaker": breaker.snapshot(), "aggregate": aggregate.to_dict()}
         refusal = reset_refusal(aggregate, limits, breaker, now_ns)
@@ -105,9 +108,10 @@ class UpperBreakers:
         if refusal is None:
             breaker.reset()
             record = _record(breaker, "reset")
-            event = BreakerEvent(breaker.scope, breaker.id, BreakerState.SAFE, reason, ReleaseCause.RESET, operator,
-                                 "operator", None, now_ns)
-        return event, refusal, before, {"breaker": breaker.snapshot(), "aggregate": aggregate.to_dict()}, record
+            event = BreakerEvent(breaker.scope, breaker.id, BreakerState.SAFE, reason, ReleaseCause.RESET,
+                                 operator, "operator", None, now_ns)
+        after = {"breaker": breaker.snapshot(), "aggregate": aggregate.to_dict()}
+        return event, refusal, before, after, record
 
     def push(self, shards: Iterable[Any]) -> None:
         """Tell every shard the portfolio and global breaker states (fire and forget, versioned by their own
@@ -134,7 +138,8 @@ class UpperBreakers:
         """Engaged breakers and breaches in force, for a compacted journal."""
         records = [_record(b, "engage") for b in (self.global_breaker, *self.portfolio_breakers.values())
                    if b.engaged]
-        return records + [{"k": "breaches", "scope": scope[0], "id": scope[1], "metrics": sorted(self.in_breach(scope))}
+        return records + [{"k": "breaches", "scope": scope[0], "id": scope[1],
+                           "metrics": sorted(self.in_breach(scope))}
                           for scope in sorted({k[:2] for k in self.active_breaches})]
 
     def states(self) -> dict[str, BreakerState]:

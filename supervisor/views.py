@@ -66,7 +66,8 @@ def accounts_view(config: RiskConfig, aggregator: Aggregator, accounts: AccountB
                   up: dict[str, bool]) -> dict[str, AccountRow]:
     """Every account's figures as of its last report, its breaker and liveness."""
     agg = aggregator
-    equity, sod, exposure, rank = agg.equity.tolist(), agg.sod_equity.tolist(), agg.exposure.tolist(), agg.rank.tolist()
+    equity, sod, exposure = agg.equity.tolist(), agg.sod_equity.tolist(), agg.exposure.tolist()
+    rank = agg.rank.tolist()
     return {
         spec.id: {"portfolio": spec.portfolio, "reported": bool(agg.has[i]), "equity": equity[i],
                   "daily_pnl": equity[i] - sod[i], "exposure": exposure[i],

@@ -11,7 +11,7 @@ from riskcore.errors import RiskmonError, UnknownAccountError
 
 class Wiring:
     def __init__(self) -> None:
-        self.shards: dict[str, Any] = {}  # shard -> actor handle (empty in a restarted supervisor until rejoined)
+        self.shards: dict[str, Any] = {}  # shard -> actor handle (none in a restarted one until it rejoins)
         self.shard_of: dict[str, str] = {}  # account -> shard
         self.accounts_of: dict[str, list[str]] = {}  # shard -> its accounts (placement)
         self.names: dict[str, str] = {}  # shard -> its Ray actor name
@@ -35,6 +35,6 @@ class Wiring:
         if shard is None:
             raise UnknownAccountError(account)
         if shard not in self.shards:
-            raise RiskmonError(f"account {account}'s shard is not reachable yet (the supervisor is rejoining it); "
-                               "retry")
+            raise RiskmonError(f"account {account}'s shard is not reachable yet (the supervisor is rejoining "
+                               "it); retry")
         return self.shards[shard]
