@@ -6,9 +6,10 @@ import argparse
 import contextlib
 import json
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from config import DEFAULT_CONFIG
 from riskcore.audit import AuditTrail, config_summary, verify
@@ -18,7 +19,7 @@ from riskcore.feeds import FORMATS
 from riskmon.service import add_service_commands
 
 
-def _config(path: str):  # type: ignore[no-untyped-def]
+def _config(path: str) -> RiskConfig:
     from riskcore.config import load_config
 
     return load_config(path)
@@ -35,7 +36,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     config = _config(args.config)
     if not Path(args.ticks).is_file():
         raise RiskmonError(f"no tick file at {args.ticks}")  # before starting Ray, not after
-    from riskmon.replay import replay, write_audit
+    from riskmon.replay import print_summary, replay, write_audit
 
     symbol = args.symbol or ("EURUSD" if args.format == "histdata" else None)
     _plot_dir(args.plot)
@@ -49,23 +50,41 @@ def cmd_replay(args: argparse.Namespace) -> int:
             trail.close()
     text = json.dumps(report, indent=2, allow_nan=False)
     if args.report:
-        Path(args.report).write_text(text + "\n", encoding="utf-8")
+        _write_output(args.report, text)
+    if args.json:
+        print(text)
+    # With --json, standard output carries the report alone and the summary goes to standard error.
+    out = sys.stderr if args.json else sys.stdout
     engaged = [e for e in report["events"] if e.get("type") == "breaker" and e["state"] == "ENGAGED"]
     print(f"replayed {args.ticks}: {report['ticks']} ticks applied, {report['rejected']} rejected, "
           f"{sum(1 for e in report['events'] if e.get('type') == 'alert')} alert changes, "
           f"{len(engaged)} breakers engaged" + (f"; report in {args.report}" if args.report else "")
-          + (f"; {audited} audit records appended to {args.audit}" if trail is not None else ""))
-    if not args.report:
-        print(text)
+          + (f"; {audited} audit records appended to {args.audit}" if trail is not None else ""), file=out)
+    print_summary(report, out)
+    if not (args.report or args.json):
+        print("the full report (every event, every account's state): --report PATH, or --json to print it",
+              file=out)
     if args.plot:
         from riskmon.replay import write_plots
 
-        _print_plots(args.plot, write_plots(report, config, args.plot, symbol))
+        files = write_plots(report, config, args.plot, symbol)
+        _print_plots(args.plot, files, out)
     return 0
 
 
+def _write_output(path: str, text: str) -> None:
+    """Write an output file (its directory created), or say plainly why it could not be written."""
+    target = Path(path)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise RiskmonError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
 def _plot_dir(path: str | None) -> None:
-    """Create the chart directory before the run, so a path that cannot hold charts fails in a second, not after."""
+    """Create the chart directory before the run, so a path that cannot hold charts fails in a second, not
+    after."""
     if path is not None:
         try:
             Path(path).mkdir(parents=True, exist_ok=True)
@@ -73,13 +92,15 @@ def _plot_dir(path: str | None) -> None:
             raise RiskmonError(f"cannot write charts to {path}: {exc.strerror or exc}") from None
 
 
-def _print_plots(directory: str, files: list[Path]) -> None:
+def _print_plots(directory: str, files: list[Path], out: TextIO | None = None) -> None:
     print(f"{len(files)} chart{'' if len(files) == 1 else 's'} written to {directory}"
-          + "".join(f"\n  {path}" for path in files))
+          + "".join(f"\n  {path}" for path in files), file=out or sys.stdout)
 
 
-def _open_audit(path: str | None, config: RiskConfig, source: str | None, **context: object) -> AuditTrail | None:
-    """The trail at ``path`` (continued if it exists), opened with a ``config_load`` record; None without a path."""
+def _open_audit(path: str | None, config: RiskConfig, source: str | None,
+                **context: Any) -> AuditTrail | None:
+    """The trail at ``path`` (continued if it exists), opened with a ``config_load`` record; None without a
+    path."""
     if path is None:
         return None
     trail = AuditTrail(path)
@@ -93,8 +114,9 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"error: cannot read audit trail {args.file}: {exc.strerror or exc}", file=sys.stderr)
         return 2
-    if result.ok:
-        # The head is what the next record's "prev" will be: keep it elsewhere to catch records cut off the end.
+    if result.first_bad is None:
+        # The head is what the next record's "prev" will be: keep it elsewhere to catch records cut off the
+        # end.
         print(f"OK: {result.records} records, chain intact ({args.file}); head {result.head} "
               f"(SHA-256 of the last line)")
         return 0
@@ -134,7 +156,7 @@ def cmd_chaos(args: argparse.Namespace) -> int:
         if "error" in r:
             print(f"{r['fault']}: {r['error']}", file=sys.stderr)
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+        _write_output(args.json, json.dumps(results, indent=2))
     ok = all(r["recovered"] and r["lost_events"] == 0 and r["duplicated_events"] == 0 for r in results)
     return 0 if ok else 1
 
@@ -147,6 +169,7 @@ def cmd_stress(args: argparse.Namespace) -> int:
 
     if args.ticks is not None and args.duration is not None:
         raise RiskmonError("give --ticks or --duration, not both")
+    began = time.monotonic()
     config = firm_config(args.accounts, args.portfolios, args.symbols, seed=args.seed,
                          accounts_per_actor=args.accounts_per_actor)
     _plot_dir(args.plot)
@@ -162,9 +185,10 @@ def cmd_stress(args: argparse.Namespace) -> int:
     finally:
         if trail is not None:
             trail.close()
+    summary["wall_s"] = round(time.monotonic() - began, 1)  # Ray's start and stop included
     print_summary(Console(width=None if sys.stdout.isatty() else 110), summary)
     if args.json:
-        Path(args.json).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        _write_output(args.json, json.dumps(summary, indent=2))
     if args.plot:
         from riskmon.plots import breached_accounts, plot_accounts, plot_latency
         from riskmon.stress import account_series
@@ -184,86 +208,114 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     demo = sub.add_parser("demo", help="run the bundled demo firm on embedded Ray, with a flash crash",
-                          description="Demo accounts from the bundled config, generated EURUSD-like quotes with a "
-                                      "flash crash, a live table, and a summary of which breakers engaged and why.")
+                          description="Demo accounts from the bundled config, generated EURUSD-like quotes "
+                                      "with a flash crash, a live table, and a summary of which breakers "
+                                      "engaged and why.")
     demo.add_argument("--config", default=str(DEFAULT_CONFIG), help="config file (default: the bundled one)")
     demo.add_argument("--seconds", type=float, default=12.0, help="how long to feed quotes (default 12)")
     demo.add_argument("--seed", type=int, default=7, help="random seed for the quotes")
     demo.set_defaults(func=cmd_demo)
 
-    replay = sub.add_parser("replay", help="replay recorded quotes through the system and write a report",
-                            description="Reads HistData, TrueFX or msgpack tick files as they come; refused records "
-                                        "are counted and keep their index (tick_seq) in the report.")
+    replay = sub.add_parser("replay", help="replay recorded quotes through the system and summarise them",
+                            description="Reads HistData, TrueFX or msgpack tick files as they come; refused "
+                                        "records are counted and keep their index (tick_seq) in the report. "
+                                        "Prints a summary (ticks, refusals, alert and breaker changes, and a "
+                                        "table of the accounts they reached); the full JSON report goes to "
+                                        "--report or, with --json, to standard output.")
     replay.add_argument("ticks", help="tick file")
     replay.add_argument("--format", choices=FORMATS, required=True, help="file format")
-    replay.add_argument("--symbol", help="symbol of a HistData file (default EURUSD); a filter for the others")
-    replay.add_argument("--config", required=True, help="config file")
-    replay.add_argument("--report", help="write the JSON report here (default: print it)")
+    replay.add_argument("--symbol",
+                        help="symbol of a HistData file (default EURUSD); a filter for the others")
+    replay.add_argument("--config", required=True,
+                        help="config file (config/replay_demo.yaml: a small book that breaches on a real day "
+                             "of EURUSD quotes)")
+    replay.add_argument("--report", metavar="PATH",
+                        help="write the full JSON report here (its directory created if missing)")
+    replay.add_argument("--json", action="store_true",
+                        help="print the full JSON report to standard output (the summary goes to standard "
+                             "error)")
     replay.add_argument("--audit", metavar="PATH",
-                        help="append to the audit trail here (created if missing): the config load, every alert "
-                             "and breaker change with the account's state before and after, a summary of "
-                             "refused records")
+                        help="append to the audit trail here (created if missing): the config load, every "
+                             "alert and breaker change with the account's state before and after, a summary "
+                             "of refused records")
     replay.add_argument("--plot", metavar="DIR",
-                        help="write PNG charts here (created if missing): per breached account (breaker engaged "
-                             "or alert CRITICAL), equity and drawdown %% over time with every alert change, kill "
-                             "and release marked; a second, Ray-free pass over the file")
+                        help="write PNG charts here (created if missing): per breached account (breaker "
+                             "engaged or alert CRITICAL), equity and drawdown %% over time with every alert "
+                             "change, kill and release marked; a second, Ray-free pass over the file")
     replay.set_defaults(func=cmd_replay)
 
     from riskmon.loadgen.generator import SCENARIOS
 
     stress = sub.add_parser("stress", help="load a synthetic firm end to end on Ray and measure it",
-                            description="Random-walk quotes with jumps at real EURUSD tick volatility on many "
-                                        "concurrent streams, fills on ~1% of ticks, and a scenario. Prints a table "
-                                        "(ticks/s to the applied watermark, account-ticks/s, breaches, "
-                                        "breach-to-deny latency at a gate in another process).")
+                            description="Random-walk quotes with jumps at real EURUSD tick volatility on "
+                                        "many concurrent streams, fills on ~1% of ticks, and a scenario. "
+                                        "Prints a table (ticks/s to the applied watermark, account-ticks/s, "
+                                        "breaches, breach-to-deny latency at a gate in another process). The "
+                                        "wall time is Ray's start (several seconds), the calibration of a "
+                                        "duration-bound run (about 2 s), the run, and the shutdown.")
     stress.add_argument("--streams", type=int, default=128, help="concurrent tick streams (default 128)")
     stress.add_argument("--accounts", type=int, default=1000, help="accounts (default 1000)")
     stress.add_argument("--portfolios", type=int, default=10, help="portfolios (default 10)")
     stress.add_argument("--symbols", type=int, default=50, help="symbols (default 50)")
-    stress.add_argument("--accounts-per-actor", type=int, help="accounts per Ray actor (default: half the firm)")
-    stress.add_argument("--duration", type=float, help="seconds of load (default 10 when --ticks is not given)")
-    stress.add_argument("--ticks", type=int, help="number of ticks instead of a duration")
-    stress.add_argument("--rate", type=float, help="pace the feed at this many ticks/s (default: as fast as it goes)")
+    stress.add_argument("--accounts-per-actor", type=int,
+                        help="accounts per Ray actor (default: half the firm)")
+    stress.add_argument("--duration", type=float,
+                        help="seconds of load (default 10 when --ticks is not given): ticks are sent until "
+                             "then, and the run ends once they are applied. Unpaced, the scenario is placed "
+                             "by a calibration of about 2 s first (not counted), and how many ticks go "
+                             "depends on the machine's speed and load: give --ticks for a run a seed repeats")
+    stress.add_argument("--ticks", type=int,
+                        help="exactly this many ticks instead of a duration, no calibration: the same seed "
+                             "gives the same ticks, fills, alerts and breaches on every run")
+    stress.add_argument("--rate", type=float,
+                        help="pace the feed at this many ticks/s (default: as fast as it goes). The latency "
+                             "then measures the breach path; unpaced, it includes queueing behind the "
+                             "batches in flight")
     stress.add_argument("--scenario", choices=SCENARIOS, default="mixed", help="what happens during the run")
     stress.add_argument("--seed", type=int, default=7, help="random seed")
-    stress.add_argument("--json", help="also write the summary here as JSON")
+    stress.add_argument("--json", metavar="PATH",
+                        help="also write the summary here as JSON (its directory created if missing)")
     stress.add_argument("--audit", metavar="PATH",
-                        help="append to the audit trail here (created if missing): the config load, every alert "
-                             "and breaker change, a summary of refused input")
+                        help="append to the audit trail here (created if missing): the config load, every "
+                             "alert and breaker change, a summary of refused input")
     stress.add_argument("--plot", metavar="DIR",
                         help="write charts here (created if missing): equity and drawdown of each breached "
-                             "account with its alert, kill and release points (the run's chunks again through "
-                             "the batched engine, for those accounts, after the measured run), and latency.png, "
-                             "a histogram of the breach-to-deny latencies with p50 and p99 marked")
+                             "account with its alert, kill and release points (the run's chunks again "
+                             "through the batched engine, for those accounts, after the measured run), and "
+                             "latency.png, a histogram of the breach-to-deny latencies with p50 and p99 "
+                             "marked")
     stress.set_defaults(func=cmd_stress)
 
-    chaos = sub.add_parser("chaos", help="failure drills against a live local system: recovery time, events lost",
-                           description="Feeds the same generated stream (breaches and fills) once undisturbed and "
-                                       "once per fault: kill -9 of an account shard's process, kill -9 of the "
-                                       "supervisor, a restart of the whole service, and the loss of a node "
-                                       "hosting account shards (a 3-node local cluster of its own, in a child "
-                                       "process). Desk and firm limits breach mid-stream, and journals compact "
-                                       "into snapshots, in every run. Prints, per fault, whether every account "
-                                       "ended identical and up, the recovery time, and the events (account, "
-                                       "desk and firm alerts, breaches and breakers, operator commands) lost or "
-                                       "recorded twice (both must be 0). Ray's notices of the kills go to "
-                                       "standard error. About a minute with the defaults. Exit 1 if any drill "
-                                       "fails.")
+    chaos = sub.add_parser("chaos",
+                           help="failure drills against a live local system: recovery time, events lost",
+                           description="Feeds the same generated stream (breaches and fills) once "
+                                       "undisturbed and once per fault: kill -9 of an account shard's "
+                                       "process, kill -9 of the supervisor, a restart of the whole service, "
+                                       "and the loss of a node hosting account shards (a 3-node local "
+                                       "cluster of its own, in a child process). Desk and firm limits breach "
+                                       "mid-stream, and journals compact into snapshots, in every run. "
+                                       "Prints, per fault, whether every account ended identical and up, the "
+                                       "recovery time, and the events (account, desk and firm alerts, "
+                                       "breaches and breakers, operator commands) lost or recorded twice "
+                                       "(both must be 0). Ray's notices of the kills go to standard error. "
+                                       "About a minute with the defaults. Exit 1 if any drill fails.")
     chaos.add_argument("--accounts", type=int, default=600, help="accounts, in two shards (default 600)")
     chaos.add_argument("--ticks", type=int, default=12_000, help="ticks per run (default 12000)")
     chaos.add_argument("--fault", action="append",
                        choices=("shard kill -9", "supervisor kill -9", "service restart", "node loss"),
                        help="run only this drill (repeatable, in the order given; default: all four)")
     chaos.add_argument("--seed", type=int, default=11, help="random seed")
-    chaos.add_argument("--json", help="also write the results here: a list of {fault, recovered, recovery_s, "
-                                      "lost_events, duplicated_events} (null figures and an error for a drill "
-                                      "that could not run to its end)")
+    chaos.add_argument("--json", metavar="PATH",
+                       help="also write the results here: a list of {fault, recovered, recovery_s, "
+                            "lost_events, duplicated_events} (null figures and an error for a drill that "
+                            "could not run to its end)")
     chaos.set_defaults(func=cmd_chaos)
 
     config = sub.add_parser("config", help="configuration tools")
     config_sub = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
     check = config_sub.add_parser("check", help="validate a config file without starting anything",
-                                  description="Exit 0 and print OK if valid; else name the key path and exit 2.")
+                                  description="Exit 0 and print OK if valid; else name the key path and exit "
+                                              "2.")
     check.add_argument("config", help="config file")
     check.set_defaults(func=cmd_config_check)
 
@@ -273,10 +325,11 @@ def build_parser() -> argparse.ArgumentParser:
     audit_sub = audit.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
     verify_cmd = audit_sub.add_parser(
         "verify", help="check an audit trail's hash chain",
-        description="Checks every record: a JSON object in canonical form, seq rising by one from 0, prev equal to "
-                    "the SHA-256 of the line before, its own hash, an RFC 3339 timestamp. Exit 0 and print OK with "
-                    "the head hash (keep it elsewhere: records cut off the end leave a chain that still verifies); "
-                    "exit 1 naming the first record that does not fit; exit 2 if the file cannot be read.")
+        description="Checks every record: a JSON object in canonical form, seq rising by one from 0, prev "
+                    "equal to the SHA-256 of the line before, its own hash, an RFC 3339 timestamp. Exit 0 "
+                    "and print OK with the head hash (keep it elsewhere: records cut off the end leave a "
+                    "chain that still verifies); exit 1 naming the first record that does not fit; exit 2 if "
+                    "the file cannot be read.")
     verify_cmd.add_argument("file", help="audit trail file (JSON lines)")
     verify_cmd.set_defaults(func=cmd_audit_verify)
     return parser

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from driver.system import RiskSystem
 from riskcore.audit import AuditTrail, refusal_summary
@@ -61,8 +61,10 @@ def replay(path: str | Path, fmt: str, config: RiskConfig, symbol: str | None = 
             system.shutdown()
 
 
-def write_audit(trail: AuditTrail, report: dict[str, Any], config: RiskConfig, symbol: str | None = None) -> int:
-    """Append a replay's events to the audit trail, then a summary of what it refused; return the records written.
+def write_audit(trail: AuditTrail, report: dict[str, Any], config: RiskConfig,
+                symbol: str | None = None) -> int:
+    """Append a replay's events to the audit trail, then a summary of what it refused; return the records
+    written.
 
     Each account's alert or breaker change carries the account's state just before and just after its tick.
     """
@@ -76,7 +78,8 @@ def write_audit(trail: AuditTrail, report: dict[str, Any], config: RiskConfig, s
             around = states.get((account, int(event["tick_seq"])))
             if around is None or around[1][_STATE_FIELD[event["type"]]] != event[_EVENT_FIELD[event["type"]]]:
                 raise RiskmonError(f"audit: the rerun of {report['source']} disagrees with the system about "
-                                   f"account {account} at tick_seq {event['tick_seq']}: {event}, states {around}")
+                                   f"account {account} at tick_seq {event['tick_seq']}: {event}, "
+                                   f"states {around}")
             before, after = around
         trail.append_event(event, before=before, after=after)
         written += 1
@@ -84,6 +87,53 @@ def write_audit(trail: AuditTrail, report: dict[str, Any], config: RiskConfig, s
         trail.append("rejected_input", source=report["source"], **refusal_summary(report["rejections"]))
         written += 1
     return written
+
+
+SUMMARY_ROWS = 20  # accounts listed by the summary; the report has them all
+
+
+def print_summary(report: dict[str, Any], out: TextIO) -> None:
+    """The replay in a short table: one row per account an alert or breaker change reached (breached ones
+    first), with its alert changes, kills, first kill and where it ended; then portfolio and firm breakers."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from riskmon.plots import breached_accounts
+
+    rows: dict[str, dict[str, Any]] = {}
+    for event in report["events"]:
+        if event.get("type") == "alert":
+            account = str(event["account"])
+        elif event.get("type") == "breaker" and event.get("scope") == "account":
+            account = str(event["id"])
+        else:
+            continue
+        row = rows.setdefault(account, {"alerts": 0, "kills": 0, "first_kill": None})
+        if event["type"] == "alert":
+            row["alerts"] += 1
+        elif event["state"] == "ENGAGED":
+            row["kills"] += 1
+            row["first_kill"] = row["first_kill"] or event.get("tick_ts")
+    upper = [e for e in report["events"] if e.get("type") == "breaker" and e.get("scope") != "account"]
+    if not rows and not upper:
+        print("no alert level or breaker changed", file=out)
+        return
+    breached = set(breached_accounts(report["events"]))
+    table = Table(title=f"{len(rows)} accounts alerted, {len(breached)} breached "
+                        "(breaker engaged or CRITICAL)", title_justify="left")
+    for column in ("account", "alert changes", "kills", "first kill (UTC)", "final alert", "final breaker"):
+        table.add_column(column, justify="left" if column == "account" else "right")
+    ordered = sorted(rows.items(), key=lambda item: (item[0] not in breached, item[0]))
+    for account, row in ordered[:SUMMARY_ROWS]:
+        final = report["accounts"].get(account, {})
+        table.add_row(account, f"{row['alerts']:,}", f"{row['kills']:,}", row["first_kill"] or "-",
+                      str(final.get("alert_level", "?")), str(final.get("breaker", "?")))
+    Console(file=out, width=None if out.isatty() else 110).print(table)
+    if len(ordered) > SUMMARY_ROWS:
+        print(f"... {len(ordered) - SUMMARY_ROWS} more accounts in the report", file=out)
+    for event in upper:
+        print(f"{event['scope']} {event['id']} breaker {event['state']} at {event.get('tick_ts')} "
+              f"({event.get('reason')})", file=out)
 
 
 # What an account change says, and the AccountState field that must say the same after it.
@@ -161,7 +211,8 @@ MAX_POINTS = 4_000  # per account chart: enough to show the path, few enough to 
 def write_plots(report: dict[str, Any], config: RiskConfig, directory: str | Path, symbol: str | None = None,
                 max_points: int = MAX_POINTS) -> list[Path]:
     """Write a PNG per breached account of a replay (equity and drawdown with its alert and kill points) into
-    ``directory``; return the files written. Paid only with ``--plot``: a second, Ray-free pass over the file."""
+    ``directory``; return the files written. Paid only with ``--plot``: a second, Ray-free pass over the
+    file."""
     from riskmon.plots import breached_accounts, plot_accounts
 
     accounts = breached_accounts(report["events"])
@@ -176,8 +227,8 @@ def write_plots(report: dict[str, Any], config: RiskConfig, directory: str | Pat
 
 def account_series(report: dict[str, Any], config: RiskConfig, accounts: list[str], symbol: str | None = None,
                    max_points: int = MAX_POINTS) -> dict[str, list[tuple[int, float, float]]]:
-    """``(ts_ns, equity, drawdown_pct)`` of each of ``accounts`` after every record that reached it, thinned to
-    about ``max_points``: per bucket of records, the deepest drawdown and the last point, plus the point of
+    """``(ts_ns, equity, drawdown_pct)`` of each of ``accounts`` after every record that reached it, thinned
+    to about ``max_points``: per bucket of records, the deepest drawdown and the last point, plus the point of
     every record that changed the account's alert level or breaker.
 
     Like the audit's rerun, the file goes again through the reference engine (the specification the shards'
@@ -195,7 +246,8 @@ def account_series(report: dict[str, Any], config: RiskConfig, accounts: list[st
     engine = ReferenceEngine(config, account_ids=accounts)
     books = [engine.book(a) for a in accounts]
     out: dict[str, dict[int, tuple[int, float, float]]] = {a: {} for a in accounts}
-    # Per account, the bucket being filled: (bucket, (index, point) of its deepest drawdown, (index, point) last).
+    # Per account, the bucket being filled: (bucket, (index, point) of its deepest drawdown, (index, point)
+    # last).
     open_bucket: dict[str, tuple[int, tuple[int, Any], tuple[int, Any]]] = {}
 
     def close(account: str) -> None:
@@ -208,7 +260,9 @@ def account_series(report: dict[str, Any], config: RiskConfig, accounts: list[st
         engine.apply(EventBatch.from_events([record], engine.symbol_ids))
         symbol_id = engine.symbol_ids.get(record.symbol) if isinstance(record, Tick) else None
         for book in books:
-            if not (book.holds(symbol_id) if symbol_id is not None else getattr(record, "account", None) == book.id):
+            reached = (book.holds(symbol_id) if symbol_id is not None
+                       else getattr(record, "account", None) == book.id)
+            if not reached or book.ts_ns is None:
                 continue
             point = (int(book.ts_ns), book.equity, book.drawdown_pct)
             if index in keep[book.id]:

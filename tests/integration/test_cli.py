@@ -28,7 +28,6 @@ BUNDLED_CONFIG = REPO / "config" / "risk_limits.yaml"
 TIMEOUT_S = 300
 
 
-
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     """``python -m riskmon.cli ARGS`` in its own process group; killed whole if it outlives the timeout."""
     # Never attach to the test session's Ray: the command starts its own embedded one.
@@ -136,7 +135,9 @@ def _last_quote(path: Path) -> tuple[str, float, float]:
     return utc.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"), float(bid), float(ask)
 
 
-def test_replay_when_eurusd_file_with_report_exits_0_and_writes_full_json(tmp_path: Path, eurusd_file: Path) -> None:
+def test_replay_when_eurusd_file_with_report_exits_0_and_writes_full_json(
+    tmp_path: Path, eurusd_file: Path
+) -> None:
     source = eurusd_file
     config = write_yaml(tmp_path / "small.yaml", SMALL_CONFIG)
     report_path = tmp_path / "out.json"
@@ -180,17 +181,19 @@ def test_replay_when_audit_given_writes_a_trail_that_audit_verify_accepts(
     config = write_yaml(tmp_path / "small.yaml", SMALL_CONFIG)
 
     result = run_cli("replay", str(eurusd_file), "--format", "histdata", "--config", str(config),
-                     "--report", "out.json", "--audit", "audit.jsonl", cwd=tmp_path)
+                     "--json", "--audit", "audit.jsonl", cwd=tmp_path)
 
     assert result.returncode == 0, result.stderr[-4000:]
-    report = json.loads((tmp_path / "out.json").read_text(encoding="utf-8"))
+    report = json.loads(result.stdout)  # --json: standard output is the report alone
+    assert report["ticks"] == 9500
     lines = (tmp_path / "audit.jsonl").read_text(encoding="ascii").splitlines()
     records = [json.loads(line) for line in lines]
-    assert f"; {len(records)} audit records appended to audit.jsonl" in result.stdout
+    assert f"; {len(records)} audit records appended to audit.jsonl" in result.stderr
+    assert "accounts alerted" in result.stderr  # the summary table went to standard error
     assert records[0]["kind"] == "config_load"
     changes = records[1:]  # nothing refused in this file: no rejected_input summary
     assert [r["kind"] for r in changes] == [e["type"] for e in report["events"]]
-    assert all(r["tick_seq"] == e["tick_seq"] for r, e in zip(changes, report["events"]))
+    assert all(r["tick_seq"] == e["tick_seq"] for r, e in zip(changes, report["events"], strict=True))
     assert all(r["after"]["timestamp"] == r["tick_ts"] for r in changes if r["kind"] == "alert")
 
     verified = run_cli("audit", "verify", "audit.jsonl", cwd=tmp_path)
@@ -223,9 +226,11 @@ def _subcommands(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()) 
 SUBCOMMANDS = _subcommands(build_parser())
 
 
-def test_cli_when_parser_built_has_every_documented_subcommand() -> None:
-    documented = {("demo",), ("replay",), ("config",), ("config", "check"), ("audit",), ("audit", "verify")}
-    assert documented <= set(SUBCOMMANDS)
+def test_cli_when_parser_built_has_exactly_the_documented_subcommands() -> None:
+    documented = {(), ("demo",), ("replay",), ("stress",), ("chaos",), ("config",), ("config", "check"),
+                  ("run",), ("status",), ("engage",), ("reset",), ("audit",), ("audit", "verify")}
+    assert len(SUBCOMMANDS) == len(set(SUBCOMMANDS))
+    assert set(SUBCOMMANDS) == documented
 
 
 @pytest.mark.parametrize("command", SUBCOMMANDS, ids=lambda c: " ".join(c) or "riskmon")
@@ -241,8 +246,6 @@ def test_help_when_asked_for_every_subcommand_exits_0(tmp_path: Path, command: t
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-
-
 def _assert_png(path: Path, size_px: tuple[int, int]) -> None:
     from matplotlib.image import imread
 
@@ -256,12 +259,21 @@ def test_replay_when_plot_given_writes_a_png_per_breached_account(tmp_path: Path
     quotes = write_falling_quotes(tmp_path / "falling.csv")
 
     result = run_cli("replay", str(quotes), "--format", "histdata", "--config", str(config),
-                     "--report", "out.json", "--plot", "charts/replay", cwd=tmp_path)
+                     "--plot", "charts/replay", cwd=tmp_path)
 
     assert result.returncode == 0, result.stderr[-4000:]
-    report = json.loads((tmp_path / "out.json").read_text(encoding="utf-8"))
-    engaged = {e["id"] for e in report["events"] if e["type"] == "breaker" and e["state"] == "ENGAGED"}
-    assert engaged == {"long-1"}  # the short account only gained: calm, no chart
+    # Without --report or --json: a short summary, not the report.
+    assert "3000 ticks applied, 0 rejected" in result.stdout
+    assert "1 breakers engaged" in result.stdout
+    assert '"events"' not in result.stdout
+    assert len(result.stdout.splitlines()) < 20
+    (row,) = [line for line in result.stdout.splitlines() if "long-1" in line]
+    account, alerts, kills, first_kill, final_alert, final_breaker = (cell.strip() for cell in
+                                                                      row.strip("│ ").split("│"))
+    assert (account, alerts, kills, final_alert, final_breaker) == ("long-1", "2", "1", "CRITICAL", "ENGAGED")
+    assert datetime.fromisoformat(first_kill.replace("Z", "+00:00")).tzinfo == UTC
+    assert "short-1" not in result.stdout  # the short account only gained: calm, no row, no chart
+    assert "--report PATH, or --json" in result.stdout
     charts = tmp_path / "charts" / "replay"
     assert sorted(p.name for p in charts.iterdir()) == ["account-long-1.png"]
     _assert_png(charts / "account-long-1.png", (1320, 780))
@@ -271,14 +283,23 @@ def test_replay_when_plot_given_writes_a_png_per_breached_account(tmp_path: Path
 
 def test_stress_when_plot_given_writes_latency_png_and_a_chart_per_breached_account(tmp_path: Path) -> None:
     result = run_cli("stress", "--accounts", "30", "--portfolios", "3", "--symbols", "6", "--streams", "12",
-                     "--duration", "2", "--scenario", "flash_crash", "--json", "stress.json", "--plot", "charts",
-                     cwd=tmp_path)
+                     "--duration", "2", "--scenario", "flash_crash", "--json", "out/stress.json",
+                     "--plot", "charts", cwd=tmp_path)
 
     assert result.returncode == 0, result.stderr[-4000:]
     _assert_png(tmp_path / "charts" / "latency.png", (1080, 600))
     assert "charts/latency.png" in result.stdout
-    summary = json.loads((tmp_path / "stress.json").read_text(encoding="utf-8"))
+    summary = json.loads((tmp_path / "out" / "stress.json").read_text(encoding="utf-8"))
     assert summary["ticks"] > 0
+    # A duration-bound run: sized by a calibration reported apart, then sent for the duration asked.
+    assert summary["duration"] == 2.0
+    assert summary["calibration"]["ticks"] > 0
+    assert summary["seconds"] >= 2.0  # sending stops at 2 s; the clock stops once all of it is applied
+    assert summary["wall_s"] > summary["seconds"] + summary["calibration"]["seconds"]
+    words = " ".join(result.stdout.split())  # the table and the note, however the terminal wrapped them
+    assert "calibration before the run (not counted)" in words
+    assert "2 s of load, unpaced, seed 7" in words
+    assert "this breach-to-deny latency is mostly queueing" in words
     assert summary["breaches"]["account"] > 0
     charts = sorted(p.name for p in (tmp_path / "charts").iterdir() if p.name != "latency.png")
     assert charts
