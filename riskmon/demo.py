@@ -29,14 +29,16 @@ def _fmt(value: Any, spec: str) -> str:
 
 def account_table(states: dict[str, dict[str, Any]], title: str) -> Table:
     table = Table(title=title, title_justify="left")
-    for column in ("account", "portfolio", "equity", "total_pnl", "drawdown_pct", "leverage", "alert", "breaker"):
+    for column in ("account", "portfolio", "equity", "total_pnl", "drawdown_pct", "leverage", "alert",
+                   "breaker"):
         table.add_column(column, justify="right" if column not in ("account", "portfolio") else "left")
     for account, s in states.items():
         level = s["alert_level"]
         table.add_row(
             account, s["portfolio"], _fmt(s["equity"], ",.0f"), _fmt(s["total_pnl"], ",.0f"),
             _fmt(s["drawdown_pct"], ".3%"), _fmt(s["leverage"], ".2f"),
-            f"[{LEVEL_STYLE[level]}]{level}[/]", "[bold red]ENGAGED[/]" if s["breaker"] == "ENGAGED" else "SAFE",
+            f"[{LEVEL_STYLE[level]}]{level}[/]",
+            "[bold red]ENGAGED[/]" if s["breaker"] == "ENGAGED" else "SAFE",
         )
     return table
 
@@ -46,8 +48,8 @@ def run_demo(config_path: Path = DEFAULT_CONFIG, seconds: float = 12.0, ticks_pe
     # Off a terminal (CI logs, pipes) rich assumes 80 columns; the table needs more.
     console = console or Console(width=None if sys.stdout.isatty() else 130)
     config = load_config(config_path)
-    console.print(f"[bold]riskmon demo[/]: {len(config.accounts)} accounts, {len(config.portfolios)} portfolios, "
-                  f"{len(config.symbols)} symbols from {config_path}")
+    console.print(f"[bold]riskmon demo[/]: {len(config.accounts)} accounts, {len(config.portfolios)} "
+                  f"portfolios, {len(config.symbols)} symbols from {config_path}")
     console.print("starting embedded Ray ...")
     walk = QuoteWalk({s: START.get(s, 100.0) for s in config.symbols}, seed=seed)
     symbols = walk.symbols
@@ -76,8 +78,8 @@ def run_demo(config_path: Path = DEFAULT_CONFIG, seconds: float = 12.0, ticks_pe
                         price = float(asks[i] if qty > 0 else bids[i])
                         if symbol == "XAUUSD":
                             qty /= 10_000
-                        events.append(Fill(str(walk.rng.choice(accounts)), symbol, qty, price, clock_ns, fee=2.0,
-                                           fill_id=f"demo-{fills}", stream="fills", seq=fills))
+                        events.append(Fill(str(walk.rng.choice(accounts)), symbol, qty, price, clock_ns,
+                                           fee=2.0, fill_id=f"demo-{fills}", stream="fills", seq=fills))
                 system.submit(events)
                 system.flush()
                 phase = "[bold red]FLASH CRASH[/]" if crash_step <= step < crash_step + 2 else ""
@@ -91,7 +93,8 @@ def run_demo(config_path: Path = DEFAULT_CONFIG, seconds: float = 12.0, ticks_pe
         probe = gate.check(Order("acct-002", "EURUSD", 100_000, START["EURUSD"] * 0.96))
         elapsed = time.monotonic() - started
     summary = {"ticks": system.ticks_applied, "fills": fills, "seconds": round(elapsed, 1), "states": states,
-               "events": events_log, "status": status, "gate_probe": {"allowed": probe.allowed, "reason": str(probe.reason)}}
+               "events": events_log, "status": status,
+               "gate_probe": {"allowed": probe.allowed, "reason": str(probe.reason)}}
     print_summary(console, summary)
     return summary
 
@@ -108,8 +111,8 @@ def print_summary(console: Console, summary: dict[str, Any]) -> None:
     console.print(table if breakers else "no breaker engaged")
     alerts = sum(1 for e in summary["events"] if e.get("type") == "alert")
     firm = summary["status"]["firm"]
-    console.print(f"{alerts} alert changes; firm equity {firm['equity']:,.0f}, daily PnL {firm['daily_pnl']:,.0f}, "
-                  f"gross exposure {firm['gross_exposure']:,.0f}")
+    console.print(f"{alerts} alert changes; firm equity {firm['equity']:,.0f}, daily PnL "
+                  f"{firm['daily_pnl']:,.0f}, gross exposure {firm['gross_exposure']:,.0f}")
     probe = summary["gate_probe"]
     console.print(f"order gate, acct-002 buys 100,000 EURUSD: "
                   f"{'ALLOWED' if probe['allowed'] else 'DENIED'} ({probe['reason']})")

@@ -50,7 +50,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     feed_host, feed_port = _host_port(args.listen, FEED_PORT)
     metrics_at = None if args.metrics == "off" else _host_port(args.metrics, METRICS_PORT)
     address = None if args.address in (None, "local") else args.address
-    system = RiskSystem.start(config, address=address, name=args.name, state_dir=args.state_dir, audit=args.audit)
+    system = RiskSystem.start(config, address=address, name=args.name, state_dir=args.state_dir,
+                              audit=args.audit)
     stop = threading.Event()
     feed = metrics = None
     try:
@@ -65,10 +66,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         where = ray.get_runtime_context().gcs_address
         _record_address(args.name, args.state_dir, where)
-        metrics_text = "off" if metrics is None else f"http://{metrics_at[0]}:{metrics.port}/metrics"
-        print(f"riskmon run: {args.name} serving {len(config.accounts)} accounts in {len(system.shards)} shards; "
-              f"feeds on {feed_host}:{feed.port}; metrics {metrics_text}; Ray at {where}; "
-              f"state in {system.state}; stop with Ctrl-C or SIGTERM", flush=True)
+        metrics_text = ("off" if metrics is None or metrics_at is None
+                        else f"http://{metrics_at[0]}:{metrics.port}/metrics")
+        print(f"riskmon run: {args.name} serving {len(config.accounts)} accounts in {len(system.shards)} "
+              f"shards; feeds on {feed_host}:{feed.port}; metrics {metrics_text}; Ray at {where}; state in "
+              f"{system.state}; stop with Ctrl-C or SIGTERM", flush=True)
         while not stop.wait(FEED_REPORT_S):
             system.supervisor.note_feeds.remote(f"{args.name} feeds", feed.stats())
         print("riskmon run: stopping: no new feeds; applying what was taken", flush=True)
@@ -129,14 +131,18 @@ def cmd_status(args: argparse.Namespace) -> int:
     console = Console(width=None if sys.stdout.isatty() else 140)
     breakers = status["breakers"]
     scopes = Table(title=f"{args.name}: firm and portfolios", title_justify="left")
-    for column in ("scope", "accounts", "gross exposure", "equity", "daily PnL", "drawdown", "engaged", "breaker"):
+    for column in ("scope", "accounts", "gross exposure", "equity", "daily PnL", "drawdown", "engaged",
+                   "breaker"):
         scopes.add_column(column, justify="left" if column == "scope" else "right")
     rows = [("firm", status["firm"], breakers["global"])]
-    rows += [(f"portfolio {pid}", agg, breakers["portfolios"][pid]) for pid, agg in status["portfolios"].items()]
+    rows += [(f"portfolio {pid}", agg, breakers["portfolios"][pid])
+             for pid, agg in status["portfolios"].items()]
     for name, agg, breaker in rows:
         scopes.add_row(name, str(agg["accounts"]), f"{agg['gross_exposure']:,.0f}", f"{agg['equity']:,.2f}",
-                       f"{agg['daily_pnl']:,.2f}", f"{agg['drawdown']:,.2f}", str(agg["by_breaker"]["ENGAGED"]),
-                       breaker["state"] + (f" ({breaker['reason']})" if breaker["state"] == "ENGAGED" else ""))
+                       f"{agg['daily_pnl']:,.2f}", f"{agg['drawdown']:,.2f}",
+                       str(agg["by_breaker"]["ENGAGED"]),
+                       breaker["state"] + (f" ({breaker['reason']})" if breaker["state"] == "ENGAGED"
+                                           else ""))
     console.print(scopes)
     table = Table(title="accounts", title_justify="left")
     for column in ("account", "portfolio", "equity", "daily PnL", "exposure", "alert", "breaker", "up"):
@@ -145,10 +151,12 @@ def cmd_status(args: argparse.Namespace) -> int:
                                                         item[1]["alert_level"] == "NORMAL", item[0]))
     for account, row in shown[: args.limit]:
         table.add_row(account, row["portfolio"], f"{row['equity']:,.2f}", f"{row['daily_pnl']:,.2f}",
-                      f"{row['exposure']:,.0f}", row["alert_level"], row["breaker"], "yes" if row["up"] else "NO")
+                      f"{row['exposure']:,.0f}", row["alert_level"], row["breaker"],
+                      "yes" if row["up"] else "NO")
     console.print(table)
     if len(shown) > args.limit:
-        print(f"... {len(shown) - args.limit} more accounts (engaged, down and alerting ones first; --limit, --json)")
+        print(f"... {len(shown) - args.limit} more accounts (engaged, down and alerting ones first; --limit, "
+              "--json)")
     for source, counts in status.get("feeds", {}).items():
         print(f"{source}: " + ", ".join(f"{k} {v:,}" for k, v in sorted(counts.items())))
     if status["refused"]:
@@ -188,52 +196,60 @@ def cmd_reset(args: argparse.Namespace) -> int:
 
 def add_service_commands(sub: Any) -> None:
     run = sub.add_parser(
-        "run", help="run the service: actors from a config, TCP feeds, Prometheus metrics, until SIGINT/SIGTERM",
+        "run",
+        help="run the service: actors from a config, TCP feeds, Prometheus metrics, until SIGINT/SIGTERM",
         description="Starts (or attaches to) Ray, creates the supervisor and account shards from the config, "
                     "takes feeds over TCP (length-prefixed riskcore.wire frames; see the README), serves "
-                    "Prometheus metrics, and runs until SIGINT or SIGTERM, then stops cleanly. Listeners bind "
-                    "to 127.0.0.1 unless told otherwise. Started again under the same --name, it continues "
-                    "from its journals with every halt in force.")
-    run.add_argument("--config", default=None, help="config file (default: the bundled config/risk_limits.yaml)")
+                    "Prometheus metrics, and runs until SIGINT or SIGTERM, then stops cleanly. Listeners "
+                    "bind to 127.0.0.1 unless told otherwise. Started again under the same --name, it "
+                    "continues from its journals with every halt in force.")
+    run.add_argument("--config", default=None,
+                     help="config file (default: the bundled config/risk_limits.yaml)")
     run.add_argument("--address", default=None,
-                     help="Ray to attach to: auto (the one this machine runs) or HOST:PORT; default: start an "
-                          "embedded Ray")
-    run.add_argument("--listen", default="127.0.0.1:7411", help="feed listener HOST:PORT (default 127.0.0.1:7411)")
+                     help="Ray to attach to: auto (the one this machine runs) or HOST:PORT; default: start "
+                          "an embedded Ray")
+    run.add_argument("--listen", default="127.0.0.1:7411",
+                     help="feed listener HOST:PORT (default 127.0.0.1:7411)")
     run.add_argument("--metrics", default="127.0.0.1:9464",
                      help="Prometheus endpoint HOST:PORT, or off (default 127.0.0.1:9464)")
-    run.add_argument("--audit", default=None, help="audit trail path (default: audit.jsonl in the state directory)")
+    run.add_argument("--audit", default=None,
+                     help="audit trail path (default: audit.jsonl in the state directory)")
     run.add_argument("--name", default=DEFAULT_NAME, help=f"service name (default {DEFAULT_NAME}); operator "
                                                           "commands find it by this name")
     run.add_argument("--state-dir", default=None,
-                     help="where journals live (default $RISKMON_STATE_DIR or ~/.riskmon/state), under --name")
+                     help="where journals live (default $RISKMON_STATE_DIR or ~/.riskmon/state), under "
+                          "--name")
     run.set_defaults(func=cmd_run)
 
     def attach_options(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--address", default=None,
-                            help="the service's Ray, HOST:PORT or auto (default: the address the service recorded "
-                                 "in its state directory, else auto)")
-        parser.add_argument("--name", default=DEFAULT_NAME, help=f"the service's name (default {DEFAULT_NAME})")
+                            help="the service's Ray, HOST:PORT or auto (default: the address the service "
+                                 "recorded in its state directory, else auto)")
+        parser.add_argument("--name", default=DEFAULT_NAME,
+                            help=f"the service's name (default {DEFAULT_NAME})")
         parser.add_argument("--state-dir", default=None,
                             help="the service's state root (default $RISKMON_STATE_DIR or ~/.riskmon/state)")
 
     status = sub.add_parser("status", help="a running service's firm, portfolios, accounts and breakers",
-                            description="Firm and portfolio figures and breakers, then accounts (engaged, down "
-                                        "and alerting ones first), feeds and refused input, as tables.")
+                            description="Firm and portfolio figures and breakers, then accounts (engaged, "
+                                        "down and alerting ones first), feeds and refused input, as tables.")
     attach_options(status)
     status.add_argument("--json", action="store_true", help="print everything as JSON instead")
     status.add_argument("--limit", type=int, default=50, help="accounts shown in the table (default 50)")
     status.set_defaults(func=cmd_status)
 
     for action, func, text in (("engage", cmd_engage, "engage a breaker by hand (always allowed)"),
-                               ("reset", cmd_reset, "release a breaker (refused in its cooldown or while its "
-                                                    "limits are still breached)")):
-        parser = sub.add_parser(action, help=text, description=f"{text[0].upper()}{text[1:]}. Audited with the "
-                                                                  "operator's name and reason.")
+                               ("reset", cmd_reset, ("release a breaker (refused in its cooldown or while "
+                                                     "its limits are still breached)"))):
+        parser = sub.add_parser(action, help=text,
+                                description=f"{text[0].upper()}{text[1:]}. Audited with the operator's name "
+                                            "and reason.")
         attach_options(parser)
         target = parser.add_mutually_exclusive_group(required=True)
         target.add_argument("--account", help="an account's breaker")
         target.add_argument("--portfolio", help="a portfolio's breaker")
-        target.add_argument("--global", dest="globally", action="store_true", help="the global (firm) breaker")
+        target.add_argument("--global", dest="globally", action="store_true",
+                            help="the global (firm) breaker")
         parser.add_argument("--operator", required=True, help="who (recorded in the audit trail)")
         parser.add_argument("--reason", required=True, help="why (recorded in the audit trail)")
         parser.set_defaults(func=func)
