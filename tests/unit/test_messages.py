@@ -1,4 +1,4 @@
-"""Messages between processes: frozen, versioned, and they survive the trip (Ray pickles, msgpack journals)."""
+"""Messages between processes: frozen, versioned, and they survive the trip (Ray pickles, journals pack)."""
 
 from __future__ import annotations
 
@@ -36,7 +36,8 @@ def columns() -> SummaryColumns:
         np.zeros(0))
 
 
-ENGAGED = BreakerEvent(Scope.ACCOUNT, "a1", BreakerState.ENGAGED, "drawdown", EngageCause.LIMIT, "", "f", 7, 9)
+ENGAGED = BreakerEvent(Scope.ACCOUNT, "a1", BreakerState.ENGAGED, "drawdown", EngageCause.LIMIT, "", "f", 7,
+                       9)
 ALERT = AlertEvent("a1", "NORMAL", "CRITICAL", "drawdown_pct", 0.03, 0.02, "f", 7, 9)
 REPORT = ShardReport("shard-0000", 3, 5, 1, [Refusal("f", 2, "crossed_quote", "bid above ask")],
                      [(10, 0, 0, ALERT), (10, 0, 1, ENGAGED)], columns(),
@@ -102,6 +103,7 @@ def test_messages_operator_answer_carries_the_event_dict_or_the_refusal() -> Non
 
 
 def test_messages_poll_reply_is_unchanged_only_without_a_view_or_table() -> None:
-    table: BreakerTable = {"schema": 1, "version": 6, "global_engaged": False, "portfolios": {}, "engaged": [], "down": []}
+    table: BreakerTable = {"schema": 1, "version": 6, "global_engaged": False, "portfolios": {},
+                           "engaged": [], "down": []}
     assert PollReply(5).unchanged
     assert not PollReply(6, breakers=table).unchanged

@@ -1,4 +1,4 @@
-"""The portfolio and firm limit policy, a pure function: breach -> engage, back within limits -> auto-reset."""
+"""The portfolio and firm limit policy, a pure function: breach -> engage, back within limits -> release."""
 
 from __future__ import annotations
 
@@ -50,7 +50,8 @@ def test_policy_when_back_within_limits_auto_reset_releases_only_after_the_coold
     assert (early.release, late.release) == (False, True)
     assert late.breaches == ()
     assert late.in_breach == frozenset()
-    assert not judge_limits(CALM, LIMITS, engaged_by_limit(0), frozenset(), 60 * NS_PER_SECOND).release  # no auto
+    no_auto = judge_limits(CALM, LIMITS, engaged_by_limit(0), frozenset(), 60 * NS_PER_SECOND)
+    assert not no_auto.release  # auto_reset is off
 
 
 def test_policy_when_an_operator_engaged_the_breaker_auto_reset_leaves_it() -> None:
@@ -62,6 +63,7 @@ def test_policy_when_an_operator_engaged_the_breaker_auto_reset_leaves_it() -> N
 
 def test_policy_reset_refusal_when_cooling_down_or_still_breached_says_why() -> None:
     assert "cooldown" in str(reset_refusal(CALM, LIMITS, engaged_by_limit(0), 10 * NS_PER_SECOND))
-    assert reset_refusal(LOSING, LIMITS, engaged_by_limit(0), 60 * NS_PER_SECOND) == "hard limit still breached"
+    still = reset_refusal(LOSING, LIMITS, engaged_by_limit(0), 60 * NS_PER_SECOND)
+    assert still == "hard limit still breached"
     assert reset_refusal(CALM, LIMITS, engaged_by_limit(0), 60 * NS_PER_SECOND) is None
     assert "not engaged" in str(reset_refusal(CALM, LIMITS, Breaker(Scope.PORTFOLIO, "desk"), 0))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from dataclasses import replace
 from typing import Any
@@ -13,8 +14,10 @@ from actors.router import Router, place_accounts
 from actors.shard import AccountShard
 from riskcore.clock import NS_PER_SECOND, parse_rfc3339
 from riskcore.config import parse_config
+from riskcore.errors import RiskmonError
 from riskcore.events import BreakerEvent, Tick
-from riskcore.messages import PollReply, ShardReport
+from riskcore.messages import OperatorAnswer, PollReply, ShardReport, Status
+from riskcore.states import BreakerState
 from supervisor.supervisor import Supervisor
 
 T0 = parse_rfc3339("2020-01-02T14:30:00.000000Z")
@@ -24,8 +27,10 @@ CONFIG = parse_config({
     "portfolios": {"desk": {}},
     # A long and a short in different shards: their equities move in opposite directions on every tick.
     "accounts": [
-        {"id": "long", "portfolio": "desk", "balance": 1_000_000, "positions": {"EURUSD": {"qty": 3_000_000, "avg_price": 1.1}}},
-        {"id": "short", "portfolio": "desk", "balance": 1_000_000, "positions": {"EURUSD": {"qty": -1_000_000, "avg_price": 1.1}}},
+        {"id": "long", "portfolio": "desk", "balance": 1_000_000,
+         "positions": {"EURUSD": {"qty": 3_000_000, "avg_price": 1.1}}},
+        {"id": "short", "portfolio": "desk", "balance": 1_000_000,
+         "positions": {"EURUSD": {"qty": -1_000_000, "avg_price": 1.1}}},
     ],
     "firm": {"limits": {"max_daily_loss": 4_000}},
     "batching": {"max_ticks": 5},
@@ -36,8 +41,9 @@ def shard_reports(config: Any = CONFIG) -> list[ShardReport]:
     placement = place_accounts(config)
     shards = {sid: AccountShard(config, sid, accounts) for sid, accounts in placement.items()}
     router = Router(config, placement, send=lambda sid, frame: shards[sid].apply(frame))
-    bids = [1.1 + 0.002 * (i if i < 10 else 10 - 2 * (i - 10)) for i in range(20)]  # up, then well below the start
-    return router.route(Tick("EURUSD", b, b + 0.0001, T0 + i * NS_PER_SECOND, "f", i) for i, b in enumerate(bids))
+    bids = [1.1 + 0.002 * (i if i < 10 else 10 - 2 * (i - 10)) for i in range(20)]  # up, then well below
+    return router.route(Tick("EURUSD", b, b + 0.0001, T0 + i * NS_PER_SECOND, "f", i)
+                        for i, b in enumerate(bids))
 
 
 def supervise(reports: list[ShardReport]) -> Supervisor:
@@ -95,12 +101,8 @@ def test_supervisor_when_a_batch_shard_is_gone_later_batches_still_apply() -> No
 def test_supervisor_when_operator_command_lacks_reason_refuses() -> None:
     supervisor = Supervisor(CONFIG)
     for operator, reason in (("", "x"), ("alice", " ")):
-        try:
+        with pytest.raises(RiskmonError, match="operator"):
             asyncio.run(supervisor.engage("global", "firm", operator, reason, now_ns=T0))
-        except Exception as exc:  # RiskmonError
-            assert "operator" in str(exc)
-        else:
-            raise AssertionError("an operator command without operator and reason must be refused")
     assert not supervisor.upper.global_breaker.engaged
 
 
@@ -126,8 +128,10 @@ def test_supervisor_when_portfolio_and_firm_breach_in_one_batch_shards_learn_bot
         "symbols": {"EURUSD": {}},
         "portfolios": {"desk": {"limits": {"max_daily_loss": 4_000}}},
         "accounts": [
-            {"id": "long", "portfolio": "desk", "balance": 1_000_000, "positions": {"EURUSD": {"qty": 3_000_000, "avg_price": 1.1}}},
-            {"id": "short", "portfolio": "desk", "balance": 1_000_000, "positions": {"EURUSD": {"qty": -1_000_000, "avg_price": 1.1}}},
+            {"id": "long", "portfolio": "desk", "balance": 1_000_000,
+             "positions": {"EURUSD": {"qty": 3_000_000, "avg_price": 1.1}}},
+            {"id": "short", "portfolio": "desk", "balance": 1_000_000,
+             "positions": {"EURUSD": {"qty": -1_000_000, "avg_price": 1.1}}},
         ],
         "firm": {"limits": {"max_daily_loss": 4_000}},
         "batching": {"max_ticks": 5},
@@ -188,6 +192,7 @@ def test_supervisor_when_a_restarted_shard_lost_a_report_batches_still_close() -
     # has applied every batch below 2. The supervisor must close batch 1 and go on, not wait for ever.
     reports = sorted(shard_reports(), key=lambda r: (r.batch, r.shard))
     lost = next(r for r in reports if r.batch == 1 and r.shard == "shard-0000")
+    assert lost.seq is not None
     recovery = ShardReport("shard-0000", -1, 0, 0, [], [], lost.summaries, recovered_upto=lost.seq,
                            recovered_batch=2)
     supervisor = Supervisor(CONFIG)
@@ -205,7 +210,8 @@ def test_supervisor_when_a_restarted_shard_lost_a_report_batches_still_close() -
     assert not supervisor.batches.pending
 
 
-def test_supervisor_when_restarted_on_its_journal_keeps_breakers_log_and_active_breaches(tmp_path: Any) -> None:
+def test_supervisor_when_restarted_on_its_journal_keeps_breakers_log_and_active_breaches(
+        tmp_path: Any) -> None:
     journal = str(tmp_path / "supervisor.journal")
     first = Supervisor(CONFIG, journal_path=journal)
 
@@ -219,11 +225,12 @@ def test_supervisor_when_restarted_on_its_journal_keeps_breakers_log_and_active_
     assert first.upper.active_breaches
     again = Supervisor(CONFIG, journal_path=journal)
     assert again.upper.global_breaker.snapshot() == first.upper.global_breaker.snapshot()
-    assert again.upper.active_breaches == first.upper.active_breaches  # so the breach is not logged a second time
+    assert again.upper.active_breaches == first.upper.active_breaches  # so the breach is not logged again
     assert again.event_log() == first.event_log()
 
 
-def test_supervisor_when_a_restarted_shard_resends_lost_reports_aggregates_and_events_are_exact(tmp_path: Any) -> None:
+def test_supervisor_when_a_restarted_shard_resends_lost_reports_aggregates_and_events_are_exact(
+        tmp_path: Any) -> None:
     # Shard-0000 journals every batch; its process "dies" after applying batch 1 without reporting it. Rebuilt
     # from its journal, it sends batch 1's report again inside its recovery report: the supervisor closes
     # batch 1 with batch 1's own figures, so aggregates and firm events equal the undisturbed run's.
@@ -234,7 +241,8 @@ def test_supervisor_when_a_restarted_shard_resends_lost_reports_aggregates_and_e
               for sid, accounts in placement.items()}
     router = Router(CONFIG, placement, send=lambda sid, frame: shards[sid].apply(frame))
     bids = [1.1 + 0.002 * (i if i < 10 else 10 - 2 * (i - 10)) for i in range(20)]
-    reports = router.route(Tick("EURUSD", b, b + 0.0001, T0 + i * NS_PER_SECOND, "f", i) for i, b in enumerate(bids))
+    reports = router.route(Tick("EURUSD", b, b + 0.0001, T0 + i * NS_PER_SECOND, "f", i)
+                           for i, b in enumerate(bids))
     lost = [r for r in reports if r.shard == "shard-0000" and r.batch >= 1]
     sent: list[ShardReport] = []
     # The shard rebuilt from its journal sends one recovery report to its supervisor (captured here).
@@ -262,12 +270,13 @@ def test_supervisor_when_a_report_arrives_after_the_operator_reset_keeps_the_res
     # The shard applied a batch that engaged "long", then the operator's reset; the batch's report reaches the
     # supervisor only after the reset's answer. Its ENGAGED is older news than the reset and must not undo it.
     reports = sorted(shard_reports(), key=lambda r: (r.batch, r.shard))
-    engaging = next(r for r in reports if any(isinstance(e[3], BreakerEvent) and e[3].id == "long" for e in r.events))
+    engaging = next(r for r in reports
+                    if any(isinstance(e[3], BreakerEvent) and e[3].id == "long" for e in r.events))
     supervisor = Supervisor(CONFIG)
 
     async def run(reset_version: int) -> str:
         await supervisor.register({}, place_accounts(CONFIG), [])
-        supervisor.intake.set_account_breaker("long", "SAFE", "", reset_version)  # the reset's answer
+        supervisor.intake.set_account_breaker("long", BreakerState.SAFE, "", reset_version)  # reset's answer
         for report in reports:
             await supervisor.report(report)
         return supervisor.account_breakers.state("long")
@@ -277,7 +286,8 @@ def test_supervisor_when_a_report_arrives_after_the_operator_reset_keeps_the_res
     assert asyncio.run(run(engaging.halts_version - 1)) == "ENGAGED"  # a reset before the batch is overtaken
 
 
-def test_supervisor_audit_trail_when_restarted_writes_each_record_once_and_the_chain_verifies(tmp_path: Any) -> None:
+def test_supervisor_audit_trail_when_restarted_writes_each_record_once_and_the_chain_verifies(
+        tmp_path: Any) -> None:
     from riskcore.audit import verify
     from riskcore.ingest import Refusal
 
@@ -292,11 +302,10 @@ def test_supervisor_audit_trail_when_restarted_writes_each_record_once_and_the_c
             await first.report(report)
         await first.engage("portfolio", "desk", "alice", "desk review", now_ns=T0)
         await first.reset("portfolio", "desk", "alice", "too early", now_ns=T0 + 1)  # refused: cooldown
-        try:
+        with contextlib.suppress(RiskmonError):
             await first.engage("global", "firm", "", "no operator named", now_ns=T0 + 2)
-        except Exception:
-            pass
-        await first.input_refused("router", [{"stream": "f", "seq": 9, "code": "unknown_symbol", "message": "XXX"}])
+        await first.input_refused("router", [{"stream": "f", "seq": 9, "code": "unknown_symbol",
+                                              "message": "XXX"}])
 
     asyncio.run(feed())
     lines = trail.read_text().splitlines()
@@ -308,7 +317,8 @@ def test_supervisor_audit_trail_when_restarted_writes_each_record_once_and_the_c
     assert engage["reason"] == "desk review"
     assert engage["before"]["breaker"]["state"] == "SAFE"
     assert engage["after"]["breaker"]["state"] == "ENGAGED"
-    refused = [json.loads(line) for line in lines if json.loads(line).get("refused") == "an operator command needs an operator name and a reason"]
+    no_name = "an operator command needs an operator name and a reason"
+    refused = [json.loads(line) for line in lines if json.loads(line).get("refused") == no_name]
     assert len(refused) == 1
     assert sum(json.loads(line)["kind"] == "rejected_input" for line in lines) == 2
     assert verify(trail).ok
@@ -348,8 +358,9 @@ def test_supervisor_when_its_journal_is_compacted_restarts_to_the_same_state(tmp
     assert len(Journal.read(compacted)) < len(Journal.read(whole))
 
     def state(s: Supervisor) -> Any:
-        return (view(s), s.upper.active_breaches, s.batches.next_batch, s.reported.seen, s.aggregator.peak.tolist(),
-                s.upper.portfolio_breakers["desk"].snapshot(), s.upper.global_breaker.snapshot())
+        return (view(s), s.upper.active_breaches, s.batches.next_batch, s.reported.seen,
+                s.aggregator.peak.tolist(), s.upper.portfolio_breakers["desk"].snapshot(),
+                s.upper.global_breaker.snapshot())
 
     again = [Supervisor(CONFIG, journal_path=whole), Supervisor(small, journal_path=compacted)]
     assert state(again[1]) == state(again[0])
@@ -374,7 +385,7 @@ def test_supervisor_when_the_trail_cannot_be_written_gates_still_see_changes_and
 
     monkeypatch.setattr(audit_module.AuditTrail, "append", append)
 
-    async def run() -> dict[str, Any]:
+    async def run() -> Status:
         await supervisor.register({}, place_accounts(CONFIG), [])
         before = supervisor.longpoll.version
         await supervisor.engage("portfolio", "desk", "alice", "desk review", now_ns=T0)
@@ -408,22 +419,17 @@ def test_supervisor_when_its_journal_cannot_be_written_refuses_gates_so_they_go_
         await supervisor.register({}, place_accounts(CONFIG), [])
         supervisor.durable.journal.append = broken  # type: ignore[union-attr,method-assign]
         before = supervisor.longpoll.version
-        try:
+        with pytest.raises(RiskmonError, match="journal write failed"):  # the command cannot be made durable
             await supervisor.engage("global", "firm", "alice", "halt", now_ns=T0)
-        except Exception as exc:  # the command fails: it could not be made durable
-            assert "journal write failed" in str(exc)
         assert supervisor.longpoll.version > before
-        try:
+        with pytest.raises(RiskmonError, match="journal write failed"):  # gates must not stay fresh
             await supervisor.poll(before, 0.1)
-        except Exception as exc:
-            assert "journal write failed" in str(exc)
-        else:
-            raise AssertionError("a supervisor that cannot journal must not keep gates fresh")
 
     asyncio.run(run())
 
 
-def test_supervisor_when_a_restarted_shard_resends_reports_from_before_a_reset_keeps_the_reset(tmp_path: Any) -> None:
+def test_supervisor_when_a_restarted_shard_resends_reports_from_before_a_reset_keeps_the_reset(
+        tmp_path: Any) -> None:
     # The shard engaged "long" in a batch whose report never left its process; the operator reset it; then
     # the shard was killed and rebuilt from its journal. Its resent reports are old news: they must not
     # engage "long" again at the supervisor while the shard holds it SAFE.
@@ -438,8 +444,9 @@ def test_supervisor_when_a_restarted_shard_resends_reports_from_before_a_reset_k
     placement = place_accounts(config)
     journal = str(tmp_path / "shard.journal")
     outbox: list[Any] = []  # the shard's calls to the supervisor that died with its process
-    lost = type("Lost", (), {"report": type("R", (), {"remote": staticmethod(outbox.append)})(),
-                             "breaker_now": type("B", (), {"remote": staticmethod(lambda *a: outbox.append(a))})()})()
+    lost = type("Lost", (), {
+        "report": type("R", (), {"remote": staticmethod(outbox.append)})(),
+        "breaker_now": type("B", (), {"remote": staticmethod(lambda *a: outbox.append(a))})()})()
     shard = AccountShard(config, "shard-0000", placement["shard-0000"], supervisor=lost, journal_path=journal)
     supervisor = Supervisor(config)
 
@@ -465,12 +472,14 @@ def test_supervisor_when_a_restarted_shard_resends_reports_from_before_a_reset_k
         await supervisor.register({"shard-0000": Handle(shard)}, placement, [shard.summaries()])
         router.route(T("EURUSD", b, b + 0.0001, T0 + i * NS_PER_SECOND, "f", i) for i, b in enumerate(bids))
         assert shard.states()["long"]["breaker"] == "ENGAGED"
-        done = await supervisor.reset("account", "long", "alice", "back in limits", now_ns=T0 + 60 * NS_PER_SECOND)
+        done = await supervisor.reset("account", "long", "alice", "back in limits",
+                                      now_ns=T0 + 60 * NS_PER_SECOND)
         assert done["ok"]
         assert supervisor.account_breakers.state("long") == "SAFE"
         sent: list[Any] = []
         capture = type("C", (), {"report": type("R", (), {"remote": staticmethod(sent.append)})()})()
-        again = AccountShard(config, "shard-0000", placement["shard-0000"], supervisor=capture, journal_path=journal)
+        again = AccountShard(config, "shard-0000", placement["shard-0000"], supervisor=capture,
+                             journal_path=journal)
         supervisor.wiring.shards["shard-0000"] = Handle(again)
         for report in sent:
             await supervisor.report(report)
@@ -479,7 +488,7 @@ def test_supervisor_when_a_restarted_shard_resends_reports_from_before_a_reset_k
     assert asyncio.run(run()) == ("SAFE", "SAFE")
 
 
-def test_supervisor_aggregates_when_cash_moves_keep_the_firm_drawdown_and_a_day_roll_restarts_the_peak() -> None:
+def test_supervisor_when_cash_moves_keeps_the_firm_drawdown_and_a_day_roll_restarts_the_peak() -> None:
     from riskcore.events import Cash
 
     config = parse_config({
@@ -507,7 +516,8 @@ def test_supervisor_aggregates_when_cash_moves_keep_the_firm_drawdown_and_a_day_
 
     async def run() -> list[tuple[float, float]]:
         await supervisor.register({}, placement, [s.summaries() for s in shards.values()])
-        seen = [await feed([Tick("EURUSD", 1.1, 1.1001, T0, "f", 0), Tick("EURUSD", 1.15, 1.1501, T0 + NS_PER_SECOND, "f", 1),
+        seen = [await feed([Tick("EURUSD", 1.1, 1.1001, T0, "f", 0),
+                            Tick("EURUSD", 1.15, 1.1501, T0 + NS_PER_SECOND, "f", 1),
                             Tick("EURUSD", 1.12, 1.1201, T0 + 2 * NS_PER_SECOND, "f", 2)])]
         seen.append(await feed([Cash("b", 1.0, T0 + 3 * NS_PER_SECOND, "D1", "cash", 0)]))
         seen.append(await feed([Cash("a", -500_000.0, T0 + 4 * NS_PER_SECOND, "W1", "cash", 1)]))
@@ -516,7 +526,8 @@ def test_supervisor_aggregates_when_cash_moves_keep_the_firm_drawdown_and_a_day_
         return seen
 
     moved, deposit, withdrawal, rolled = asyncio.run(run())
-    approx = lambda value: pytest.approx(value, rel=1e-12)  # noqa: E731 - sums of binary fractions
+    def approx(value: float) -> Any:
+        return pytest.approx(value, rel=1e-12)  # sums of binary fractions
     assert moved[0] == approx(30_000.0)  # up 50k, down 30k
     # Cash is not PnL: the drawdown stays, the peak moves with the cash.
     assert deposit == (approx(moved[0]), approx(moved[1] + 1.0))
@@ -529,10 +540,10 @@ def test_supervisor_when_a_command_is_delivered_again_after_a_restart_answers_it
     journal = str(tmp_path / "supervisor.journal")
     first = Supervisor(CONFIG, journal_path=journal)
 
-    async def engage(supervisor: Supervisor) -> dict[str, Any]:
+    async def engage(supervisor: Supervisor) -> OperatorAnswer:
         return await supervisor.engage("portfolio", "desk", "alice", "desk review", now_ns=T0)
 
-    async def run_first() -> dict[str, Any]:
+    async def run_first() -> OperatorAnswer:
         await first.register({}, place_accounts(CONFIG), [])
         return await engage(first)
 

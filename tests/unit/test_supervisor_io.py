@@ -56,7 +56,8 @@ def test_supervisor_journal_when_a_write_fails_keeps_the_record_and_says_so(tmp_
     assert Journal.read(tmp_path / "j") == [{"k": "log", "n": 1}]
 
 
-def test_supervisor_journal_when_past_its_threshold_compacts_and_again_only_once_doubled(tmp_path: Path) -> None:
+def test_supervisor_journal_when_past_its_threshold_compacts_and_again_only_once_doubled(
+        tmp_path: Path) -> None:
     journal = SupervisorJournal(str(tmp_path / "j"), fsync=False, snapshot_bytes=64)
     state = [{"k": "closed", "next_batch": 3, "peak": [1.0] * 20}]  # itself over the threshold
     for n in range(4):
@@ -79,7 +80,8 @@ def records(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def test_audit_writer_when_journaled_records_are_missing_from_the_trail_writes_them_once(tmp_path: Path) -> None:
+def test_audit_writer_when_journaled_records_are_missing_from_the_trail_writes_them_once(
+        tmp_path: Path) -> None:
     trail = tmp_path / "audit.jsonl"
     first = AuditWriter(str(trail), fsync=False, started_ns=1)
     first.open([])
@@ -96,9 +98,11 @@ def test_audit_writer_when_journaled_records_are_missing_from_the_trail_writes_t
     again = AuditWriter(str(trail), fsync=False, started_ns=2)
     again.replay(journal)
     again.replay({"k": "audit", "key": "command:1:2", "kind": "command", "fields": {"refused": "no reason"}})
-    again.open([((5, 0, 0), {"type": "alert", "to": "WARNING"}), ((6, 1, 0), {"type": "alert", "to": "NORMAL"})])
+    again.open([((5, 0, 0), {"type": "alert", "to": "WARNING"}),
+                ((6, 1, 0), {"type": "alert", "to": "NORMAL"})])
     again.write()
-    assert [r["key"] for r in records(trail)] == ["rejected_input:1:1", "log:5:0:0", "log:6:1:0", "command:1:2"]
+    keys = [r["key"] for r in records(trail)]
+    assert keys == ["rejected_input:1:1", "log:5:0:0", "log:6:1:0", "command:1:2"]
     assert verify(trail).ok
 
 
@@ -143,11 +147,11 @@ def test_audit_writer_without_a_trail_queues_nothing() -> None:
 
 
 def a_view(host: LongPollHost) -> GateView:
-    return views.gate_view(host.version, host.figures_version, CONFIG, Aggregator(CONFIG), UpperBreakers(CONFIG),
-                           AccountBreakerTable(["a", "b"]), {"a": True, "b": True}, {})
+    return views.gate_view(host.version, host.figures_version, CONFIG, Aggregator(CONFIG),
+                           UpperBreakers(CONFIG), AccountBreakerTable(["a", "b"]), {"a": True, "b": True}, {})
 
 
-def test_long_poll_host_answers_a_new_gate_with_the_view_a_change_with_the_table_and_else_a_heartbeat() -> None:
+def test_long_poll_host_answers_a_new_gate_with_the_view_a_change_with_the_table_else_a_heartbeat() -> None:
     host = LongPollHost()
     upper, table = UpperBreakers(CONFIG), AccountBreakerTable(["a", "b"])
 
@@ -157,8 +161,8 @@ def test_long_poll_host_answers_a_new_gate_with_the_view_a_change_with_the_table
     async def run() -> list[Any]:
         first = await host.poll(-1, 0.01, -1, lambda: a_view(host), breakers)
         quiet = await host.poll(first.version, 0.01, host.figures_version, lambda: a_view(host), breakers)
-        waiting = asyncio.ensure_future(host.poll(first.version, 5.0, host.figures_version, lambda: a_view(host),
-                                                  breakers))
+        waiting = asyncio.ensure_future(host.poll(first.version, 5.0, host.figures_version,
+                                                  lambda: a_view(host), breakers))
         await asyncio.sleep(0.01)
         host.bump()  # a breaker changed
         changed = await waiting
@@ -260,7 +264,8 @@ def test_views_breaker_table_and_accounts_view_show_breakers_liveness_and_figure
     rows = views.accounts_view(CONFIG, Aggregator(CONFIG), table, {"a": True, "b": False})
     assert rows["b"]["breaker"] is BreakerState.ENGAGED
     assert (rows["a"]["reported"], rows["a"]["alert_level"], rows["a"]["up"]) == (False, "NORMAL", True)
-    view = views.gate_view(9, 2, CONFIG, Aggregator(CONFIG), upper, table, {"a": True, "b": False}, {"EURUSD": 1.1})
+    view = views.gate_view(9, 2, CONFIG, Aggregator(CONFIG), upper, table, {"a": True, "b": False},
+                           {"EURUSD": 1.1})
     assert view["portfolios"] == {"desk": (True, True)}
     assert view["price_bands"] == {"EURUSD": 0.05}
     assert (view["accounts"]["b"]["engaged"], view["accounts"]["b"]["up"]) == (True, False)

@@ -55,7 +55,7 @@ def test_event_log_when_events_added_counts_them_by_kind_and_gives_them_in_strea
     assert audit_key((9, 3, 0)) == "log:9:3:0"
 
 
-def test_event_log_when_an_account_event_key_comes_again_it_is_refused_and_replay_restores_everything() -> None:
+def test_event_log_when_an_account_event_key_comes_again_it_is_refused_and_replay_restores_all() -> None:
     log = EventLog(accounts=2)
     assert log.take((4, 1, 0))
     assert not log.take((4, 1, 0))  # a restarted shard resent it
@@ -69,16 +69,17 @@ def test_event_log_when_an_account_event_key_comes_again_it_is_refused_and_repla
 
 def test_command_book_when_a_command_changed_a_breaker_answers_it_again_as_before() -> None:
     book = CommandBook()
-    engaged = BreakerEvent(Scope.PORTFOLIO, "desk", BreakerState.ENGAGED, "review", EngageCause.OPERATOR, "alice",
-                           "operator", None, T0)
+    engaged = BreakerEvent(Scope.PORTFOLIO, "desk", BreakerState.ENGAGED, "review", EngageCause.OPERATOR,
+                           "alice", "operator", None, T0)
     book.note(engaged.to_dict())
-    book.note({"type": "command", "action": "reset", "refused": "cooldown"})  # refused: judged again if resent
+    book.note({"type": "command", "action": "reset", "refused": "cooldown"})  # refused: judged again
     answer = book.answer("engage", "portfolio", "desk", "alice", "review", T0)
     assert answer is not None
     assert (answer["ok"], answer["event"]) == (True, engaged.to_dict())
     assert book.answer("engage", "portfolio", "desk", "alice", "review", T0 + 1_000) is None  # another µs
     assert book.answer("engage", "portfolio", "desk", "alice", "review", None) is None  # no time: always new
-    firm = BreakerEvent(Scope.GLOBAL, "firm", BreakerState.SAFE, "ok", ReleaseCause.RESET, "bob", "operator", None, T0)
+    firm = BreakerEvent(Scope.GLOBAL, "firm", BreakerState.SAFE, "ok", ReleaseCause.RESET, "bob", "operator",
+                        None, T0)
     book.note(firm.to_dict())
     assert book.answer("reset", "global", "anything", "bob", "ok", T0) is not None  # the firm's, by any name
 
@@ -108,15 +109,16 @@ def test_account_breakers_when_news_is_older_than_what_is_known_it_is_ignored() 
 def test_account_breakers_when_replayed_from_logged_strings_hold_enums() -> None:
     table = AccountBreakerTable(["a"])
     table.replay({"type": "breaker", "scope": "account", "id": "a", "state": "ENGAGED", "reason": "by hand"})
-    table.replay({"type": "breaker", "scope": "global", "id": "firm", "state": "SAFE", "reason": ""})  # not ours
+    firm = {"type": "breaker", "scope": "global", "id": "firm", "state": "SAFE", "reason": ""}
+    table.replay(firm)  # not an account's: the table ignores it
     assert table.state("a") is BreakerState.ENGAGED
     assert table.engaged("a")
 
 
-# --------------------------------------------------------------------------- reported sequences and batch close
+# --------------------------------------------------------------------------- reported sequences, batch close
 
 
-def test_reported_sequences_when_reports_arrive_out_of_order_count_each_once_and_survive_the_journal() -> None:
+def test_reported_sequences_when_reports_arrive_out_of_order_count_each_once_and_replay_alike() -> None:
     seen = ReportedSequences()
     assert seen.take(report("s0", 5, ("s0",), seq=1)) == (1, {"k": "reported", "shard": "s0", "seq": 1})
     assert seen.below("s0") == 0
@@ -195,7 +197,8 @@ def test_upper_breakers_when_back_within_limits_with_auto_reset_release_the_firm
     upper.check(Aggregate("global", "firm", gross_exposure=60_000.0), CONFIG.firm, at(T0))
     calm = upper.check(Aggregate("global", "firm", gross_exposure=10.0), CONFIG.firm, at(T0 + 1))
     assert calm.breaker_event is not None
-    assert (calm.breaker_event.state, calm.breaker_event.cause) == (BreakerState.SAFE, ReleaseCause.AUTO_RESET)
+    assert calm.breaker_event.state is BreakerState.SAFE
+    assert calm.breaker_event.cause is ReleaseCause.AUTO_RESET
     assert not upper.global_breaker.engaged
     assert upper.in_breach(("global", "firm")) == frozenset()
 
@@ -248,4 +251,5 @@ def test_wiring_when_an_account_is_unknown_or_its_shard_not_rejoined_says_so() -
         wiring.handle("b")
     again = Wiring()
     again.replay(record)
-    assert (again.shard_of, again.accounts_of, again.names) == (wiring.shard_of, wiring.accounts_of, wiring.names)
+    assert again.shard_of == wiring.shard_of
+    assert (again.accounts_of, again.names) == (wiring.accounts_of, wiring.names)
