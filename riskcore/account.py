@@ -14,13 +14,25 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from riskcore.clock import NS_PER_SECOND, TradingCalendar, rfc3339_us
+from riskcore.clock import TradingCalendar, rfc3339_us
 from riskcore.config import AccountLimits, AccountSpec
-from riskcore.events import AlertEvent, BreakerEvent, Cash, Fill
-from riskcore.states import AlertLevel, Breaker, EngageCause, KillSwitchMode, Metric, Scope
+from riskcore.events import AlertEvent, BreakerEvent, Cash, Event, Fill
+from riskcore.states import (
+    AlertLevel,
+    Breaker,
+    BreakerState,
+    EngageCause,
+    KillSwitchMode,
+    Metric,
+    ReleaseCause,
+    Scope,
+)
 
 INF = math.inf
 CRITICAL = 2
+# A fill that leaves a position within this fraction of its own size leaves it flat: what remains is the
+# residue of binary fractions (0.1 + 0.2 - 0.3 leaves 5.6e-17), not a holding.
+FLAT_TOLERANCE = 1e-9
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,12 +65,15 @@ class AccountState:
         return out
 
 
-def fill_position(qty: float, avg: float, fill_qty: float, price: float, mult: float) -> tuple[float, float, float]:
+def fill_position(
+    qty: float, avg: float, fill_qty: float, price: float, mult: float
+) -> tuple[float, float, float]:
     """Apply a fill to a position: ``(new_qty, new_avg, realised)``.
 
     Growing moves the average to the weighted average; reducing realises
     ``(price - avg) * closed_qty * multiplier * sign``; a flip closes the old
-    side and opens the remainder at the fill price.
+    side and opens the remainder at the fill price. A reduction or flip that leaves
+    at most :data:`FLAT_TOLERANCE` of the fill's size leaves the position flat.
     """
     if qty == 0.0:
         return fill_qty, price, 0.0
@@ -68,11 +83,20 @@ def fill_position(qty: float, avg: float, fill_qty: float, price: float, mult: f
     closed = min(abs(fill_qty), abs(qty))
     sign = 1.0 if qty > 0.0 else -1.0
     realised = (price - avg) * closed * mult * sign
-    if abs(fill_qty) < abs(qty):
-        return qty + fill_qty, avg, realised
-    if abs(fill_qty) == abs(qty):
+    remaining = qty + fill_qty
+    if abs(remaining) <= FLAT_TOLERANCE * abs(fill_qty):
         return 0.0, 0.0, realised
-    return qty + fill_qty, price, realised
+    if abs(fill_qty) < abs(qty):
+        return remaining, avg, realised
+    return remaining, price, realised
+
+
+def mark_price(qty: float, avg: float, bid: float, ask: float, quoted: bool) -> float:
+    """What a position is marked at: long at the bid, short at the ask (what it could be closed at); before
+    its symbol's first quote (``quoted`` false), at its average price. The kernel runs it compiled."""
+    if not quoted:
+        return avg
+    return bid if qty > 0.0 else ask
 
 
 def metric_rank(value: float, warning: float, hard: float) -> int:
@@ -195,7 +219,8 @@ class AccountBook:
             if qty == 0.0:
                 continue
             quote = marks.get(symbol_id)
-            mark = self.avg[slot] if quote is None else (quote[0] if qty > 0.0 else quote[1])
+            bid, ask = (0.0, 0.0) if quote is None else quote
+            mark = mark_price(qty, self.avg[slot], bid, ask, quote is not None)
             open_pnl += qty * (mark - self.avg[slot]) * self.mult[slot]
             exposure += abs(qty) * mark * self.mult[slot]
         self.open_pnl = open_pnl
@@ -222,22 +247,22 @@ class AccountBook:
 
     def on_tick(
         self, marks: Mapping[int, tuple[float, float]], ts_ns: int, stream: str, seq: int
-    ) -> list[AlertEvent | BreakerEvent]:
+    ) -> list[Event]:
         self.begin_event(ts_ns)
         self.remark(marks)
         return self.evaluate(ts_ns, stream, seq)
 
     def on_fill(
         self, fill: Fill, symbol_id: int, marks: Mapping[int, tuple[float, float]]
-    ) -> list[AlertEvent | BreakerEvent]:
+    ) -> list[Event]:
         self.begin_event(fill.ts_ns)
         self.apply_fill_arithmetic(fill, symbol_id)
         self.remark(marks)
         return self.evaluate(fill.ts_ns, fill.stream, fill.seq)
 
-    def on_cash(self, cash: Cash) -> list[AlertEvent | BreakerEvent]:
-        """A deposit or withdrawal: the balance moves, and start-of-day equity and the day peak with it (after a
-        roll it brings on), so it is neither daily PnL nor drawdown; leverage follows the new equity."""
+    def on_cash(self, cash: Cash) -> list[Event]:
+        """A deposit or withdrawal: the balance moves, and start-of-day equity and the day peak with it (after
+        a roll it brings on), so it is neither daily PnL nor drawdown; leverage follows the new equity."""
         self.begin_event(cash.ts_ns)
         self.balance += cash.amount
         self.sod_equity += cash.amount
@@ -246,14 +271,16 @@ class AccountBook:
 
     def apply_fill_arithmetic(self, fill: Fill, symbol_id: int) -> None:
         slot = self._slot(symbol_id)
-        new_qty, new_avg, realised = fill_position(self.qty[slot], self.avg[slot], fill.qty, fill.price, self.mult[slot])
+        new_qty, new_avg, realised = fill_position(
+            self.qty[slot], self.avg[slot], fill.qty, fill.price, self.mult[slot]
+        )
         self.qty[slot] = new_qty
         self.avg[slot] = new_avg
         self.balance += realised - fill.fee
-        # Daily PnL is net of fees: closed_pnl + open_pnl then equals equity - start-of-day equity.
+        # Realised PnL is net of fees (a negative fee, a maker rebate, adds to both).
         self.closed_pnl += realised - fill.fee
 
-    def evaluate(self, ts_ns: int, stream: str, seq: int) -> list[AlertEvent | BreakerEvent]:
+    def evaluate(self, ts_ns: int, stream: str, seq: int) -> list[Event]:
         """Peak, levels, alert and breaker steps after the figures changed at one event."""
         equity = self.equity
         if equity > self.day_peak:
@@ -267,11 +294,13 @@ class AccountBook:
 
     def step_levels(
         self, dd_rank: int, lev_rank: int, dd_pct: float, lev: float, ts_ns: int, stream: str, seq: int
-    ) -> list[AlertEvent | BreakerEvent]:
-        events: list[AlertEvent | BreakerEvent] = []
+    ) -> list[Event]:
+        events: list[Event] = []
         rank = max(dd_rank, lev_rank)
         if rank != self.rank:
-            metric, value, threshold = transition_metric(rank, dd_rank, lev_rank, self.dd_rank, dd_pct, lev, self.limits)
+            metric, value, threshold = transition_metric(
+                rank, dd_rank, lev_rank, self.dd_rank, dd_pct, lev, self.limits
+            )
             events.append(
                 AlertEvent(
                     self.id, str(AlertLevel.from_rank(self.rank)), str(AlertLevel.from_rank(rank)),
@@ -293,23 +322,42 @@ class AccountBook:
             if rank == CRITICAL or breaker.cause is not EngageCause.LIMIT:
                 return None
             # Released at the first event of a new day after the cooldown, if the daily drawdown engaged it.
-            day_release = breaker.day_rolled and limits.release_on_day_roll and breaker.metric == Metric.DRAWDOWN_PCT.field
+            day_release = (
+                breaker.day_rolled and limits.release_on_day_roll
+                and breaker.metric == Metric.DRAWDOWN_PCT.field
+            )
             if not (limits.auto_reset or day_release):
                 return None
             if breaker.cooldown_left_seconds(ts_ns, limits.recovery_cooldown_seconds) > 0:
                 return None
-            cause = "day_roll" if day_release else "auto_reset"
-            breaker.reset()
-            return BreakerEvent("account", self.id, "SAFE", f"{cause}: back within limits", cause, "", stream, seq, ts_ns)
+            cause = ReleaseCause.DAY_ROLL if day_release else ReleaseCause.AUTO_RESET
+            return self.release(cause, ts_ns, stream, seq)
         if rank == CRITICAL and limits.kill_switch_mode is KillSwitchMode.AUTO:
-            if dd_rank == CRITICAL:
-                metric, value, threshold = "drawdown_pct", dd_pct, limits.max_daily_drawdown
-            else:
-                metric, value, threshold = "leverage", lev, limits.max_account_leverage
-            reason = f"{metric} {value:.6g} > {threshold:g}"
-            breaker.engage(ts_ns, EngageCause.LIMIT, reason, "limit", metric)
-            return BreakerEvent("account", self.id, "ENGAGED", reason, "limit", "", stream, seq, ts_ns)
+            return self.engage_at_limit(dd_rank, dd_pct, lev, ts_ns, stream, seq)
         return None
+
+    def engage_at_limit(
+        self, dd_rank: int, dd_pct: float, lev: float, ts_ns: int, stream: str, seq: int
+    ) -> BreakerEvent:
+        """Engage the breaker for the hard limit breached (drawdown first) at the event ``stream``/``seq``."""
+        limits = self.limits
+        if dd_rank == CRITICAL:
+            metric, value, threshold = Metric.DRAWDOWN_PCT.field, dd_pct, limits.max_daily_drawdown
+        else:
+            metric, value, threshold = Metric.LEVERAGE.field, lev, limits.max_account_leverage
+        reason = f"{metric} {value:.6g} > {threshold:g}"
+        self.breaker.engage(ts_ns, EngageCause.LIMIT, reason, "limit", metric)
+        return BreakerEvent(
+            Scope.ACCOUNT, self.id, BreakerState.ENGAGED, reason, EngageCause.LIMIT, "", stream, seq, ts_ns
+        )
+
+    def release(self, cause: ReleaseCause, ts_ns: int, stream: str, seq: int) -> BreakerEvent:
+        """Release a limit engagement that is back within limits (``auto_reset`` or ``day_roll``)."""
+        self.breaker.reset()
+        return BreakerEvent(
+            Scope.ACCOUNT, self.id, BreakerState.SAFE, f"{cause}: back within limits", cause, "", stream, seq,
+            ts_ns,
+        )
 
     # ------------------------------------------------------------------ operator
 
@@ -392,12 +440,13 @@ def leverage(exposure: float, equity: float) -> float:
 
 
 __all__ = [
-    "NS_PER_SECOND",
+    "FLAT_TOLERANCE",
     "AccountBook",
     "AccountState",
     "drawdown_pct",
     "fill_position",
     "leverage",
+    "mark_price",
     "metric_rank",
     "transition_metric",
 ]

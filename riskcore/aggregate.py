@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from riskcore.account import AccountBook
+from riskcore.account import AccountBook, mark_price
 from riskcore.config import AggregateLimits, RiskConfig
 from riskcore.states import AlertLevel
 
@@ -59,27 +59,31 @@ class SummaryColumns:
     pos_symbol: np.ndarray
     pos_qty: np.ndarray
     pos_net: np.ndarray
-    # Each row's trading day (the time of its next day roll; -1 before its first event). Tells a day roll, which
-    # restarts the aggregate day peak, from a cash movement, which shifts it (empty: not known, as a roll).
+    # Each row's trading day (the time of its next day roll; -1 before its first event). Tells a day roll,
+    # which restarts the aggregate day peak, from a cash movement, which shifts it (empty: not known, taken
+    # as a roll).
     day: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
     def to_summaries(self, config: RiskConfig) -> list[AccountSummary]:
         specs, symbols = config.accounts, list(config.symbols)
         out = [
             AccountSummary(specs[i].id, specs[i].portfolio, equity, sod, exposure, {}, {},
-                           str(AlertLevel.from_rank(rank)), "ENGAGED" if engaged else "SAFE", None if ts < 0 else ts)
+                           str(AlertLevel.from_rank(rank)), "ENGAGED" if engaged else "SAFE",
+                           None if ts < 0 else ts)
             for i, equity, sod, exposure, rank, engaged, ts in zip(
                 self.index.tolist(), self.equity.tolist(), self.sod_equity.tolist(), self.exposure.tolist(),
-                self.rank.tolist(), self.engaged.tolist(), self.ts_ns.tolist())
+                self.rank.tolist(), self.engaged.tolist(), self.ts_ns.tolist(), strict=True)
         ]
         for a, s, qty, net in zip(self.pos_account.tolist(), self.pos_symbol.tolist(), self.pos_qty.tolist(),
-                                  self.pos_net.tolist()):
+                                  self.pos_net.tolist(), strict=True):
             out[a].positions[symbols[s]] = qty
             out[a].net[symbols[s]] = net
         return out
 
 
-def summarize(book: AccountBook, marks: Mapping[int, tuple[float, float]], symbol_names: list[str]) -> AccountSummary:
+def summarize(
+    book: AccountBook, marks: Mapping[int, tuple[float, float]], symbol_names: list[str]
+) -> AccountSummary:
     net: dict[str, float] = {}
     positions: dict[str, float] = {}
     for slot, symbol_id in enumerate(book.slot_symbols):
@@ -87,14 +91,15 @@ def summarize(book: AccountBook, marks: Mapping[int, tuple[float, float]], symbo
         if qty == 0.0:
             continue
         quote = marks.get(symbol_id)
-        mark = book.avg[slot] if quote is None else (quote[0] if qty > 0.0 else quote[1])
+        bid, ask = (0.0, 0.0) if quote is None else quote
+        mark = mark_price(qty, book.avg[slot], bid, ask, quote is not None)
         name = symbol_names[symbol_id]
         net[name] = qty * mark * book.mult[slot]
         positions[name] = qty
     return AccountSummary(
         account=book.id, portfolio=book.portfolio, equity=book.equity, sod_equity=book.sod_equity,
-        exposure=book.exposure, net=net, positions=positions, alert_level=str(AlertLevel.from_rank(book.rank)),
-        breaker=str(book.breaker.state), ts_ns=book.ts_ns,
+        exposure=book.exposure, net=net, positions=positions,
+        alert_level=str(AlertLevel.from_rank(book.rank)), breaker=str(book.breaker.state), ts_ns=book.ts_ns,
     )
 
 
@@ -115,10 +120,10 @@ class Aggregate:
 
     def to_dict(self) -> dict[str, object]:
         return {
-            "scope": self.scope, "id": self.id, "accounts": self.accounts, "gross_exposure": self.gross_exposure,
-            "net_exposure": dict(self.net_exposure), "equity": self.equity, "daily_pnl": self.daily_pnl,
-            "day_peak": self.day_peak, "drawdown": self.drawdown, "by_level": dict(self.by_level),
-            "by_breaker": dict(self.by_breaker),
+            "scope": self.scope, "id": self.id, "accounts": self.accounts,
+            "gross_exposure": self.gross_exposure, "net_exposure": dict(self.net_exposure),
+            "equity": self.equity, "daily_pnl": self.daily_pnl, "day_peak": self.day_peak,
+            "drawdown": self.drawdown, "by_level": dict(self.by_level), "by_breaker": dict(self.by_breaker),
         }
 
 
@@ -138,15 +143,18 @@ class Breach:
 def breaches(aggregate: Aggregate, limits: AggregateLimits) -> list[Breach]:
     """Every aggregate limit strictly exceeded, in a fixed order (gross, net per symbol, daily loss)."""
     found: list[Breach] = []
+    scope, scope_id = aggregate.scope, aggregate.id
     if limits.max_gross_exposure is not None and aggregate.gross_exposure > limits.max_gross_exposure:
-        found.append(Breach(aggregate.scope, aggregate.id, "gross_exposure", aggregate.gross_exposure, limits.max_gross_exposure))
+        gross = aggregate.gross_exposure
+        found.append(Breach(scope, scope_id, "gross_exposure", gross, limits.max_gross_exposure))
     if limits.max_net_exposure_per_symbol is not None:
         for symbol in sorted(aggregate.net_exposure):
             value = aggregate.net_exposure[symbol]
             if abs(value) > limits.max_net_exposure_per_symbol:
-                found.append(Breach(aggregate.scope, aggregate.id, f"net_exposure[{symbol}]", value, limits.max_net_exposure_per_symbol))
+                found.append(Breach(scope, scope_id, f"net_exposure[{symbol}]", value,
+                                    limits.max_net_exposure_per_symbol))
     if limits.max_daily_loss is not None and -aggregate.daily_pnl > limits.max_daily_loss:
-        found.append(Breach(aggregate.scope, aggregate.id, "daily_loss", -aggregate.daily_pnl, limits.max_daily_loss))
+        found.append(Breach(scope, scope_id, "daily_loss", -aggregate.daily_pnl, limits.max_daily_loss))
     return found
 
 
@@ -206,7 +214,9 @@ class Aggregator:
         width = int(counts.max())
         if width > self.pos_sym.shape[1]:
             grow = ((0, 0), (0, width - self.pos_sym.shape[1]))
-            self.pos_sym, self.pos_qty, self.pos_net = (np.pad(a, grow) for a in (self.pos_sym, self.pos_qty, self.pos_net))
+            self.pos_sym = np.pad(self.pos_sym, grow)
+            self.pos_qty = np.pad(self.pos_qty, grow)
+            self.pos_net = np.pad(self.pos_net, grow)
         self.pos_count[rows] = counts
         slot = np.arange(columns.pos_account.size) - (np.cumsum(counts) - counts)[columns.pos_account]
         owner = rows[columns.pos_account]
@@ -223,8 +233,9 @@ class Aggregator:
         owner = rows[pos_row]
         return SummaryColumns(
             index=rows.astype(np.int32), equity=self.equity[rows], sod_equity=self.sod_equity[rows],
-            exposure=self.exposure[rows], rank=self.rank[rows].astype(np.int8), engaged=np.zeros(rows.size, np.bool_),
-            ts_ns=np.full(rows.size, -1, np.int64), pos_account=pos_row.astype(np.int32),
+            exposure=self.exposure[rows], rank=self.rank[rows].astype(np.int8),
+            engaged=np.zeros(rows.size, np.bool_), ts_ns=np.full(rows.size, -1, np.int64),
+            pos_account=pos_row.astype(np.int32),
             pos_symbol=self.pos_sym[owner, pos_slot].astype(np.int32), pos_qty=self.pos_qty[owner, pos_slot],
             pos_net=self.pos_net[owner, pos_slot], day=self.day[rows],
         )
@@ -236,7 +247,8 @@ class Aggregator:
     def positions(self, account: str) -> dict[str, float]:
         i = self.index_of[account]
         n = int(self.pos_count[i])
-        return {self.symbol_names[s]: q for s, q in zip(self.pos_sym[i, :n].tolist(), self.pos_qty[i, :n].tolist())}
+        held = zip(self.pos_sym[i, :n].tolist(), self.pos_qty[i, :n].tolist(), strict=True)
+        return {self.symbol_names[s]: q for s, q in held}
 
     def totals(self) -> _Totals:
         """Every scope's totals (computed once per change of figures; the day peaks move here)."""
@@ -260,8 +272,9 @@ class Aggregator:
         net_values = self.pos_net[owner, slot]
         net = np.bincount(pkey, weights=np.concatenate((net_values, net_values)), minlength=rows * symbols)
         present = np.bincount(pkey, minlength=rows * symbols) > 0
-        # A start-of-day change (an account rolled its day) restarts the aggregate peak; with no figures at all
-        # (a restarted supervisor before its shards answered) the peaks it restored from its journal stand.
+        # A start-of-day change (an account rolled its day) restarts the aggregate peak; with no figures at
+        # all (a restarted supervisor before its shards answered) the peaks it restored from its journal
+        # stand.
         if acc.size:
             changed = self.peak_sod != sod
             restart = changed & (self._rolled | np.isnan(self.peak_sod))
@@ -274,7 +287,8 @@ class Aggregator:
             accounts=np.bincount(key, minlength=rows), gross=per_scope(self.exposure), equity=equity, sod=sod,
             peak=self.peak.copy(), net=net.reshape(rows, symbols), present=present.reshape(rows, symbols),
             levels=np.bincount(key * 3 + self.rank[acc2], minlength=rows * 3).reshape(rows, 3),
-            engaged=np.bincount(key, weights=self.engaged[acc2].astype(np.float64), minlength=rows).astype(np.int64),
+            engaged=np.bincount(key, weights=self.engaged[acc2].astype(np.float64), minlength=rows).astype(
+                np.int64),
         )
         return self._totals
 

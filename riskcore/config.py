@@ -13,7 +13,7 @@ import math
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -25,6 +25,7 @@ from riskcore.errors import ConfigError
 from riskcore.states import KillSwitchMode
 
 _MISSING = object()
+Check = Callable[[str, Any], Any]  # checks a value at a key path, returns it normalised or raises ConfigError
 
 
 # --------------------------------------------------------------------------- value checks
@@ -60,7 +61,7 @@ def _non_negative(path: str, value: Any) -> float:
     return result
 
 
-def _optional(check: Callable[[str, Any], Any]) -> Callable[[str, Any], Any]:
+def _optional(check: Check) -> Check:
     def optional_check(path: str, value: Any) -> Any:
         return None if value is None else check(path, value)
 
@@ -118,6 +119,11 @@ def _mapping(path: str, value: Any) -> Mapping[str, Any]:
     return value
 
 
+def _as_given(path: str, value: Any) -> Any:
+    """A sub-section, checked by its own spec afterwards."""
+    return value
+
+
 def _or_empty(value: Any, empty: Any) -> Any:
     """An absent (``null``) section is empty; any other value, falsy or not, is checked as given."""
     return empty if value is None else value
@@ -130,7 +136,7 @@ def _join(path: str, key: str) -> str:
 def _fields(
     path: str,
     raw: Any,
-    spec: Mapping[str, tuple[Callable[[str, Any], Any], Any]],
+    spec: Mapping[str, tuple[Check, Any]],
     base: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Check ``raw`` against ``spec`` (key -> (check, default)); refuse unknown keys."""
@@ -149,6 +155,18 @@ def _fields(
         else:
             out[key] = default
     return out
+
+
+def _spec(
+    cls: type, checks: Mapping[str, Check], supplied: tuple[str, ...] = ()
+) -> dict[str, tuple[Check, Any]]:
+    """A section's spec: each field's check, and its default as the dataclass ``cls`` declares it (the one
+    place a default is written; a field without one is required). ``supplied``: fields the parser fills in."""
+    declared = {f.name: f for f in fields(cls)}
+    if set(checks) | set(supplied) != set(declared):
+        raise TypeError(f"{cls.__name__}: checks for {sorted(checks)}, fields {sorted(declared)}")
+    return {name: (check, _MISSING if declared[name].default is MISSING else declared[name].default)
+            for name, check in checks.items()}
 
 
 # --------------------------------------------------------------------------- sections
@@ -172,33 +190,36 @@ class AccountLimits:
     max_orders_per_second: int | None = None
 
 
-_ACCOUNT_LIMITS_SPEC: dict[str, tuple[Callable[[str, Any], Any], Any]] = {
-    "max_daily_drawdown": (_fraction, 0.02),
-    "drawdown_warning": (_fraction, 0.01),
-    "max_account_leverage": (_positive, 5.0),
-    "leverage_warning": (_positive, 3.0),
-    "kill_switch_mode": (_mode, KillSwitchMode.AUTO),
-    "recovery_cooldown_seconds": (_non_negative, 60.0),
-    "auto_reset": (_boolean, False),
-    "release_on_day_roll": (_boolean, False),
-    "reduce_only_when_halted": (_boolean, True),
-    "max_order_notional": (_optional(_positive), None),
-    "max_position_notional": (_optional(_positive), None),
-    "max_orders_per_second": (_optional(_positive_int), None),
-}
+_ACCOUNT_LIMITS_SPEC = _spec(AccountLimits, {
+    "max_daily_drawdown": _fraction,
+    "drawdown_warning": _fraction,
+    "max_account_leverage": _positive,
+    "leverage_warning": _positive,
+    "kill_switch_mode": _mode,
+    "recovery_cooldown_seconds": _non_negative,
+    "auto_reset": _boolean,
+    "release_on_day_roll": _boolean,
+    "reduce_only_when_halted": _boolean,
+    "max_order_notional": _optional(_positive),
+    "max_position_notional": _optional(_positive),
+    "max_orders_per_second": _optional(_positive_int),
+})
 
 
 def _account_limits(path: str, raw: Any, base: Mapping[str, Any] | None) -> dict[str, Any]:
     values = _fields(path, raw, _ACCOUNT_LIMITS_SPEC, base)
     given = set(raw or {})
-    for warning, hard in (("drawdown_warning", "max_daily_drawdown"), ("leverage_warning", "max_account_leverage")):
+    pairs = (("drawdown_warning", "max_daily_drawdown"), ("leverage_warning", "max_account_leverage"))
+    for warning, hard in pairs:
         # Overriding only a hard limit keeps the inherited warning's ratio to it, so
         # `limits: {max_daily_drawdown: 0.005}` under a 0.01/0.02 default warns at 0.0025.
         if base is not None and hard in given and warning not in given and values[warning] >= values[hard]:
             values[warning] = values[hard] * (base[warning] / base[hard])
         # A warning at or above its hard limit would never warn before the kill switch.
         if values[warning] >= values[hard]:
-            raise ConfigError(_join(path, warning), f"must be below {hard} ({values[hard]}), got {values[warning]}")
+            raise ConfigError(
+                _join(path, warning), f"must be below {hard} ({values[hard]}), got {values[warning]}"
+            )
     return values
 
 
@@ -215,15 +236,15 @@ class AggregateLimits:
     reduce_only_when_halted: bool = True
 
 
-_AGGREGATE_LIMITS_SPEC: dict[str, tuple[Callable[[str, Any], Any], Any]] = {
-    "max_gross_exposure": (_optional(_positive), None),
-    "max_net_exposure_per_symbol": (_optional(_positive), None),
-    "max_daily_loss": (_optional(_positive), None),
-    "kill_switch_mode": (_mode, KillSwitchMode.AUTO),
-    "recovery_cooldown_seconds": (_non_negative, 60.0),
-    "auto_reset": (_boolean, False),
-    "reduce_only_when_halted": (_boolean, True),
-}
+_AGGREGATE_LIMITS_SPEC = _spec(AggregateLimits, {
+    "max_gross_exposure": _optional(_positive),
+    "max_net_exposure_per_symbol": _optional(_positive),
+    "max_daily_loss": _optional(_positive),
+    "kill_switch_mode": _mode,
+    "recovery_cooldown_seconds": _non_negative,
+    "auto_reset": _boolean,
+    "reduce_only_when_halted": _boolean,
+})
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,11 +335,23 @@ class RiskConfig:
         return {name: index for index, name in enumerate(self.symbols)}
 
 
-_TOP_KEYS = ("limits", "symbols", "portfolios", "firm", "accounts", "trading_day", "batching", "placement", "gate",
-             "durability")
+_TOP_KEYS = ("limits", "symbols", "portfolios", "firm", "accounts", "trading_day", "batching", "placement",
+             "gate", "durability")
 
 
-def _section(path: str, raw: Any, cls: type, spec: Mapping[str, tuple[Callable[[str, Any], Any], Any]]) -> Any:
+_SYMBOL_SPEC = _spec(SymbolSpec, {"multiplier": _positive, "price_band_pct": _optional(_fraction)},
+                     supplied=("symbol",))
+_POSITION_SPEC = _spec(PositionSpec, {"qty": _number, "avg_price": _positive}, supplied=("symbol",))
+_TRADING_DAY_SPEC = _spec(TradingDayConfig, {"roll_time": _roll_time, "timezone": _timezone})
+_BATCHING_SPEC = _spec(BatchingConfig, {"max_ticks": _positive_int, "max_delay_ms": _non_negative,
+                                        "max_in_flight": _positive_int})
+_PLACEMENT_SPEC = _spec(PlacementConfig,
+                        {"accounts_per_actor": _positive_int, "actor_num_cpus": _non_negative})
+_GATE_SPEC = _spec(GateConfig, {"max_staleness_ms": _positive, "poll_interval_ms": _positive})
+_DURABILITY_SPEC = _spec(DurabilityConfig, {"fsync": _boolean, "snapshot_mb": _positive})
+
+
+def _section(path: str, raw: Any, cls: type, spec: Mapping[str, tuple[Check, Any]]) -> Any:
     return cls(**_fields(path, raw, spec))
 
 
@@ -337,19 +370,21 @@ def parse_config(raw: Any, source: str = "<memory>") -> RiskConfig:
         path = f"symbols.{name}"
         if not re.fullmatch(r"[A-Za-z0-9._:/-]{1,32}", name):
             raise ConfigError(path, "symbol names are 1-32 characters of letters, digits and . _ : / -")
-        values = _fields(path, body, {"multiplier": (_positive, 1.0), "price_band_pct": (_optional(_fraction), None)})
+        values = _fields(path, body, _SYMBOL_SPEC)
         symbols[name] = SymbolSpec(symbol=name, **values)
 
     portfolios: dict[str, PortfolioSpec] = {}
     portfolio_account_limits: dict[str, dict[str, Any]] = {}
     for name, body in _mapping("portfolios", _or_empty(root.get("portfolios"), {})).items():
         path = f"portfolios.{name}"
-        body = _fields(path, body, {"limits": (lambda p, v: v, None), "account_limits": (lambda p, v: v, None)})
+        body = _fields(path, body, {"limits": (_as_given, None), "account_limits": (_as_given, None)})
         limits = AggregateLimits(**_fields(f"{path}.limits", body["limits"], _AGGREGATE_LIMITS_SPEC))
         portfolios[name] = PortfolioSpec(id=name, limits=limits)
-        portfolio_account_limits[name] = _account_limits(f"{path}.account_limits", body["account_limits"], default_limits)
+        portfolio_account_limits[name] = _account_limits(
+            f"{path}.account_limits", body["account_limits"], default_limits
+        )
 
-    firm_body = _fields("firm", root.get("firm"), {"limits": (lambda p, v: v, None)})
+    firm_body = _fields("firm", root.get("firm"), {"limits": (_as_given, None)})
     firm = AggregateLimits(**_fields("firm.limits", firm_body["limits"], _AGGREGATE_LIMITS_SPEC))
 
     raw_accounts = _or_empty(root.get("accounts"), [])
@@ -367,22 +402,25 @@ def parse_config(raw: Any, source: str = "<memory>") -> RiskConfig:
                 "portfolio": (_text, _MISSING),
                 "balance": (_positive, _MISSING),
                 "positions": (lambda p, v: _mapping(p, _or_empty(v, {})), {}),
-                "limits": (lambda p, v: v, None),
+                "limits": (_as_given, None),
             },
         )
         if values["id"] in seen:
             raise ConfigError(f"{path}.id", f"duplicate account id {values['id']!r}")
         seen.add(values["id"])
         if values["portfolio"] not in portfolios:
-            raise ConfigError(f"{path}.portfolio", f"unknown portfolio {values['portfolio']!r} (define it under portfolios)")
+            raise ConfigError(
+                f"{path}.portfolio", f"unknown portfolio {values['portfolio']!r} (define it under portfolios)"
+            )
         positions = []
         for symbol, pos in values["positions"].items():
             pos_path = f"{path}.positions.{symbol}"
             if symbol not in symbols:
                 raise ConfigError(pos_path, f"unknown symbol {symbol!r} (define it under symbols)")
-            pos_values = _fields(pos_path, pos, {"qty": (_number, _MISSING), "avg_price": (_positive, _MISSING)})
+            pos_values = _fields(pos_path, pos, _POSITION_SPEC)
             positions.append(PositionSpec(symbol=symbol, **pos_values))
-        merged = _account_limits(f"{path}.limits", values["limits"], portfolio_account_limits[values["portfolio"]])
+        inherited = portfolio_account_limits[values["portfolio"]]
+        merged = _account_limits(f"{path}.limits", values["limits"], inherited)
         accounts.append(
             AccountSpec(
                 id=values["id"],
@@ -393,30 +431,16 @@ def parse_config(raw: Any, source: str = "<memory>") -> RiskConfig:
             )
         )
 
-    trading_day = _section(
-        "trading_day", root.get("trading_day"), TradingDayConfig,
-        {"roll_time": (_roll_time, "17:00"), "timezone": (_timezone, "America/New_York")},
-    )
-    batching = _section(
-        "batching", root.get("batching"), BatchingConfig,
-        {"max_ticks": (_positive_int, 4096), "max_delay_ms": (_non_negative, 5.0), "max_in_flight": (_positive_int, 4)},
-    )
-    placement = _section(
-        "placement", root.get("placement"), PlacementConfig,
-        {"accounts_per_actor": (_positive_int, 1), "actor_num_cpus": (_non_negative, 0.0)},
-    )
-    gate = _section(
-        "gate", root.get("gate"), GateConfig,
-        {"max_staleness_ms": (_positive, 1000.0), "poll_interval_ms": (_positive, 200.0)},
-    )
-    durability = _section(
-        "durability", root.get("durability"), DurabilityConfig,
-        {"fsync": (_boolean, False), "snapshot_mb": (_positive, 64.0)},
-    )
+    trading_day = _section("trading_day", root.get("trading_day"), TradingDayConfig, _TRADING_DAY_SPEC)
+    batching = _section("batching", root.get("batching"), BatchingConfig, _BATCHING_SPEC)
+    placement = _section("placement", root.get("placement"), PlacementConfig, _PLACEMENT_SPEC)
+    gate = _section("gate", root.get("gate"), GateConfig, _GATE_SPEC)
+    durability = _section("durability", root.get("durability"), DurabilityConfig, _DURABILITY_SPEC)
     if gate.poll_interval_ms >= gate.max_staleness_ms:
         raise ConfigError(
             "gate.poll_interval_ms",
-            f"must be below gate.max_staleness_ms ({gate.max_staleness_ms}) or every gate would go stale between pushes",
+            f"must be below gate.max_staleness_ms ({gate.max_staleness_ms}) or every gate would go stale "
+            "between pushes",
         )
     return RiskConfig(
         limits=AccountLimits(**default_limits),
@@ -434,8 +458,9 @@ def parse_config(raw: Any, source: str = "<memory>") -> RiskConfig:
 
 
 def config_to_raw(config: RiskConfig) -> dict[str, Any]:
-    """The YAML-safe mapping :func:`parse_config` turns back into ``config`` (every account's limits written out
-    in full, so no cascade is needed). A restarted actor reads its config from this, kept in the state directory."""
+    """The YAML-safe mapping :func:`parse_config` turns back into ``config`` (every account's limits written
+    out in full, so no cascade is needed). A restarted actor reads its config from this, kept in the state
+    directory."""
 
     def plain(obj: Any) -> dict[str, Any]:
         return {name: str(value) if isinstance(value, KillSwitchMode) else value
@@ -482,7 +507,8 @@ def save_config(config: RiskConfig, path: str | Path) -> None:
     nor anything it held in Ray's object store."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(msgpack.packb({"source": config.source, "config": config_to_raw(config)}, use_bin_type=True))
+    stored = {"source": config.source, "config": config_to_raw(config)}
+    tmp.write_bytes(msgpack.packb(stored, use_bin_type=True))
     os.replace(tmp, path)
 
 

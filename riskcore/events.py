@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from riskcore.clock import rfc3339_us
+from riskcore.states import BreakerCause, BreakerState, EngageCause, ReleaseCause, Scope
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,9 +41,10 @@ class Fill:
 class Cash:
     """Cash moved into (``amount`` > 0: a deposit) or out of (< 0: a withdrawal) an account.
 
-    It changes the balance, and start-of-day equity and the day peak by the same amount: moving cash is neither
-    profit nor loss, so daily PnL and drawdown are as they were, while leverage follows the new equity. It
-    travels with the account's fills (routed by account, in arrival order), and ``cash_id`` is applied once.
+    It changes the balance, and start-of-day equity and the day peak by the same amount: moving cash is
+    neither profit nor loss, so daily PnL and drawdown are as they were, while leverage follows the new
+    equity. It travels with the account's fills (routed by account, in arrival order), and ``cash_id`` is
+    applied once.
     """
 
     account: str
@@ -57,7 +59,7 @@ AccountEvent = Fill | Cash  # what an account's own stream carries (the router r
 
 
 def event_id(event: AccountEvent) -> str:
-    """The id an account event is applied once by ("" if it has none); a fill's and a cash id never collide."""
+    """The id an account event is applied once by ("" if it has none); fill and cash ids never collide."""
     if isinstance(event, Fill):
         return f"fill:{event.fill_id}" if event.fill_id else ""
     return f"cash:{event.cash_id}" if event.cash_id else ""
@@ -99,26 +101,37 @@ class AlertEvent:
 
 @dataclass(frozen=True, slots=True)
 class BreakerEvent:
-    """A breaker changed state. ``cause`` is limit / operator / auto_reset / day_roll / reset."""
+    """A breaker changed state, and why (``cause``: an :class:`EngageCause` or a :class:`ReleaseCause`).
 
-    scope: str
+    The enums are string enums: they compare equal to their values, and :meth:`to_dict`, msgpack and JSON
+    carry the plain strings. An event rebuilt from those strings gets its enums back here.
+    """
+
+    scope: Scope
     id: str
-    state: str
+    state: BreakerState
     reason: str
-    cause: str
+    cause: BreakerCause
     operator: str
     stream: str
     seq: int | None
     ts_ns: int
 
+    def __post_init__(self) -> None:
+        # A decoded event (msgpack, JSON) arrives with plain strings; one built in riskcore already has enums,
+        # which these lookups return unchanged.
+        object.__setattr__(self, "scope", Scope(self.scope))
+        object.__setattr__(self, "state", BreakerState(self.state))
+        object.__setattr__(self, "cause", breaker_cause(self.cause))
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "type": "breaker",
-            "scope": self.scope,
+            "scope": str(self.scope),
             "id": self.id,
-            "state": self.state,
+            "state": str(self.state),
             "reason": self.reason,
-            "cause": self.cause,
+            "cause": str(self.cause),
             "operator": self.operator,
             "stream": self.stream,
             "tick_seq": self.seq,
@@ -126,5 +139,13 @@ class BreakerEvent:
         }
 
 
-Event = AlertEvent | BreakerEvent
+def breaker_cause(value: str) -> BreakerCause:
+    """The cause a string names (``limit``, ``operator``, ``auto_reset``, ``day_roll``, ``reset``)."""
+    if value in _ENGAGE_CAUSES:
+        return EngageCause(value)
+    return ReleaseCause(value)
 
+
+_ENGAGE_CAUSES = frozenset(EngageCause)
+
+Event = AlertEvent | BreakerEvent  # what the engines emit

@@ -12,8 +12,8 @@ place and the indexes match the file's lines.
 
 from __future__ import annotations
 
-import datetime as _dt
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 from riskcore.clock import datetime_to_ns
@@ -22,7 +22,7 @@ from riskcore.events import Tick
 from riskcore.wire import _tick_frame, iter_frames
 
 FORMATS = ("histdata", "truefx", "msgpack")
-_EST = _dt.timezone(_dt.timedelta(hours=-5))
+_EST = timezone(timedelta(hours=-5))
 Record = tuple[int, Tick | InputError]
 
 
@@ -41,13 +41,14 @@ def parse_histdata_line(line: str, symbol: str, stream: str, index: int) -> Tick
     if len(stamp) != 18 or stamp[8] != " " or not (stamp[:8] + stamp[9:]).isdigit():
         raise InputError("bad_record", f"timestamp {stamp!r} is not YYYYMMDD HHMMSSmmm")
     try:
-        local = _dt.datetime(
+        local = datetime(
             int(stamp[0:4]), int(stamp[4:6]), int(stamp[6:8]), int(stamp[9:11]), int(stamp[11:13]),
             int(stamp[13:15]), int(stamp[15:18]) * 1000, tzinfo=_EST,
         )
     except ValueError as exc:
         raise InputError("bad_record", f"timestamp {stamp!r}: {exc}") from None
-    return Tick(symbol, _number(parts[1], "bid"), _number(parts[2], "ask"), datetime_to_ns(local), stream, index)
+    bid, ask = _number(parts[1], "bid"), _number(parts[2], "ask")
+    return Tick(symbol, bid, ask, datetime_to_ns(local), stream, index)
 
 
 def parse_truefx_line(line: str, index: int) -> Tick:
@@ -56,10 +57,11 @@ def parse_truefx_line(line: str, index: int) -> Tick:
         raise InputError("bad_record", f"expected 4 comma-separated fields, got {len(parts)}")
     symbol = parts[0].replace("/", "")
     try:
-        utc = _dt.datetime.strptime(parts[1], "%Y%m%d %H:%M:%S.%f").replace(tzinfo=_dt.UTC)
+        utc = datetime.strptime(parts[1], "%Y%m%d %H:%M:%S.%f").replace(tzinfo=UTC)
     except ValueError:
         raise InputError("bad_record", f"timestamp {parts[1]!r} is not YYYYMMDD HH:MM:SS.mmm") from None
-    return Tick(symbol, _number(parts[2], "bid"), _number(parts[3], "ask"), datetime_to_ns(utc), symbol, index)
+    bid, ask = _number(parts[2], "bid"), _number(parts[3], "ask")
+    return Tick(symbol, bid, ask, datetime_to_ns(utc), symbol, index)
 
 
 def _lines(path: Path) -> Iterator[tuple[int, str | InputError]]:

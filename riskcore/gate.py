@@ -127,10 +127,12 @@ class GateCore:
         for account_id, raw in view["accounts"].items():
             old = old_accounts.get(account_id)
             accounts[account_id] = AccountView(
-                portfolio=raw["portfolio"], engaged=raw["engaged"], reduce_only=raw["reduce_only"], up=raw["up"],
-                equity=raw["equity"], exposure=raw["exposure"], positions=dict(raw["positions"]),
-                max_account_leverage=raw["max_account_leverage"], max_order_notional=raw["max_order_notional"],
-                max_position_notional=raw["max_position_notional"], max_orders_per_second=raw["max_orders_per_second"],
+                portfolio=raw["portfolio"], engaged=raw["engaged"], reduce_only=raw["reduce_only"],
+                up=raw["up"], equity=raw["equity"], exposure=raw["exposure"],
+                positions=dict(raw["positions"]), max_account_leverage=raw["max_account_leverage"],
+                max_order_notional=raw["max_order_notional"],
+                max_position_notional=raw["max_position_notional"],
+                max_orders_per_second=raw["max_orders_per_second"],
                 recent_orders=old.recent_orders if old is not None else deque(),
             )
         self._snap = _Snapshot(
@@ -160,7 +162,9 @@ class GateCore:
                 accounts[account_id] = replace(view, engaged=now_engaged, up=now_up)
         self._snap = replace(
             snap, version=table["version"], global_halt=(bool(table["global_engaged"]), snap.global_halt[1]),
-            portfolios={k: (bool(v), snap.portfolios.get(k, (False, True))[1]) for k, v in table["portfolios"].items()},
+            portfolios={
+                k: (bool(v), snap.portfolios.get(k, (False, True))[1]) for k, v in table["portfolios"].items()
+            },
             accounts=accounts,
         )
         self.received_ns = received_ns
@@ -202,7 +206,9 @@ class GateCore:
             return Decision(False, Reason.UNKNOWN_SYMBOL, f"unknown symbol {order.symbol!r}")
         qty, price = order.qty, order.price
         if not (math.isfinite(qty) and math.isfinite(price)) or qty == 0.0 or price <= 0.0:
-            return Decision(False, Reason.INVALID_ORDER, "quantity must be non-zero and price positive and finite")
+            return Decision(
+                False, Reason.INVALID_ORDER, "quantity must be non-zero and price positive and finite"
+            )
         position = account.positions.get(order.symbol, 0.0)
         reducing = _reduces(position, qty)
 
@@ -212,16 +218,22 @@ class GateCore:
             halts.append((Reason.GLOBAL_HALT, snap.global_halt[1], "global breaker engaged"))
         portfolio = snap.portfolios.get(account.portfolio)
         if portfolio is not None and portfolio[0]:
-            halts.append((Reason.PORTFOLIO_HALT, portfolio[1], f"portfolio {account.portfolio} breaker engaged"))
+            halts.append(
+                (Reason.PORTFOLIO_HALT, portfolio[1], f"portfolio {account.portfolio} breaker engaged")
+            )
         if account.engaged or order.account in self.shard_halts:
-            halts.append((Reason.ACCOUNT_HALT, account.reduce_only, f"account {order.account} breaker engaged"))
+            halts.append(
+                (Reason.ACCOUNT_HALT, account.reduce_only, f"account {order.account} breaker engaged")
+            )
         halt = halts[0] if halts else None
         if halts:
             for reason, reduce_only, detail in halts:
                 if not reduce_only:
                     return Decision(False, reason, detail)
             if not reducing:
-                return Decision(False, Reason.REDUCE_ONLY, f"{halts[0][2]}; only position-reducing orders pass")
+                return Decision(
+                    False, Reason.REDUCE_ONLY, f"{halts[0][2]}; only position-reducing orders pass"
+                )
 
         if account.max_orders_per_second is not None:
             recent = account.recent_orders
@@ -231,7 +243,10 @@ class GateCore:
                 return Decision(False, Reason.ORDER_RATE, f"{account.max_orders_per_second} orders/s reached")
         notional = abs(qty) * price * multiplier
         if account.max_order_notional is not None and notional > account.max_order_notional:
-            return Decision(False, Reason.ORDER_NOTIONAL, f"order notional {notional:.2f} > {account.max_order_notional:g}")
+            return Decision(
+                False, Reason.ORDER_NOTIONAL,
+                f"order notional {notional:.2f} > {account.max_order_notional:g}",
+            )
         band = snap.bands.get(order.symbol)
         mid = snap.marks.get(order.symbol)
         if band is not None and mid is not None and abs(price - mid) > band * mid:
@@ -241,13 +256,15 @@ class GateCore:
             new_notional = abs(new_position) * price * multiplier
             if account.max_position_notional is not None and new_notional > account.max_position_notional:
                 return Decision(
-                    False, Reason.POSITION_LIMIT, f"position notional {new_notional:.2f} > {account.max_position_notional:g}"
+                    False, Reason.POSITION_LIMIT,
+                    f"position notional {new_notional:.2f} > {account.max_position_notional:g}",
                 )
             exposure = account.exposure - abs(position) * price * multiplier + new_notional
             if account.equity <= 0.0 or exposure / account.equity > account.max_account_leverage:
                 projected = math.inf if account.equity <= 0.0 else exposure / account.equity
                 return Decision(
-                    False, Reason.PROJECTED_LEVERAGE, f"projected leverage {projected:.3f} > {account.max_account_leverage:g}"
+                    False, Reason.PROJECTED_LEVERAGE,
+                    f"projected leverage {projected:.3f} > {account.max_account_leverage:g}",
                 )
         if account.max_orders_per_second is not None:
             account.recent_orders.append(now_ns)

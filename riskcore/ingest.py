@@ -15,12 +15,12 @@ from typing import Any
 
 import numpy as np
 
-from riskcore.engine import SNAPSHOT_VERSION, TickColumns, check_snapshot_version
+from riskcore.batch import SNAPSHOT_VERSION, TickColumns, check_snapshot_version
 from riskcore.events import AccountEvent, Cash, event_id
 
 MAX_PRICE = 1e9  # no instrument we mark trades near this; beyond it a price is a broken feed
 MAX_QTY = 1e12  # an order of magnitude past any real position: a fat-fingered or corrupted fill
-MAX_CASH = 1e12  # no account moves a trillion in one transfer: a corrupted or mistyped amount
+MAX_CASH = 1e12  # no account moves (or pays in fees) a trillion at once: a corrupted or mistyped amount
 MAX_NAME = 256  # characters in a stream name, fill id or cash id: longer is corrupt or hostile input
 
 
@@ -76,7 +76,8 @@ class TickScreen:
         return self._screen_rows(ticks)
 
     def _ends_if_in_order(self, ticks: TickColumns) -> dict[str, tuple[int, int]] | None:
-        """Each stream's last (seq, ts) if every stream is in order in this batch and after its past, else None.
+        """Each stream's last (seq, ts) if every stream is in order in this batch and after its past, else
+        None.
 
         One stable sort by stream, whatever the number of streams.
         """
@@ -89,9 +90,10 @@ class TickScreen:
         firsts = np.flatnonzero(np.r_[True, ~same])
         lasts = np.r_[firsts[1:] - 1, streams.size - 1]
         ends: dict[str, tuple[int, int]] = {}
-        for first, last in zip(firsts.tolist(), lasts.tolist()):
+        for first, last in zip(firsts.tolist(), lasts.tolist(), strict=True):
             name = ticks.streams[int(streams[first])]
-            if name in self.last_seq and (int(seq[first]) <= self.last_seq[name] or int(ts[first]) < self.last_ts[name]):
+            past = name in self.last_seq
+            if past and (int(seq[first]) <= self.last_seq[name] or int(ts[first]) < self.last_ts[name]):
                 return None
             ends[name] = (int(seq[last]), int(ts[last]))
         return ends
@@ -108,7 +110,8 @@ class TickScreen:
                 name = name[:MAX_NAME]
             if problem is None and name in self.last_seq:
                 if seq <= self.last_seq[name]:
-                    problem = ("duplicate_seq", f"sequence {seq} not after {self.last_seq[name]} on stream {name}")
+                    problem = ("duplicate_seq",
+                               f"sequence {seq} not after {self.last_seq[name]} on stream {name}")
                 elif ts < self.last_ts[name]:
                     problem = ("stale_timestamp", f"timestamp runs back on stream {name}")
             if problem is None:
@@ -141,7 +144,8 @@ class TickScreen:
 
 
 class FillScreen:
-    """Fills and cash movements: known account (and symbol), sane numbers, each fill id and cash id applied once."""
+    """Fills and cash movements: known account (and symbol), sane numbers, each fill id and cash id applied
+    once."""
 
     def __init__(self, accounts: Iterable[str], symbols: Mapping[str, int]) -> None:
         self.accounts = set(accounts)
@@ -152,7 +156,8 @@ class FillScreen:
     def problem(self, fill: AccountEvent) -> tuple[str, str] | None:
         if fill.account not in self.accounts:
             return "unknown_account", f"unknown account {fill.account[:MAX_NAME]!r}"
-        for what, name in (("stream", fill.stream), ("id", fill.cash_id if isinstance(fill, Cash) else fill.fill_id)):
+        event_name = fill.cash_id if isinstance(fill, Cash) else fill.fill_id
+        for what, name in (("stream", fill.stream), ("id", event_name)):
             if len(name) > MAX_NAME:
                 return "bad_name", f"{what} of {len(name)} characters (at most {MAX_NAME})"
         if isinstance(fill, Cash):
@@ -167,8 +172,9 @@ class FillScreen:
             return "bad_qty", f"quantity {fill.qty!r} is zero, non-finite or absurd"
         if not math.isfinite(fill.price) or fill.price <= 0.0 or fill.price >= MAX_PRICE:
             return "bad_price", f"fill price {fill.price!r} is not a usable price"
-        if not math.isfinite(fill.fee) or fill.fee < 0.0:
-            return "bad_fee", f"fee {fill.fee!r} must be finite and >= 0"
+        # A negative fee is a rebate (a maker's), credited to the balance like realised PnL.
+        if not math.isfinite(fill.fee) or abs(fill.fee) > MAX_CASH:
+            return "bad_fee", f"fee {fill.fee!r} is non-finite or absurd"
         if fill.fill_id and event_id(fill) in self.seen_ids:
             return "duplicate_fill", f"fill {fill.fill_id!r} was already applied"
         return None
@@ -179,11 +185,13 @@ class FillScreen:
         if key:
             self.seen_ids.add(key)
 
-    def screen(self, fills: list[AccountEvent], fill_pos: list[int]) -> tuple[list[AccountEvent], list[int], list[Refusal]]:
+    def screen(
+        self, fills: list[AccountEvent], fill_pos: list[int]
+    ) -> tuple[list[AccountEvent], list[int], list[Refusal]]:
         kept: list[AccountEvent] = []
         kept_pos: list[int] = []
         refusals: list[Refusal] = []
-        for fill, pos in zip(fills, fill_pos):
+        for fill, pos in zip(fills, fill_pos, strict=True):
             problem = self.problem(fill)
             if problem is None:
                 self.note(fill)

@@ -3,21 +3,36 @@
 :func:`run_ticks` applies ticks in arrival order to every account holding the
 tick's symbol, in account order, doing exactly what
 :meth:`riskcore.account.AccountBook.on_tick` does — the same sums over
-position slots in slot order, the same comparisons, the same breaker steps —
-so its results are bit-identical to the reference engine. What it does not do
-is build Python objects: each alert or breaker change is written as one row of
-``out_i`` / ``out_f`` and the caller turns rows into events.
+position slots in slot order, the same comparisons, the same breaker steps,
+and the same scalar rules (marking, drawdown, leverage, levels: the functions of
+:mod:`riskcore.account`, compiled) — so its results are bit-identical to the
+reference engine. What it does not do is build Python objects: each alert or
+breaker change is written as one row of :class:`OutRows` and the caller turns
+rows into events.
 
-State lives in arrays (one row per account, slots padded to a fixed width);
-:class:`riskcore.engine.BatchedEngine` packs and unpacks it around each batch.
+State lives in arrays (one row per account, slots padded to a fixed width), in
+groups of one kind each (:class:`AccountArrays`, :class:`SlotArrays`, ...): a group
+passed where another is expected is a type error.
+:class:`riskcore.engine.BatchedEngine` packs and unpacks them around each batch.
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from numba import njit
+from numpy.typing import NDArray
 
-# Row kinds written to out_i[:, 0].
+from riskcore.account import CRITICAL, drawdown_pct, leverage, mark_price, metric_rank
+from riskcore.states import cooldown_left_seconds
+
+F64 = NDArray[np.float64]
+I64 = NDArray[np.int64]
+I32 = NDArray[np.int32]
+Flags = NDArray[np.bool_]
+
+# Row kinds written to OutRows.ints[:, 0].
 ALERT = 0
 ENGAGE = 1
 AUTO_RESET = 2
@@ -32,130 +47,219 @@ NO_ROLL_BOUNDARY = 2
 ENGAGED = 3  # stopped after a tick that engaged a breaker, so the caller can publish it before going on
 
 
+class TickArrays(NamedTuple):
+    """The ticks' numeric columns (of :class:`riskcore.engine.TickColumns`), one row per tick."""
+
+    symbol: I32
+    bid: F64
+    ask: F64
+    ts_ns: I64
+
+
+class MarkArrays(NamedTuple):
+    """Each symbol's latest quote; ``quoted`` is false before its first."""
+
+    bid: F64
+    ask: F64
+    quoted: Flags
+
+
+class HolderArrays(NamedTuple):
+    """Who holds each symbol: ``n_holders[s]`` accounts ``account[s, :n_holders[s]]`` (in account order), each
+    keeping it in position slot ``slot[s, h]``."""
+
+    n_holders: I64
+    account: I64  # [symbol, holder]
+    slot: I64  # [symbol, holder]
+
+
+class SlotArrays(NamedTuple):
+    """Each account's ``n_slots[a]`` position slots ([account, slot]), in the order it first held each
+    symbol."""
+
+    n_slots: I64
+    symbol: I64
+    qty: F64
+    avg: F64
+    mult: F64
+    upnl: F64  # the slot's open-PnL term at its symbol's current mark (the kernel re-sums the terms)
+    expo: F64  # the slot's exposure term
+
+
+class AccountArrays(NamedTuple):
+    """Each account's figures, level and breaker (:class:`riskcore.account.AccountBook`'s fields)."""
+
+    balance: F64
+    closed_pnl: F64
+    open_pnl: F64
+    exposure: F64
+    sod_equity: F64
+    day_peak: F64
+    rank: I64
+    dd_rank: I64
+    lev_rank: I64
+    ts_ns: I64
+    has_ts: Flags  # an event has reached it (ts_ns is valid)
+    next_roll_ns: I64  # -1: not known before its first event
+    engaged: Flags
+    cause_limit: Flags  # engaged by a limit (not an operator)
+    engaged_at_ns: I64
+    engaged_dd: Flags  # engaged on the drawdown limit
+    day_rolled: Flags
+    touched: Flags  # reached by a tick since the caller last cleared it
+
+
+class LimitArrays(NamedTuple):
+    """Each account's limits (:class:`riskcore.config.AccountLimits`)."""
+
+    drawdown_warning: F64
+    max_daily_drawdown: F64
+    leverage_warning: F64
+    max_account_leverage: F64
+    auto_engage: Flags  # kill_switch_mode auto
+    auto_reset: Flags
+    cooldown_s: F64
+    release_on_day_roll: Flags
+
+
+class OutRows(NamedTuple):
+    """One row per alert or breaker change: ``ints[r]`` as :data:`OUT_INT_COLS`, ``floats[r]`` as
+    :data:`OUT_FLOAT_COLS`."""
+
+    ints: I64
+    floats: F64
+
+
+_mark_price = njit(cache=True, nogil=True)(mark_price)
+_drawdown_pct = njit(cache=True, nogil=True)(drawdown_pct)
+_leverage = njit(cache=True, nogil=True)(leverage)
+_metric_rank = njit(cache=True, nogil=True)(metric_rank)
+_cooldown_left_seconds = njit(cache=True, nogil=True)(cooldown_left_seconds)
+
+
+@njit(cache=True, nogil=True)
+def mark_prices(qty: F64, avg: F64, bid: F64, ask: F64, quoted: Flags) -> F64:
+    """:func:`riskcore.account.mark_price` of each position (each argument a column, one row a position)."""
+    out = np.empty_like(qty)
+    for k in range(qty.shape[0]):
+        out[k] = _mark_price(qty[k], avg[k], bid[k], ask[k], quoted[k])
+    return out
+
+
 @njit(cache=True, nogil=True)
 def run_ticks(
-    t_sym, t_bid, t_ask, t_ts, start, end,
-    m_bid, m_ask, m_has,
-    hold_n, hold_acc, hold_slot,
-    slot_n, slot_sym, slot_qty, slot_avg, slot_mult, slot_upnl, slot_expo,
-    a_balance, a_closed, a_open, a_expo, a_sod, a_peak, a_rank, a_ddr, a_levr, a_ts, a_has_ts, a_next_roll,
-    a_eng, a_cause_limit, a_eng_at, a_eng_dd, a_day_rolled, a_touched,
-    l_ddw, l_ddh, l_levw, l_levh, l_auto, l_autoreset, l_cool_s, l_roll_release,
-    rolls,
-    out_i, out_f, n_out, stop_on_engage,
-):
+    ticks: TickArrays, start: int, end: int, marks: MarkArrays, holders: HolderArrays, slots: SlotArrays,
+    acc: AccountArrays, limits: LimitArrays, rolls: I64, out: OutRows, n_out: int, stop_on_engage: bool,
+) -> tuple[int, int, int]:
     """Apply ticks ``[start, end)``; return ``(status, next tick, rows written)``.
 
-    Stops early (status OUT_FULL) before a tick whose events might not fit, so the caller can drain
-    the rows and call again from the returned tick; with ``stop_on_engage``, also (status ENGAGED) after
-    a tick that engaged a breaker, once every holder has had that tick.
+    ``rolls``: the trading-day boundaries, ascending, around the ticks. Stops early (status OUT_FULL) before
+    a tick whose events might not fit, so the caller can drain the rows and call again from the returned tick;
+    with ``stop_on_engage``, also (status ENGAGED) after a tick that engaged a breaker, once every holder has
+    had that tick.
     """
+    out_i, out_f = out.ints, out.floats
     cap = out_i.shape[0]
     i = start
     while i < end:
-        s = t_sym[i]
-        holders = hold_n[s]
+        s = ticks.symbol[i]
+        n_holders = holders.n_holders[s]
         # Worst case a tick writes two rows per holder (an alert and a breaker change).
-        if n_out + 2 * holders > cap:
+        if n_out + 2 * n_holders > cap:
             return OUT_FULL, i, n_out
-        bid = t_bid[i]
-        ask = t_ask[i]
-        m_bid[s] = bid
-        m_ask[s] = ask
-        m_has[s] = True
-        ts = t_ts[i]
+        bid = ticks.bid[i]
+        ask = ticks.ask[i]
+        marks.bid[s] = bid
+        marks.ask[s] = ask
+        marks.quoted[s] = True
+        ts = ticks.ts_ns[i]
         engaged_here = False
-        for h in range(holders):
-            a = hold_acc[s, h]
+        for h in range(n_holders):
+            a = holders.account[s, h]
             # Trading-day roll at the first event at or after the boundary (AccountBook.begin_event).
-            next_roll = a_next_roll[a]
+            next_roll = acc.next_roll_ns[a]
             if next_roll < 0 or ts >= next_roll:
                 if next_roll >= 0:
-                    equity = a_balance[a] + a_open[a]
-                    a_sod[a] = equity
-                    a_peak[a] = equity
-                    a_closed[a] = 0.0
-                    if a_eng[a]:
-                        a_day_rolled[a] = True
+                    equity = acc.balance[a] + acc.open_pnl[a]
+                    acc.sod_equity[a] = equity
+                    acc.day_peak[a] = equity
+                    acc.closed_pnl[a] = 0.0
+                    if acc.engaged[a]:
+                        acc.day_rolled[a] = True
                 k = np.searchsorted(rolls, ts, side="right")
                 if k >= rolls.shape[0]:
                     return NO_ROLL_BOUNDARY, i, n_out
-                a_next_roll[a] = rolls[k]
-            a_ts[a] = ts
-            a_has_ts[a] = True
-            a_touched[a] = True  # reached: its figures go in the next report, and its book lags the arrays
+                acc.next_roll_ns[a] = rolls[k]
+            acc.ts_ns[a] = ts
+            acc.has_ts[a] = True
+            acc.touched[a] = True  # reached: its figures go in the next report, and its book lags the arrays
             # AccountBook.remark. Only the ticked slot's mark moved: recompute its terms, then sum every
             # slot's terms in slot order. A flat slot's terms are +0.0, which leaves a sum unchanged exactly
             # as skipping it does, so the totals are bit-identical to the reference's.
-            j = hold_slot[s, h]
-            qty = slot_qty[a, j]
+            j = holders.slot[s, h]
+            qty = slots.qty[a, j]
             if qty != 0.0:
-                mark = bid if qty > 0.0 else ask
-                mult = slot_mult[a, j]
-                slot_upnl[a, j] = qty * (mark - slot_avg[a, j]) * mult
-                slot_expo[a, j] = abs(qty) * mark * mult
+                avg = slots.avg[a, j]
+                mark = _mark_price(qty, avg, bid, ask, True)
+                mult = slots.mult[a, j]
+                slots.upnl[a, j] = qty * (mark - avg) * mult
+                slots.expo[a, j] = abs(qty) * mark * mult
             open_pnl = 0.0
             exposure = 0.0
-            upnl_row = slot_upnl[a]
-            expo_row = slot_expo[a]
-            for j in range(slot_n[a]):
+            upnl_row = slots.upnl[a]
+            expo_row = slots.expo[a]
+            for j in range(slots.n_slots[a]):
                 open_pnl += upnl_row[j]
                 exposure += expo_row[j]
-            a_open[a] = open_pnl
-            a_expo[a] = exposure
+            acc.open_pnl[a] = open_pnl
+            acc.exposure[a] = exposure
             # AccountBook.evaluate.
-            equity = a_balance[a] + open_pnl
-            peak = a_peak[a]
+            equity = acc.balance[a] + open_pnl
+            peak = acc.day_peak[a]
             if equity > peak:
                 peak = equity
-                a_peak[a] = peak
-            drawdown = peak - equity
-            if peak > 0.0:
-                dd_pct = drawdown / peak
-            elif drawdown > 0.0:
-                dd_pct = np.inf
-            else:
-                dd_pct = 0.0
-            lev = exposure / equity if equity > 0.0 else np.inf
-            dd_rank = 2 if dd_pct > l_ddh[a] else (1 if dd_pct > l_ddw[a] else 0)
-            lev_rank = 2 if lev > l_levh[a] else (1 if lev > l_levw[a] else 0)
-            rank = dd_rank if dd_rank > lev_rank else lev_rank
+                acc.day_peak[a] = peak
+            dd_pct = _drawdown_pct(peak, peak - equity)
+            lev = _leverage(exposure, equity)
+            dd_rank = _metric_rank(dd_pct, limits.drawdown_warning[a], limits.max_daily_drawdown[a])
+            lev_rank = _metric_rank(lev, limits.leverage_warning[a], limits.max_account_leverage[a])
+            rank = max(dd_rank, lev_rank)
             # AccountBook.step_levels.
-            if rank != a_rank[a]:
+            if rank != acc.rank[a]:
                 out_i[n_out, 0] = ALERT
                 out_i[n_out, 1] = i
                 out_i[n_out, 2] = a
-                out_i[n_out, 3] = a_rank[a]
+                out_i[n_out, 3] = acc.rank[a]
                 out_i[n_out, 4] = rank
                 out_i[n_out, 5] = dd_rank
-                out_i[n_out, 6] = a_ddr[a]  # the previous drawdown rank names a fall to NORMAL
+                out_i[n_out, 6] = acc.dd_rank[a]  # the previous drawdown rank names a fall to NORMAL
                 out_f[n_out, 0] = dd_pct
                 out_f[n_out, 1] = lev
                 n_out += 1
-            a_rank[a] = rank
-            a_ddr[a] = dd_rank
-            a_levr[a] = lev_rank
+            acc.rank[a] = rank
+            acc.dd_rank[a] = dd_rank
+            acc.lev_rank[a] = lev_rank
             # AccountBook.step_breaker.
-            if a_eng[a]:
-                if rank != 2 and a_cause_limit[a]:
-                    day_release = a_day_rolled[a] and l_roll_release[a] and a_eng_dd[a]
-                    if l_autoreset[a] or day_release:
-                        left = l_cool_s[a] - (ts - a_eng_at[a]) / 1e9
+            if acc.engaged[a]:
+                if rank != CRITICAL and acc.cause_limit[a]:
+                    day_release = acc.day_rolled[a] and limits.release_on_day_roll[a] and acc.engaged_dd[a]
+                    if limits.auto_reset[a] or day_release:
+                        left = _cooldown_left_seconds(limits.cooldown_s[a], acc.engaged_at_ns[a], ts)
                         if not left > 0.0:
-                            a_eng[a] = False
-                            a_cause_limit[a] = False
-                            a_eng_dd[a] = False
-                            a_day_rolled[a] = False
+                            acc.engaged[a] = False
+                            acc.cause_limit[a] = False
+                            acc.engaged_dd[a] = False
+                            acc.day_rolled[a] = False
                             out_i[n_out, 0] = DAY_ROLL if day_release else AUTO_RESET
                             out_i[n_out, 1] = i
                             out_i[n_out, 2] = a
                             n_out += 1
-            elif rank == 2 and l_auto[a]:
-                a_eng[a] = True
-                a_cause_limit[a] = True
-                a_eng_at[a] = ts
-                a_eng_dd[a] = dd_rank == 2
-                a_day_rolled[a] = False
+            elif rank == CRITICAL and limits.auto_engage[a]:
+                acc.engaged[a] = True
+                acc.cause_limit[a] = True
+                acc.engaged_at_ns[a] = ts
+                acc.engaged_dd[a] = dd_rank == CRITICAL
+                acc.day_rolled[a] = False
                 out_i[n_out, 0] = ENGAGE
                 out_i[n_out, 1] = i
                 out_i[n_out, 2] = a

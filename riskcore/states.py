@@ -12,9 +12,8 @@ from dataclasses import dataclass
 from enum import IntEnum, StrEnum
 from typing import Any
 
+from riskcore.clock import NS_PER_SECOND
 from riskcore.errors import TransitionError
-
-NS_PER_SECOND = 1_000_000_000
 
 
 class AlertLevel(StrEnum):
@@ -83,7 +82,7 @@ class Metric(IntEnum):
 
 _BREAKER_TABLE: dict[tuple[BreakerState, BreakerTrigger], BreakerState] = {
     (BreakerState.SAFE, BreakerTrigger.ENGAGE): BreakerState.ENGAGED,
-    # An operator may engage an engaged breaker: it becomes theirs (no auto-release) and its cooldown restarts.
+    # An operator may engage an engaged breaker: it becomes theirs (no auto-release), its cooldown restarts.
     (BreakerState.ENGAGED, BreakerTrigger.ENGAGE): BreakerState.ENGAGED,
     (BreakerState.ENGAGED, BreakerTrigger.RESET): BreakerState.SAFE,
 }
@@ -94,6 +93,11 @@ def next_breaker_state(state: BreakerState, trigger: BreakerTrigger) -> BreakerS
         return _BREAKER_TABLE[(state, trigger)]
     except KeyError:
         raise TransitionError("breaker", str(state), str(trigger)) from None
+
+
+def cooldown_left_seconds(cooldown_seconds: float, engaged_at_ns: int, now_ns: int) -> float:
+    """Seconds of a breaker's recovery cooldown left at ``now_ns`` (0 once it is over)."""
+    return max(0.0, cooldown_seconds - (now_ns - engaged_at_ns) / NS_PER_SECOND)
 
 
 @dataclass(slots=True)
@@ -126,9 +130,11 @@ class Breaker:
         self.day_rolled = False
 
     def cooldown_left_seconds(self, now_ns: int, cooldown_seconds: float) -> float:
-        return max(0.0, cooldown_seconds - (now_ns - self.engaged_at_ns) / NS_PER_SECOND)
+        return cooldown_left_seconds(cooldown_seconds, self.engaged_at_ns, now_ns)
 
-    def reset_refusal(self, now_ns: int, cooldown_seconds: float, still_breached: bool, mode: KillSwitchMode) -> str | None:
+    def reset_refusal(
+        self, now_ns: int, cooldown_seconds: float, still_breached: bool, mode: KillSwitchMode
+    ) -> str | None:
         """Why a reset may not happen now, or ``None`` when it may.
 
         - only an engaged breaker can be reset;

@@ -29,12 +29,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any
 
 import msgpack
 import numpy as np
 
-from riskcore.engine import EventBatch, TickColumns
+from riskcore.batch import EventBatch, TickColumns
 from riskcore.errors import InputError
 from riskcore.events import AccountEvent, Cash, Fill
 
@@ -53,7 +54,9 @@ def _read_column(frame: Mapping[str, Any], name: str, rows: int | None) -> np.nd
         raise InputError("bad_frame", f"column {name!r} must be bytes, got {type(raw).__name__}")
     dtype = np.dtype(_COLUMNS[name])
     if len(raw) % dtype.itemsize:
-        raise InputError("bad_frame", f"column {name!r} has {len(raw)} bytes, not a multiple of {dtype.itemsize}")
+        raise InputError(
+            "bad_frame", f"column {name!r} has {len(raw)} bytes, not a multiple of {dtype.itemsize}"
+        )
     array = np.frombuffer(raw, dtype=dtype)
     if rows is not None and array.shape[0] != rows:
         raise InputError("bad_frame", f"column {name!r} has {array.shape[0]} rows, expected {rows}")
@@ -95,15 +98,21 @@ class TickFrame:
         return int(self.sym.shape[0])
 
 
-def encode_ticks(stream: str, symbols: Sequence[str], sym: Any, bid: Any, ask: Any, ts_ns: Any, seq: Any) -> bytes:
-    return msgpack.packb(
+def _packb(frame: Mapping[str, Any]) -> bytes:
+    packed: bytes = msgpack.packb(frame, use_bin_type=True)
+    return packed
+
+
+def encode_ticks(
+    stream: str, symbols: Sequence[str], sym: Any, bid: Any, ask: Any, ts_ns: Any, seq: Any
+) -> bytes:
+    return _packb(
         {
             "v": VERSION, "type": "ticks", "stream": stream, "symbols": list(symbols),
             "sym": _column("sym", np.asarray(sym)), "bid": _column("bid", np.asarray(bid)),
             "ask": _column("ask", np.asarray(ask)), "ts": _column("ts", np.asarray(ts_ns)),
             "seq": _column("seq", np.asarray(seq)),
-        },
-        use_bin_type=True,
+        }
     )
 
 
@@ -132,8 +141,8 @@ def fill_to_wire(fill: AccountEvent) -> dict[str, Any]:
         return {"type": "cash", "account": fill.account, "amount": fill.amount, "ts": fill.ts_ns,
                 "cash_id": fill.cash_id, "stream": fill.stream, "seq": fill.seq}
     return {
-        "account": fill.account, "symbol": fill.symbol, "qty": fill.qty, "price": fill.price, "ts": fill.ts_ns,
-        "fee": fill.fee, "fill_id": fill.fill_id, "stream": fill.stream, "seq": fill.seq,
+        "account": fill.account, "symbol": fill.symbol, "qty": fill.qty, "price": fill.price,
+        "ts": fill.ts_ns, "fee": fill.fee, "fill_id": fill.fill_id, "stream": fill.stream, "seq": fill.seq,
     }
 
 
@@ -153,12 +162,14 @@ def fill_from_wire(item: Any) -> AccountEvent:
     def field(name: str, kinds: tuple[type, ...], default: Any = None) -> Any:
         value = item.get(name, default)
         if value is None or isinstance(value, bool) or not isinstance(value, kinds):
-            raise InputError("bad_fill", f"{what} field {name!r} must be {'/'.join(k.__name__ for k in kinds)}, got {value!r}")
+            expected = "/".join(k.__name__ for k in kinds)
+            raise InputError("bad_fill", f"{what} field {name!r} must be {expected}, got {value!r}")
         return value
 
     if cash:
         return Cash(
-            account=field("account", (str,)), amount=float(field("amount", (int, float))), ts_ns=int(field("ts", (int,))),
+            account=field("account", (str,)), amount=float(field("amount", (int, float))),
+            ts_ns=int(field("ts", (int,))),
             cash_id=field("cash_id", (str,), ""), stream=field("stream", (str,), "cash"),
             seq=int(field("seq", (int,), 0)),
         )
@@ -166,12 +177,13 @@ def fill_from_wire(item: Any) -> AccountEvent:
         account=field("account", (str,)), symbol=field("symbol", (str,)),
         qty=float(field("qty", (int, float))), price=float(field("price", (int, float))),
         ts_ns=int(field("ts", (int,))), fee=float(field("fee", (int, float), 0.0)),
-        fill_id=field("fill_id", (str,), ""), stream=field("stream", (str,), "fills"), seq=int(field("seq", (int,), 0)),
+        fill_id=field("fill_id", (str,), ""), stream=field("stream", (str,), "fills"),
+        seq=int(field("seq", (int,), 0)),
     )
 
 
 def encode_fills(fills: Sequence[AccountEvent]) -> bytes:
-    return msgpack.packb({"v": VERSION, "type": "fills", "fills": [fill_to_wire(f) for f in fills]}, use_bin_type=True)
+    return _packb({"v": VERSION, "type": "fills", "fills": [fill_to_wire(f) for f in fills]})
 
 
 # --------------------------------------------------------------------------- router batches
@@ -194,7 +206,7 @@ class BatchFrame:
 def encode_batch(batch: EventBatch, number: int, base_pos: int, targets: Sequence[str] = (),
                  target_seq: Sequence[int] = ()) -> bytes:
     ticks = batch.ticks
-    return msgpack.packb(
+    return _packb(
         {
             "v": VERSION, "type": "batch", "batch": number, "base_pos": base_pos, "targets": list(targets),
             "tseq": list(target_seq),
@@ -204,8 +216,7 @@ def encode_batch(batch: EventBatch, number: int, base_pos: int, targets: Sequenc
             "ts": _column("ts", ticks.ts_ns), "seq": _column("seq", ticks.seq),
             "fills": [fill_to_wire(f) for f in batch.fills], "fill_pos": list(batch.fill_pos),
             "marks": {int(k): [float(v[0]), float(v[1])] for k, v in batch.marks.items()},
-        },
-        use_bin_type=True,
+        }
     )
 
 
@@ -221,15 +232,15 @@ def _batch_frame(frame: Mapping[str, Any], symbol_count: int) -> BatchFrame:
     if rows and (int(stream.min()) < 0 or int(stream.max()) >= len(streams)):
         raise InputError("bad_frame", "column 'stream' indexes outside 'streams'")
     ticks = TickColumns(
-        sym, _read_column(frame, "bid", rows), _read_column(frame, "ask", rows), _read_column(frame, "ts", rows),
-        _read_column(frame, "seq", rows), stream, tuple(streams),
+        sym, _read_column(frame, "bid", rows), _read_column(frame, "ask", rows),
+        _read_column(frame, "ts", rows), _read_column(frame, "seq", rows), stream, tuple(streams),
     )
     raw_fills = frame.get("fills")
     fill_pos = frame.get("fill_pos")
     if not isinstance(raw_fills, list) or not isinstance(fill_pos, list) or len(raw_fills) != len(fill_pos):
         raise InputError("bad_frame", "batch frame needs 'fills' and 'fill_pos' lists of one length")
     if not all(isinstance(p, int) and not isinstance(p, bool) and 0 <= p <= rows for p in fill_pos) or any(
-        a > b for a, b in zip(fill_pos, fill_pos[1:])
+        a > b for a, b in pairwise(fill_pos)
     ):
         raise InputError("bad_frame", "'fill_pos' must be non-decreasing positions within the batch")
     marks_raw = frame.get("marks")
@@ -261,8 +272,9 @@ def _batch_frame(frame: Mapping[str, Any], symbol_count: int) -> BatchFrame:
 # --------------------------------------------------------------------------- entry point
 
 
-def decode(data: bytes | bytearray | memoryview, *, symbol_count: int = 1 << 30, max_bytes: int = MAX_FRAME_BYTES,
-           ) -> TickFrame | list[AccountEvent] | BatchFrame:
+def decode(
+    data: bytes | bytearray | memoryview, *, symbol_count: int = 1 << 30, max_bytes: int = MAX_FRAME_BYTES
+) -> TickFrame | list[AccountEvent] | BatchFrame:
     """Decode one frame of any type, or raise :class:`InputError` saying what is wrong with it."""
     frame = _unpack(data, max_bytes)
     kind = frame.get("type")
@@ -280,12 +292,13 @@ def decode(data: bytes | bytearray | memoryview, *, symbol_count: int = 1 << 30,
 
 def iter_frames(data: bytes, max_bytes: int = MAX_FRAME_BYTES) -> list[dict[str, Any] | InputError]:
     """Split a recorded file of back-to-back frames; a broken tail becomes one InputError."""
-    unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, max_buffer_size=max(len(data), 1), max_ext_len=0)
+    unpacker = msgpack.Unpacker(
+        raw=False, strict_map_key=False, max_buffer_size=max(len(data), 1), max_ext_len=0
+    )
     unpacker.feed(data)
     out: list[dict[str, Any] | InputError] = []
     try:
-        for obj in unpacker:
-            out.append(obj)
+        out.extend(unpacker)  # what came before a malformed frame is kept
     except Exception as exc:
         out.append(InputError("bad_frame", f"malformed frame: {type(exc).__name__}: {exc}"))
         return out

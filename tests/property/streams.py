@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from riskcore.clock import NS_PER_SECOND, TradingCalendar, parse_rfc3339, rfc3339_us
 from riskcore.config import RiskConfig, parse_config
 from riskcore.engine import BatchedEngine, ReferenceEngine
-from riskcore.events import AccountEvent, AlertEvent, BreakerEvent, Cash, Fill, Tick
+from riskcore.events import AccountEvent, Cash, Fill, Tick
 
 S = NS_PER_SECOND
 HOUR = 3600 * S
@@ -32,8 +32,6 @@ NOTIONAL_PER_LOT = 10_000.0  # a lot is 10k of notional whatever the multiplier,
 # Start days around both 2020 DST changes and in plain winter / summer; the hour varies the distance to 17:00 NY.
 START_DAYS = ("2020-01-15", "2020-03-07", "2020-07-15", "2020-10-31")
 FILL_KINDS = ("open", "grow", "reduce", "close", "flip", "cash")  # "cash": a deposit or withdrawal instead
-
-Event = AlertEvent | BreakerEvent
 
 
 # --------------------------------------------------------------------------- config

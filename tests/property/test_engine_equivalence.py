@@ -15,8 +15,8 @@ from hypothesis import HealthCheck, given, settings, target
 
 from riskcore.clock import parse_rfc3339
 from riskcore.engine import BatchedEngine, EventBatch, ReferenceEngine
-from riskcore.events import AlertEvent, BreakerEvent, Cash, Fill, Tick
-from tests.property.streams import HOUR, Event, S, Scenario, breakers, one_account_scenario, scenarios
+from riskcore.events import AlertEvent, BreakerEvent, Cash, Event, Fill, Tick
+from tests.property.streams import HOUR, S, Scenario, breakers, one_account_scenario, scenarios
 
 # --------------------------------------------------------------------------- running both engines
 

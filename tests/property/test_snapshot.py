@@ -22,10 +22,9 @@ from hypothesis import strategies as st
 from riskcore.clock import parse_rfc3339
 from riskcore.config import parse_config
 from riskcore.engine import BatchedEngine, EventBatch
-from riskcore.events import BreakerEvent, Fill, Tick
+from riskcore.events import BreakerEvent, Event, Fill, Tick
 from tests.property.streams import (
     HOUR,
-    Event,
     OperatorStep,
     S,
     Scenario,
@@ -55,17 +54,20 @@ def assert_native(value: object, path: str = "snapshot") -> None:
 
 def assert_same_arrays(original: BatchedEngine, restored: BatchedEngine) -> None:
     """Bit for bit, the state the kernel reads (slots and holders up to their counts: widths may differ)."""
-    for name, array in vars(original).items():
-        if name.startswith(("a_", "m_")) and name not in ("a_changed", "a_lag"):
-            assert array.tobytes() == getattr(restored, name).tobytes(), name
-    assert np.array_equal(original.slot_n, restored.slot_n)
-    assert np.array_equal(original.hold_n, restored.hold_n)
-    for a, n in enumerate(original.slot_n.tolist()):
-        for name in ("slot_sym", "slot_qty", "slot_avg", "slot_mult", "slot_upnl", "slot_expo"):
-            assert getattr(original, name)[a, :n].tobytes() == getattr(restored, name)[a, :n].tobytes(), (name, a)
-    for s, n in enumerate(original.hold_n.tolist()):
-        for name in ("hold_acc", "hold_slot"):
-            assert np.array_equal(getattr(original, name)[s, :n], getattr(restored, name)[s, :n]), (name, s)
+    for group in ("acc", "quotes"):
+        for name, array in getattr(original, group)._asdict().items():
+            if name != "touched":
+                assert array.tobytes() == getattr(getattr(restored, group), name).tobytes(), (group, name)
+    slots, restored_slots = original.slots, restored.slots
+    assert np.array_equal(slots.n_slots, restored_slots.n_slots)
+    assert np.array_equal(original.holders.n_holders, restored.holders.n_holders)
+    for a, n in enumerate(slots.n_slots.tolist()):
+        for name in ("symbol", "qty", "avg", "mult", "upnl", "expo"):
+            assert getattr(slots, name)[a, :n].tobytes() == getattr(restored_slots, name)[a, :n].tobytes(), (name, a)
+    for s, n in enumerate(original.holders.n_holders.tolist()):
+        for name in ("account", "slot"):
+            assert np.array_equal(getattr(original.holders, name)[s, :n], getattr(restored.holders, name)[s, :n]), (
+                name, s)
 
 
 def run_with_snapshot(scenario: Scenario, cut: int) -> tuple[dict[str, Any], list[Event]]:

@@ -15,13 +15,11 @@ from riskcore.clock import parse_rfc3339, rfc3339_us
 from riskcore.config import RiskConfig, parse_config
 from riskcore.engine import EventBatch, ReferenceEngine
 from riskcore.errors import UnknownAccountError
-from riskcore.events import AlertEvent, BreakerEvent, Cash, Fill, Tick
+from riskcore.events import AlertEvent, BreakerEvent, Cash, Event, Fill, Tick
+from riskcore.states import BreakerState, EngageCause, ReleaseCause, Scope
 
 S = 1_000_000_000  # ns per second
 T0 = parse_rfc3339("2020-01-15T15:00:00.000000Z")  # 10:00 in New York, far from the 17:00 roll
-
-Event = AlertEvent | BreakerEvent
-
 
 # --------------------------------------------------------------------------- helpers
 
@@ -386,7 +384,7 @@ def test_alert_level_when_drawdown_escalates_names_each_tick() -> None:
     assert seen == [
         AlertEvent("A", "NORMAL", "WARNING", "drawdown_pct", pytest.approx(0.011), 0.01, "t", 2, T0 + 1 * S),
         AlertEvent("A", "WARNING", "CRITICAL", "drawdown_pct", pytest.approx(0.021), 0.02, "t", 4, T0 + 3 * S),
-        BreakerEvent("account", "A", "ENGAGED", seen[-1].reason, "limit", "", "t", 4, T0 + 3 * S),
+        BreakerEvent(Scope.ACCOUNT, "A", BreakerState.ENGAGED, seen[-1].reason, EngageCause.LIMIT, "", "t", 4, T0 + 3 * S),
     ]
     assert "drawdown_pct" in seen[-1].reason
     assert desk.state.breaker == "ENGAGED"
@@ -586,7 +584,10 @@ def test_auto_reset_when_cooldown_not_elapsed_keeps_breaker_engaged() -> None:
 
     assert breaker_events(early) == []
     assert breaker_events(just_before) == []
-    assert released == [BreakerEvent("account", "A", "SAFE", released[0].reason, "auto_reset", "", "t", 4, T0 + 30 * S)]
+    assert released == [
+        BreakerEvent(Scope.ACCOUNT, "A", BreakerState.SAFE, released[0].reason, ReleaseCause.AUTO_RESET, "", "t", 4,
+                     T0 + 30 * S)
+    ]
     assert desk.state.breaker == "SAFE"
 
 
@@ -634,7 +635,8 @@ def test_operator_engage_when_safe_engages_with_reason() -> None:
 
     event = desk.engine.engage("A", T0, "alice", "desk review")
 
-    assert event == BreakerEvent("account", "A", "ENGAGED", "desk review", "operator", "alice", "operator", None, T0)
+    assert event == BreakerEvent(Scope.ACCOUNT, "A", BreakerState.ENGAGED, "desk review", EngageCause.OPERATOR, "alice",
+                          "operator", None, T0)
     assert desk.state.breaker == "ENGAGED"
 
 
@@ -657,7 +659,8 @@ def test_operator_reset_when_cooldown_elapsed_releases() -> None:
     event, refusal = desk.engine.reset("A", T0 + 60 * S, "bob", "all clear")
 
     assert refusal is None
-    assert event == BreakerEvent("account", "A", "SAFE", "all clear", "reset", "bob", "operator", None, T0 + 60 * S)
+    assert event == BreakerEvent(Scope.ACCOUNT, "A", BreakerState.SAFE, "all clear", ReleaseCause.RESET, "bob", "operator",
+                          None, T0 + 60 * S)
     assert desk.state.breaker == "SAFE"
 
 

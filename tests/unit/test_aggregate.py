@@ -13,7 +13,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from riskcore.aggregate import AccountSummary, Aggregator, SummaryColumns
+from riskcore.aggregate import Aggregator, SummaryColumns
 from riskcore.config import parse_config
 from riskcore.states import AlertLevel
 
@@ -50,7 +50,24 @@ def updates(draw: Any) -> list[SummaryColumns]:
     return out
 
 
-def reference_total(latest: dict[str, AccountSummary], accounts: list[str], engaged: set[str]) -> dict[str, Any]:
+def reported(columns: SummaryColumns) -> dict[str, dict[str, Any]]:
+    """Each row of ``columns`` as a plain per-account record, read one element at a time."""
+    symbols = list(CONFIG.symbols)
+    out: dict[str, dict[str, Any]] = {}
+    for row, index in enumerate(columns.index.tolist()):
+        out[CONFIG.accounts[index].id] = {
+            "equity": float(columns.equity[row]), "sod_equity": float(columns.sod_equity[row]),
+            "exposure": float(columns.exposure[row]), "net": {},
+            "alert_level": str(AlertLevel.from_rank(int(columns.rank[row]))),
+        }
+    rows = columns.index.tolist()
+    for k in range(columns.pos_account.size):
+        account = CONFIG.accounts[rows[int(columns.pos_account[k])]].id
+        out[account]["net"][symbols[int(columns.pos_symbol[k])]] = float(columns.pos_net[k])
+    return out
+
+
+def reference_total(latest: dict[str, dict[str, Any]], accounts: list[str], engaged: set[str]) -> dict[str, Any]:
     total: dict[str, Any] = {"accounts": 0, "gross_exposure": 0.0, "equity": 0.0, "sod": 0.0, "net": {},
                              "levels": {str(level): 0 for level in AlertLevel}, "engaged": 0}
     for account in accounts:
@@ -58,12 +75,12 @@ def reference_total(latest: dict[str, AccountSummary], accounts: list[str], enga
         if summary is None:
             continue
         total["accounts"] += 1
-        total["gross_exposure"] += summary.exposure
-        total["equity"] += summary.equity
-        total["sod"] += summary.sod_equity
-        for symbol, value in summary.net.items():
+        total["gross_exposure"] += summary["exposure"]
+        total["equity"] += summary["equity"]
+        total["sod"] += summary["sod_equity"]
+        for symbol, value in summary["net"].items():
             total["net"][symbol] = total["net"].get(symbol, 0.0) + value
-        total["levels"][summary.alert_level] += 1
+        total["levels"][summary["alert_level"]] += 1
         total["engaged"] += account in engaged
     return total
 
@@ -73,10 +90,10 @@ def reference_total(latest: dict[str, AccountSummary], accounts: list[str], enga
 def test_aggregator_when_updated_with_any_subsets_totals_equal_plain_sums(batches: list[SummaryColumns],
                                                                           engaged: set[str]) -> None:
     aggregator = Aggregator(CONFIG)
-    latest: dict[str, AccountSummary] = {}
+    latest: dict[str, dict[str, Any]] = {}
     for columns in batches:
         aggregator.update(columns)
-        latest.update({s.account: s for s in columns.to_summaries(CONFIG)})
+        latest.update(reported(columns))
     for account in engaged:
         aggregator.set_engaged(account, True)
     scopes = [(aggregator.portfolio(p), [a.id for a in CONFIG.accounts if a.portfolio == p]) for p in CONFIG.portfolios]

@@ -74,8 +74,8 @@ def test_engine_restore_when_engine_has_its_own_history_takes_the_snapshot_whole
     engine.restore(snapshot)
 
     assert engine.snapshot() == snapshot
-    assert engine.hold_n.tolist() == [2, 0]
-    assert not engine.m_has[1]
+    assert engine.holders.n_holders.tolist() == [2, 0]
+    assert not engine.quotes.quoted[1]
 
 
 @pytest.mark.parametrize("version", [SNAPSHOT_VERSION + 1, 0, None])

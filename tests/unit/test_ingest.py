@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from riskcore.engine import SNAPSHOT_VERSION, TickColumns
 from riskcore.errors import SnapshotError
 from riskcore.events import Fill
-from riskcore.ingest import MAX_PRICE, MAX_QTY, FillScreen, TickScreen, quote_problem
+from riskcore.ingest import MAX_CASH, MAX_PRICE, MAX_QTY, FillScreen, TickScreen, quote_problem
 
 T0 = 1_577_916_000_000_000_000
 
@@ -289,7 +289,8 @@ def test_fill_screen_when_fill_sane_accepts() -> None:
         ({"price": -1.12}, "bad_price"),
         ({"price": math.nan}, "bad_price"),
         ({"price": MAX_PRICE}, "bad_price"),
-        ({"fee": -0.01}, "bad_fee"),
+        ({"fee": MAX_CASH * 2}, "bad_fee"),
+        ({"fee": -MAX_CASH * 2}, "bad_fee"),
         ({"fee": math.nan}, "bad_fee"),
         ({"fee": math.inf}, "bad_fee"),
     ],
