@@ -1,4 +1,4 @@
-"""``python -m bench.firm [--quick]``: riskmon's throughput and latency, each against its baseline, in one run.
+"""``python -m bench.firm [--quick]``: riskmon's throughput and latency, each against its baseline.
 
 Prints one JSON document:
 
@@ -26,6 +26,7 @@ import platform
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -37,14 +38,34 @@ from riskcore.engine import BatchedEngine, EventBatch
 from riskcore.gate import GateCore, Order
 from riskmon.loadgen.generator import LoadGenerator, firm_config
 from riskmon.stress import run_stress
+from riskmon.testing import view_from_config
 
-FULL = {"firm_ticks": 1_000_000, "firm10_ticks": 300_000, "naive_ticks": 4_000, "latency_ticks": 1_500_000,
-        "breach_every": 5_000, "scaling_ticks": 400_000, "gate_checks": 200_000, "floor_calls": 300, "scaling": (100, 1000, 10000)}
-QUICK = {"firm_ticks": 100_000, "firm10_ticks": 30_000, "naive_ticks": 400, "latency_ticks": 200_000,
-         "breach_every": 2_000, "scaling_ticks": 150_000, "gate_checks": 20_000, "floor_calls": 100, "scaling": (100, 1000, 10000)}
+
+@dataclass(frozen=True)
+class Size:
+    """How much of each measurement a run makes."""
+
+    firm: tuple[int, int]  # (accounts, symbols) of the "firm-1k" throughput and latency runs
+    firm_ticks: int
+    firm10_ticks: int
+    naive_ticks: int
+    latency_ticks: int
+    breach_every: int
+    scaling_ticks: int
+    gate_checks: int
+    floor_calls: int
+    scaling: tuple[int, ...]  # accounts
+
+
+FULL = Size(firm=(1000, 50), firm_ticks=1_000_000, firm10_ticks=300_000, naive_ticks=4_000,
+            latency_ticks=1_500_000, breach_every=5_000, scaling_ticks=400_000, gate_checks=200_000,
+            floor_calls=300, scaling=(100, 1000, 10000))
+QUICK = Size(firm=(1000, 50), firm_ticks=100_000, firm10_ticks=30_000, naive_ticks=400, latency_ticks=200_000,
+             breach_every=2_000, scaling_ticks=150_000, gate_checks=20_000, floor_calls=100,
+             scaling=(100, 1000, 10000))
 # For the test suite: every code path, tiny sizes (the figures mean nothing).
-SMOKE = {"firm_ticks": 5_000, "firm10_ticks": 2_000, "naive_ticks": 50, "latency_ticks": 5_000,
-         "breach_every": 1_000, "scaling_ticks": 2_000, "gate_checks": 1_000, "floor_calls": 5, "scaling": (20, 40, 80)}
+SMOKE = Size(firm=(40, 5), firm_ticks=5_000, firm10_ticks=2_000, naive_ticks=50, latency_ticks=5_000,
+             breach_every=1_000, scaling_ticks=2_000, gate_checks=1_000, floor_calls=5, scaling=(20, 40, 80))
 CHUNK = 16_384
 # The latency run's batch. Smaller batches wait less to be cut and reach the breaching tick sooner, but each
 # costs a Ray call and a report; of 1,024 / 2,048 / 4,096 / 8,192 ticks, 2,048 gave the lowest p50 on this
@@ -68,11 +89,14 @@ def system_pids(system: RiskSystem) -> list[int]:
     return [os.getpid(), *ray.get([h.__ray_call__.remote(lambda self: os.getpid()) for h in handles])]
 
 
-def firm_run(accounts: int, symbols: int, ticks: int, chunk: int = CHUNK, **stress: Any) -> tuple[dict[str, Any], float]:
+def firm_run(
+    accounts: int, symbols: int, ticks: int, chunk: int = CHUNK, **stress: Any
+) -> tuple[dict[str, Any], float]:
     config = firm_config(accounts, 10 if accounts >= 10 else 2, symbols)
     system = RiskSystem.start(config)
     try:
-        summary = run_stress(config, ticks=ticks, scenario="normal", progress=False, chunk=chunk, system=system, **stress)
+        summary = run_stress(config, ticks=ticks, scenario="normal", progress=False, chunk=chunk,
+                             system=system, **stress)
         return summary, rss_mb(system_pids(system))
     finally:
         system.shutdown()
@@ -96,20 +120,15 @@ def kernel_run(accounts: int, symbols: int, ticks: int) -> dict[str, Any]:
 def gate_run(checks: int) -> dict[str, Any]:
     """``OrderGate.check`` timed per call on a 1,000-account view (the poll thread is not involved)."""
     config = firm_config(1000, 10, 50)
-    accounts = {
-        spec.id: {"portfolio": spec.portfolio, "engaged": False, "reduce_only": True, "up": True, "equity": 1e6,
-                  "exposure": 1.4e6, "positions": {p.symbol: p.qty for p in spec.positions},
-                  "max_account_leverage": 5.0, "max_order_notional": 5e6, "max_position_notional": 2e7,
-                  "max_orders_per_second": None}
-        for spec in config.accounts
-    }
+    view = view_from_config(config, marks=dict.fromkeys(config.symbols, 1.0))
+    view["price_bands"] = dict.fromkeys(config.symbols, 0.05)
+    for account in view["accounts"].values():  # every order-path limit in force, so each check runs them all
+        account.update({"equity": 1e6, "exposure": 1.4e6, "max_account_leverage": 5.0,
+                        "max_order_notional": 5e6, "max_position_notional": 2e7})
     core = GateCore(max_staleness_ns=10**18)
-    core.update({"version": 1, "global_engaged": False, "global_reduce_only": True,
-                 "portfolios": dict.fromkeys(config.portfolios, (False, True)), "accounts": accounts,
-                 "marks": dict.fromkeys(config.symbols, 1.0), "multipliers": dict.fromkeys(config.symbols, 1.0),
-                 "price_bands": dict.fromkeys(config.symbols, 0.05)}, received_ns=0)
+    core.update(view, received_ns=0)
     rng = np.random.default_rng(3)
-    ids = list(accounts)
+    ids = list(view["accounts"])
     orders = [Order(ids[int(rng.integers(len(ids)))], f"SYM{int(rng.integers(50)):03d}", 1_000.0, 1.0001)
               for _ in range(1000)]
     clock = time.perf_counter_ns
@@ -122,12 +141,13 @@ def gate_run(checks: int) -> dict[str, Any]:
         samples[n] = clock() - t0
         allowed += decision.allowed
     overhead = min(-(clock() - clock()) for _ in range(1000))  # the timer's own cost, for the reader
-    return {"p50": round(float(np.percentile(samples, 50)) / 1000, 3), "p99": round(float(np.percentile(samples, 99)) / 1000, 3),
+    return {"p50": round(float(np.percentile(samples, 50)) / 1000, 3),
+            "p99": round(float(np.percentile(samples, 99)) / 1000, 3),
             "timer_overhead_us": round(overhead / 1000, 3), "allowed_fraction": round(allowed / checks, 3)}
 
 
 class _Target:
-    """An actor that notes when a call arrives and wakes its watchers (the shard's two hops, doing nothing else)."""
+    """Notes when a call arrives and wakes its watchers: a shard's two hops, doing nothing else."""
 
     def __init__(self) -> None:
         self.changed = threading.Condition()
@@ -175,8 +195,10 @@ def ray_floor_run(calls: int) -> dict[str, Any]:
     One-way: a call carrying a 2,048-tick batch frame (as the router sends) from the driver to an actor.
     Watch return: an actor wakes a long-poll that another process holds on it (as a shard wakes a gate).
     """
-    target = ray.remote(concurrency_groups={"watch": 2})(_Target).options(num_cpus=0).remote()
-    watcher = ray.remote(_Watcher).options(num_cpus=0, max_concurrency=2).remote(target)
+    # Ray's type stubs leave out concurrency_groups, which ray.remote takes.
+    groups = ray.remote(concurrency_groups={"watch": 2})  # type: ignore[call-overload]
+    target: Any = groups(_Target).options(num_cpus=0).remote()
+    watcher: Any = ray.remote(_Watcher).options(num_cpus=0, max_concurrency=2).remote(target)
     ray.get(watcher.delays_ns.remote())
     frame = bytes(2048 * 40)
     one_way = []
@@ -190,16 +212,19 @@ def ray_floor_run(calls: int) -> dict[str, Any]:
     ray.kill(target)
 
     def ms(values: list[int]) -> dict[str, float]:
-        return {"p50": round(float(np.percentile(values, 50)) / 1e6, 3), "p99": round(float(np.percentile(values, 99)) / 1e6, 3)}
+        return {"p50": round(float(np.percentile(values, 50)) / 1e6, 3),
+                "p99": round(float(np.percentile(values, 99)) / 1e6, 3)}
 
+    two_hops_ns = float(np.percentile(one_way, 50)) + float(np.percentile(back, 50))
     return {"call_one_way_ms": ms(one_way), "watch_return_ms": ms(back),
-            "two_hops_p50_ms": round((float(np.percentile(one_way, 50)) + float(np.percentile(back, 50))) / 1e6, 3)}
+            "two_hops_p50_ms": round(two_hops_ns / 1e6, 3)}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.firm", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a reduced run, under a minute")
-    parser.add_argument("--smoke", action="store_true", help="tiny sizes, only to prove the program runs (tests)")
+    parser.add_argument("--smoke", action="store_true",
+                        help="tiny sizes, only to prove the program runs (tests)")
     args = parser.parse_args(argv)
     size = SMOKE if args.smoke else QUICK if args.quick else FULL
     # Standard output carries the JSON document alone: anything else printed meanwhile (Ray's notices) goes
@@ -211,41 +236,40 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def measure(args: argparse.Namespace, size: dict[str, Any]) -> dict[str, Any]:
+def measure(args: argparse.Namespace, size: Size) -> dict[str, Any]:
     started = time.monotonic()
     # As `riskmon` starts it (actors at normal priority), with Ray's own messages kept off the JSON on stdout.
     init_ray(num_cpus=2, log_to_driver=False)
-    out: dict[str, Any] = {"quick": args.quick, "smoke": args.smoke, "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                                                            "ray": ray.__version__}}
+    machine = {"cpus": os.cpu_count(), "python": platform.python_version(), "ray": ray.__version__}
+    out: dict[str, Any] = {"quick": args.quick, "smoke": args.smoke, "machine": machine}
     try:
-        firm_size = (1000, 50) if not args.smoke else (40, 5)
-        firm, _ = firm_run(*firm_size, size["firm_ticks"])
+        firm, _ = firm_run(*size.firm, size.firm_ticks)
         out["firm_1k_ticks_per_s"] = firm["ticks_per_s"]
         out["firm_1k_account_ticks_per_s"] = firm["account_ticks_per_s"]
-        kernel = kernel_run(*firm_size, size["firm_ticks"])
+        kernel = kernel_run(*size.firm, size.firm_ticks)
         out["kernel_ticks_per_s"] = kernel["ticks_per_s"]
         out["kernel_account_ticks_per_s"] = kernel["account_ticks_per_s"]
         out["firm_1k_over_kernel"] = round(firm["ticks_per_s"] / kernel["ticks_per_s"], 3)
 
-        firm10, _ = firm_run(10, 5, size["firm10_ticks"])
-        naive = naive_run(size["naive_ticks"])
+        firm10, _ = firm_run(10, 5, size.firm10_ticks)
+        naive = naive_run(size.naive_ticks)
         out["firm_10_ticks_per_s"] = firm10["ticks_per_s"]
         out["naive_firm_10_ticks_per_s"] = round(naive["ticks_per_s"])
         out["firm_10_over_naive"] = round(firm10["ticks_per_s"] / naive["ticks_per_s"], 1)
 
-        latency, _ = firm_run(1000 if not args.smoke else 40, 50 if not args.smoke else 5, size["latency_ticks"],
-                              rate=100_000, breach_every=size["breach_every"], chunk=LATENCY_CHUNK)
+        latency, _ = firm_run(*size.firm, size.latency_ticks, rate=100_000, breach_every=size.breach_every,
+                              chunk=LATENCY_CHUNK)
         out["breach_to_deny_ms"] = latency["breach_to_deny_ms"]
         out["breach_to_deny_rate_ticks_per_s"] = latency["ticks_per_s"]
         out["breach_to_deny_undenied"] = len(latency["undenied_breaches"])
 
-        out["breach_path_floor"] = ray_floor_run(size["floor_calls"])
-        out["gate_check_us"] = gate_run(size["gate_checks"])
+        out["breach_path_floor"] = ray_floor_run(size.floor_calls)
+        out["gate_check_us"] = gate_run(size.gate_checks)
 
         scaling = []
-        for accounts in size["scaling"]:
+        for accounts in size.scaling:
             symbols = max(5, 50 * accounts // 1000)
-            run, memory = firm_run(accounts, symbols, size["scaling_ticks"])
+            run, memory = firm_run(accounts, symbols, size.scaling_ticks)
             scaling.append({"accounts": accounts, "symbols": symbols, "ticks_per_s": run["ticks_per_s"],
                             "account_ticks_per_s": run["account_ticks_per_s"], "rss_mb": memory})
         out["scaling"] = scaling

@@ -1,4 +1,4 @@
-"""The naive design riskmon is measured against: one Ray actor per account, one actor call per tick per account.
+"""The naive design riskmon is measured against: an actor per account, an actor call per tick per account.
 
 It is built honestly: each account actor runs riskmon's own ``AccountBook.on_tick`` (the same arithmetic,
 so the comparison is about the architecture, not the maths); ticks are routed by symbol to the accounts
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import time
 from typing import Any
@@ -32,7 +33,8 @@ class NaiveAccount:
     def __init__(self, config: RiskConfig, spec: AccountSpec) -> None:
         self.symbol_ids = config.symbol_ids()
         calendar = TradingCalendar(config.trading_day.roll_time, config.trading_day.timezone)
-        self.book = AccountBook(spec, self.symbol_ids, [s.multiplier for s in config.symbols.values()], calendar)
+        multipliers = [s.multiplier for s in config.symbols.values()]
+        self.book = AccountBook(spec, self.symbol_ids, multipliers, calendar)
         self.marks: dict[int, tuple[float, float]] = {}
         self.applied = 0
 
@@ -47,9 +49,9 @@ class NaiveAccount:
 
 
 def run_naive(config: RiskConfig, ticks: list[Tick], *, max_in_flight: int = 10_000) -> dict[str, Any]:
-    """Apply ``ticks`` the naive way on an already initialised Ray; return ticks/s to the applied watermark."""
+    """Apply ``ticks`` the naive way on an initialised Ray; return ticks/s to the applied watermark."""
     actor = ray.remote(NaiveAccount).options(num_cpus=0)
-    accounts = {spec.id: actor.remote(config, spec) for spec in config.accounts}
+    accounts: dict[str, Any] = {spec.id: actor.remote(config, spec) for spec in config.accounts}
     holders: dict[str, list[Any]] = {}
     for spec in config.accounts:
         for position in spec.positions:
@@ -60,17 +62,18 @@ def run_naive(config: RiskConfig, ticks: list[Tick], *, max_in_flight: int = 10_
             if any(p.symbol == tick.symbol for p in spec.positions):
                 expected[spec.id] += 1
     try:
-        ray.get([handle.count.remote() for handle in accounts.values()])  # every actor up before the clock starts
+        ray.get([handle.count.remote() for handle in accounts.values()])  # all up before the clock starts
         started = time.perf_counter()
         in_flight: list[Any] = []
         for tick in ticks:
-            for handle in holders.get(tick.symbol, ()):
-                in_flight.append(handle.on_tick.remote(tick.symbol, tick.bid, tick.ask, tick.ts_ns, tick.stream, tick.seq))
+            args = (tick.symbol, tick.bid, tick.ask, tick.ts_ns, tick.stream, tick.seq)
+            in_flight.extend(handle.on_tick.remote(*args) for handle in holders.get(tick.symbol, ()))
             if len(in_flight) > max_in_flight:
                 _, in_flight = ray.wait(in_flight, num_returns=len(in_flight) - max_in_flight)
         ray.get(in_flight)
         seconds = time.perf_counter() - started
-        counts = dict(zip(accounts, ray.get([handle.count.remote() for handle in accounts.values()])))
+        applied = ray.get([handle.count.remote() for handle in accounts.values()])
+        counts = dict(zip(accounts, applied, strict=True))
         if counts != expected:
             raise AssertionError(f"naive run lost ticks: applied {counts}, expected {expected}")
     finally:
@@ -86,8 +89,9 @@ def naive_run(ticks: int) -> dict[str, Any]:
     generator = LoadGenerator(config, seed=7, fill_rate=0.0)
     columns = generator.chunk(ticks).ticks
     names = list(config.symbols)
-    events = [Tick(names[int(columns.symbol[i])], float(columns.bid[i]), float(columns.ask[i]), int(columns.ts_ns[i]),
-                   columns.streams[int(columns.stream[i])], int(columns.seq[i])) for i in range(ticks)]
+    events = [Tick(names[int(columns.symbol[i])], float(columns.bid[i]), float(columns.ask[i]),
+                   int(columns.ts_ns[i]), columns.streams[int(columns.stream[i])], int(columns.seq[i]))
+              for i in range(ticks)]
     return run_naive(config, events)
 
 
@@ -95,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.naive", description=__doc__.split("\n\n")[0])
     parser.add_argument("--ticks", type=int, default=2000)
     args = parser.parse_args(argv)
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.ERROR)
     try:
         result = naive_run(args.ticks)
     finally:

@@ -1,16 +1,17 @@
-"""``riskmon chaos``: failure drills against a live local system, each compared with the run without the fault.
+"""``riskmon chaos``: failure drills against a live local system, each compared with the run without it.
 
 Each drill feeds the same generated stream (account, portfolio and firm breaches and fills included) twice:
-once undisturbed, once with a fault halfway through; an operator's halt that is part of a drill's story happens
-in both runs, at the same point. It reports whether the system recovered (every account's state identical to
-the undisturbed run's, every account up again), how long recovery took (from the fault until the rest of the
-stream has been applied and every account is up again), and how many events — account alerts and breakers,
-portfolio and firm limit breaches and breakers, operator commands — were lost or recorded twice (both must be 0).
-The drills' journals compact into snapshots several times a run, so restarts rebuild from snapshot + journal.
+once undisturbed, once with a fault halfway through; an operator's halt that is part of a drill's story
+happens in both runs, at the same point. It reports whether the system recovered (every account's state
+identical to the undisturbed run's, every account up again), how long recovery took (from the fault until the
+rest of the stream has been applied and every account is up again), and how many events — account alerts and
+breakers, portfolio and firm limit breaches and breakers, operator commands — were lost or recorded twice
+(both must be 0). The drills' journals compact into snapshots several times a run, so restarts rebuild from
+snapshot + journal.
 
 - ``shard kill -9``: the process hosting an account shard is killed; Ray restarts it from its journal.
-- ``supervisor kill -9``: the supervisor's process is killed mid-stream after a desk halt; Ray restarts it from its
-  journal.
+- ``supervisor kill -9``: the supervisor's process is killed mid-stream after a desk halt; Ray restarts it
+  from its journal.
 - ``service restart``: the whole system shuts down after a firm halt and starts again under the same name.
 - ``node loss``: a worker node hosting account shards leaves a 3-node cluster; Ray restarts its shards on the
   surviving worker from their journals. It runs on a cluster of its own, in a child process
@@ -30,6 +31,7 @@ import ray
 from driver.system import RiskSystem, init_ray
 from riskcore.config import RiskConfig
 from riskcore.errors import RiskmonError
+from riskcore.states import BreakerState
 from riskmon.drills.common import (
     FAULTS,
     NODE_LOSS,
@@ -46,8 +48,10 @@ from riskmon.drills.common import (
 from riskmon.drills.node_loss import run_node_loss
 from riskmon.loadgen.generator import Chunk
 
+Baseline = Callable[..., dict[str, Any]]  # the undisturbed run of a drill's story (see run_chaos)
 
-def drill_shard_kill(config: RiskConfig, parts: list[Chunk], baseline: Callable[..., dict[str, Any]]) -> dict[str, Any]:
+
+def drill_shard_kill(config: RiskConfig, parts: list[Chunk], baseline: Baseline) -> dict[str, Any]:
     system = RiskSystem.start(config, name=f"chaos-shard-{uuid.uuid4().hex[:8]}")
     try:
         killed: dict[str, float] = {}
@@ -63,7 +67,7 @@ def drill_shard_kill(config: RiskConfig, parts: list[Chunk], baseline: Callable[
         _discard(system)
 
 
-def drill_supervisor_kill(config: RiskConfig, parts: list[Chunk], baseline: Callable[..., dict[str, Any]]) -> dict[str, Any]:
+def drill_supervisor_kill(config: RiskConfig, parts: list[Chunk], baseline: Baseline) -> dict[str, Any]:
     system = RiskSystem.start(config, name=f"chaos-supervisor-{uuid.uuid4().hex[:8]}")
     desk = next(iter(config.portfolios))
     half = len(parts) // 2
@@ -76,13 +80,15 @@ def drill_supervisor_kill(config: RiskConfig, parts: list[Chunk], baseline: Call
             killed["at"] = time.monotonic()
 
         faulted = run_stream(system, parts, kill, half + 3, actions)
-        up = wait_all_up(system) and system.status()["breakers"]["portfolios"][desk]["state"] == "ENGAGED"
-        return drill_result("supervisor kill -9", baseline("desk halt", actions), faulted, time.monotonic() - killed["at"], up)
+        engaged = system.status()["breakers"]["portfolios"][desk]["state"] == BreakerState.ENGAGED
+        up = wait_all_up(system) and engaged
+        recovery_s = time.monotonic() - killed["at"]
+        return drill_result("supervisor kill -9", baseline("desk halt", actions), faulted, recovery_s, up)
     finally:
         _discard(system)
 
 
-def drill_service_restart(config: RiskConfig, parts: list[Chunk], baseline: Callable[..., dict[str, Any]]) -> dict[str, Any]:
+def drill_service_restart(config: RiskConfig, parts: list[Chunk], baseline: Baseline) -> dict[str, Any]:
     name = f"chaos-restart-{uuid.uuid4().hex[:8]}"
     half = len(parts) // 2
     firm_halt = halt("global", "firm", "drill: firm halted before the restart")
@@ -96,10 +102,11 @@ def drill_service_restart(config: RiskConfig, parts: list[Chunk], baseline: Call
     second = RiskSystem.start(config, name=name)
     try:
         recovery_s = time.monotonic() - started
-        halted = second.status()["breakers"]["global"]["state"] == "ENGAGED"
+        halted = second.status()["breakers"]["global"]["state"] == BreakerState.ENGAGED
         faulted = run_stream(second, parts[half:])
         up = wait_all_up(second) and halted
-        return drill_result("service restart", baseline("firm halt", {half: firm_halt}), faulted, recovery_s, up)
+        story = baseline("firm halt", {half: firm_halt})
+        return drill_result("service restart", story, faulted, recovery_s, up)
     finally:
         _discard(second)
 
@@ -131,7 +138,8 @@ def run_chaos(accounts: int = 600, ticks: int = 12_000, seed: int = 11,
     parts: list[Chunk] = []
     baselines: dict[str, dict[str, Any]] = {}
 
-    def baseline(story: str = "plain", actions: dict[int, Callable[[RiskSystem], None]] | None = None) -> dict[str, Any]:
+    def baseline(story: str = "plain",
+                 actions: dict[int, Callable[[RiskSystem], None]] | None = None) -> dict[str, Any]:
         """The undisturbed run of a drill's story (its operator actions included), run once per story."""
         if story not in baselines:
             system = RiskSystem.start(config, name=f"chaos-baseline-{uuid.uuid4().hex[:8]}")

@@ -50,7 +50,7 @@ def drill_load(config: RiskConfig, ticks: int = 12_000, seed: int = 11, chunk: i
 
 
 def halt(scope: str, target: str, reason: str) -> Callable[[RiskSystem], None]:
-    """An operator's halt once everything sent so far is applied (so it lands at the same point in every run)."""
+    """An operator's halt once everything sent so far is applied (it lands at the same point in every run)."""
     def act(system: RiskSystem) -> None:
         system.flush(timeout_s=180.0)
         system.engage(scope, target, "chaos", reason, now_ns=COMMAND_NS)
@@ -99,9 +99,11 @@ def unmatched_events(expected: list[dict[str, Any]], got: list[dict[str, Any]]) 
 def wait_all_up(system: RiskSystem, timeout_s: float = 60.0) -> bool:
     """Block until a gate stops denying any account as down (its actor is up again)."""
     gate = system.gate()
-    probes = [Order(spec.id, spec.positions[0].symbol if spec.positions else next(iter(system.config.symbols)),
-                    1.0, 1.0) for spec in system.config.accounts]
-    return gate.wait_for(lambda g: all(g.check(o).reason is not Reason.STALE_STATE for o in probes), timeout_s)
+    any_symbol = next(iter(system.config.symbols))
+    probes = [Order(spec.id, spec.positions[0].symbol if spec.positions else any_symbol, 1.0, 1.0)
+              for spec in system.config.accounts]
+    return gate.wait_for(lambda g: all(g.check(o).reason is not Reason.STALE_STATE for o in probes),
+                         timeout_s)
 
 
 def drill_result(fault: str, baseline: dict[str, Any], faulted: dict[str, Any], recovery_s: float,
@@ -113,7 +115,7 @@ def drill_result(fault: str, baseline: dict[str, Any], faulted: dict[str, Any], 
             "duplicated_events": duplicated}
 
 
-# ---------------------------------------------------------------- faults (drills and tests only: not public API)
+# ---------------------------------------------------------------- faults (drills and tests only, not public)
 
 def kill_shard(system: RiskSystem, shard_id: str) -> None:
     """Stop one shard's actor for good: its accounts go down and gates deny them."""

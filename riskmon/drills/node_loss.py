@@ -183,7 +183,8 @@ def drill(accounts: int, ticks: int, seed: int, work: Path) -> dict[str, Any]:
     state = work / "state"
 
     def node_of(handle: Any) -> str:
-        return ray.get(handle.__ray_call__.remote(lambda actor: ray.get_runtime_context().get_node_id()))
+        node: str = ray.get(handle.__ray_call__.remote(lambda actor: ray.get_runtime_context().get_node_id()))
+        return node
 
     # As init_ray does for an embedded Ray, and cluster.yaml on every `ray start`: the shards run at normal
     # priority. Set here because the nodes start before the driver connects.

@@ -20,7 +20,7 @@ import numpy as np
 
 from riskcore.config import RiskConfig, parse_config
 from riskcore.engine import TickColumns
-from riskcore.events import Fill
+from riskcore.events import AccountEvent, Fill
 from riskmon.loadgen.quotes import EURUSD_REL_SPREAD, EURUSD_TICK_VOL
 
 SCENARIOS = ("normal", "flash_crash", "fat_finger", "volatility", "mixed")
@@ -30,20 +30,26 @@ JUMP_PROBABILITY = 2e-4  # per tick: a jump of JUMP_SIZE tick volatilities
 JUMP_SIZE = 25.0
 
 
-def firm_config(accounts: int, portfolios: int, symbols: int, *, seed: int = 7, accounts_per_actor: int | None = None,
-                max_ticks: int = 65_536, min_positions: int = 1, max_positions: int = 8,
-                desk_limits: dict[str, Any] | None = None, firm_limits: dict[str, Any] | None = None) -> RiskConfig:
-    """A firm: ``accounts`` in ``portfolios``, each holding 1-8 of ``symbols`` long or short, about 1.4x levered.
-    ``desk_limits`` / ``firm_limits``: the ``limits`` of every portfolio / of the firm (default: none)."""
+def firm_config(accounts: int, portfolios: int, symbols: int, *, seed: int = 7,
+                accounts_per_actor: int | None = None, max_ticks: int = 65_536, min_positions: int = 1,
+                max_positions: int = 8, desk_limits: dict[str, Any] | None = None,
+                firm_limits: dict[str, Any] | None = None) -> RiskConfig:
+    """A firm: ``accounts`` in ``portfolios``, each holding 1-8 of ``symbols`` long or short, ~1.4x levered.
+
+    ``desk_limits`` / ``firm_limits``: the ``limits`` of every portfolio / of the firm (default: none).
+    """
     rng = np.random.default_rng(seed)
     names = [f"SYM{i:03d}" for i in range(symbols)]
     rows = []
     for a in range(accounts):
-        held = rng.choice(symbols, size=int(rng.integers(min_positions, min(max_positions, symbols) + 1)), replace=False)
+        count = int(rng.integers(min_positions, min(max_positions, symbols) + 1))
+        held = rng.choice(symbols, size=count, replace=False)
         rows.append({
             "id": f"acct-{a:05d}", "portfolio": f"desk-{a % portfolios:02d}", "balance": 1_000_000,
-            "positions": {names[s]: {"qty": float(rng.choice([-1, 1]) * rng.integers(5, 50) * 10_000), "avg_price": 1.0}
-                          for s in held},
+            "positions": {
+                names[s]: {"qty": float(rng.choice([-1, 1]) * rng.integers(5, 50) * 10_000), "avg_price": 1.0}
+                for s in held
+            },
         })
     per_actor = accounts_per_actor or max(1, -(-accounts // 2))  # two shards: one per core here
     return parse_config({
@@ -62,15 +68,19 @@ class Chunk:
     """One submission: columns of ticks and the fills placed between them."""
 
     ticks: TickColumns
-    fills: list[Fill] = field(default_factory=list)
+    fills: list[AccountEvent] = field(default_factory=list)
     fill_pos: list[int] = field(default_factory=list)
     first: int = 0  # global index of the first tick
 
 
 class LoadGenerator:
     def __init__(self, config: RiskConfig, *, streams: int = 128, scenario: str = "normal", seed: int = 7,
-                 fill_rate: float = 0.01, total_ticks: int | None = None, breach_every: int | None = None) -> None:
-        """``breach_every``: every that many ticks, a fat-finger fill on the next account not yet hit (latency runs)."""
+                 fill_rate: float = 0.01, total_ticks: int | None = None,
+                 breach_every: int | None = None) -> None:
+        """``breach_every``: every that many ticks, a fat-finger fill on the next account not yet hit.
+
+        (Latency runs: each of those fills breaches its account.)
+        """
         if scenario not in SCENARIOS:
             raise ValueError(f"scenario must be one of {', '.join(SCENARIOS)}")
         self.config = config
@@ -102,7 +112,8 @@ class LoadGenerator:
 
     def plan(self, ticks: int) -> None:
         """Place the scenario's effects within the next ``ticks`` ticks (a fraction of the way in)."""
-        at = {"flash_crash": 0.3, "fat_finger": 0.5, "volatility": 0.7} if self.scenario == "mixed" else {self.scenario: 0.5}
+        mixed = {"flash_crash": 0.3, "fat_finger": 0.5, "volatility": 0.7}
+        at = mixed if self.scenario == "mixed" else {self.scenario: 0.5}
         self.total = self.sent + ticks
         self.starts = {name: self.sent + int(ticks * f) for name, f in at.items() if name != "normal"}
 
@@ -115,7 +126,7 @@ class LoadGenerator:
         jumps = self.rng.random(size) < JUMP_PROBABILITY
         shocks[jumps] += self.rng.choice([-1.0, 1.0], int(jumps.sum())) * JUMP_SIZE * EURUSD_TICK_VOL
         if "volatility" in self.starts:
-            shocks[max(0, self.starts["volatility"] - lo):] *= 10.0  # ten times the tick volatility from there on
+            shocks[max(0, self.starts["volatility"] - lo):] *= 10.0  # ten times the tick volatility from then
         crash_at = self.starts.get("flash_crash", -1) - lo
         if 0 <= crash_at < size:
             crash = np.flatnonzero(symbol[crash_at:] == 0)[:300] + crash_at
@@ -144,8 +155,8 @@ class LoadGenerator:
         return Chunk(ticks, fills, fill_pos, lo)
 
     def _fills(self, size: int, symbol: np.ndarray, bid: np.ndarray, ask: np.ndarray,
-               lo: int) -> tuple[list[Fill], list[int]]:
-        fills: list[Fill] = []
+               lo: int) -> tuple[list[AccountEvent], list[int]]:
+        fills: list[AccountEvent] = []
         positions = np.flatnonzero(self.rng.random(size) < self.fill_rate)
         fat = {self.starts.get("fat_finger", -1) - lo: self.accounts[0]}
         if self.breach_every:
@@ -163,7 +174,8 @@ class LoadGenerator:
             book = self.holder_ids[s] or self.accounts
             account = fat.get(pos) or book[int(self.rng.integers(len(book)))]
             sign = 1.0 if self.rng.random() < 0.5 else -1.0
-            qty = sign * (8_000_000.0 if pos in fat else float(self.rng.integers(1, 20) * 1_000))  # fat: 8x balance
+            # A fat finger is 8x the balance.
+            qty = sign * (8_000_000.0 if pos in fat else float(self.rng.integers(1, 20) * 1_000))
             price = float(ask[pos] if qty > 0 else bid[pos])
             self.fills_sent += 1
             fills.append(Fill(account, self.symbols[s], qty, price, T0_NS + (lo + pos) * TICK_NS, fee=1.0,

@@ -42,5 +42,5 @@ class GateProbe:
 
 
 def create_gate_probe(supervisor: Any, config: RiskConfig) -> Any:
-    """A GateProbe in its own process (latency measurements); a threaded actor so its poll thread runs freely."""
+    """A GateProbe in its own process (latency runs); a threaded actor, so its poll thread runs freely."""
     return ray.remote(GateProbe).options(num_cpus=0, max_concurrency=2).remote(supervisor, config.gate)
