@@ -29,25 +29,25 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
-from typing import Any
 
 from riskcore.clock import NS_PER_SECOND
 from riskcore.config import GateConfig, RiskConfig
 from riskcore.gate import Decision, GateCore, Order
+from riskcore.messages import MESSAGE_VERSION, GateAccount, GateView
 from riskcore.states import Scope
 
 __all__ = ["ViewGate", "view_from_config"]
 
 
-def view_from_config(config: RiskConfig, marks: Mapping[str, float] | None = None) -> dict[str, Any]:
+def view_from_config(config: RiskConfig, marks: Mapping[str, float] | None = None) -> GateView:
     """The view a gate gets for ``config`` with every breaker SAFE and every account up.
 
     Each account holds its configured positions at its balance's equity; its exposure is those positions'
     notional at their average price. ``marks`` are the mid prices the price collar is checked against (a
-    symbol without a mark has no collar). The result is in the form :meth:`ViewGate.install` takes; change
-    it freely, or use :class:`ViewGate`'s methods.
+    symbol without a mark has no collar). The result is the supervisor's :class:`~riskcore.messages.GateView`,
+    as :meth:`ViewGate.install` takes it; change it freely, or use :class:`ViewGate`'s methods.
     """
-    accounts: dict[str, dict[str, Any]] = {}
+    accounts: dict[str, GateAccount] = {}
     for spec in config.accounts:
         limits = spec.limits
         accounts[spec.id] = {
@@ -65,6 +65,7 @@ def view_from_config(config: RiskConfig, marks: Mapping[str, float] | None = Non
             "max_orders_per_second": limits.max_orders_per_second,
         }
     return {
+        "schema": MESSAGE_VERSION,
         "version": 0,
         "figures_version": 0,
         "global_engaged": False,
@@ -85,12 +86,12 @@ class ViewGate:
     supervisor would be; the per-account order-rate history carries over, as it does in a live gate.
     """
 
-    def __init__(self, view: Mapping[str, Any], max_staleness_ms: float | None = None) -> None:
+    def __init__(self, view: GateView, max_staleness_ms: float | None = None) -> None:
         """``max_staleness_ms`` is the config's ``gate.max_staleness_ms`` (its default when not given)."""
         staleness_ms = GateConfig().max_staleness_ms if max_staleness_ms is None else max_staleness_ms
         self.now_ns = 0
         self.core = GateCore(int(staleness_ms * 1_000_000))
-        self.view: dict[str, Any] = copy.deepcopy(dict(view))
+        self.view: GateView = copy.deepcopy(view)
         self.core.update(self.view, self.now_ns)
 
     @classmethod
@@ -106,10 +107,10 @@ class ViewGate:
         """Move the clock on without a new view: past the staleness bound every order is ``STALE_STATE``."""
         self.now_ns += round(seconds * NS_PER_SECOND)
 
-    def install(self, view: Mapping[str, Any] | None = None) -> None:
+    def install(self, view: GateView | None = None) -> None:
         """Install ``view`` (or the edited :attr:`view`) as the next version, received now."""
         if view is not None:
-            self.view = copy.deepcopy(dict(view))
+            self.view = copy.deepcopy(view)
         self.view["version"] += 1
         self.view["figures_version"] = self.view["version"]
         self.core.update(self.view, self.now_ns)
@@ -137,9 +138,12 @@ class ViewGate:
     ) -> None:
         """Change an account's figures as its shard would report them; ``up=False``: its actor is down."""
         view = self.view["accounts"][account]
-        for name, value in (("up", up), ("equity", equity), ("exposure", exposure)):
-            if value is not None:
-                view[name] = value
+        if up is not None:
+            view["up"] = up
+        if equity is not None:
+            view["equity"] = equity
+        if exposure is not None:
+            view["exposure"] = exposure
         if positions is not None:
             view["positions"] = dict(positions)
         self.install()
