@@ -3,10 +3,10 @@
 A producer connects (any number at once) and sends frames, each a 4-byte big-endian length followed by that
 many bytes of one :mod:`riskcore.wire` frame: ``ticks`` (one feed's columnar quotes) or ``fills`` (fills and
 cash movements). Every frame gets one answer, framed the same way: a msgpack map ``{"ok", "accepted",
-"refused", "error"}`` — how many events went on, the first refusals (``{"stream", "seq", "code", "message"}``)
-and, for a frame refused whole, why. A malformed frame is refused whole and changes nothing; the connection
-stays open. A length beyond the frame limit cannot be skipped safely, so it is answered and the connection
-closed.
+"refused", "error"}`` — how many events went on, the first refusals (``{"stream", "seq", "code",
+"message"}``) and, for a frame refused whole, why. A malformed frame is refused whole and changes nothing;
+the connection stays open. A length beyond the frame limit cannot be skipped safely, so it is answered and
+the connection closed.
 
 Back-pressure instead of unbounded memory: a connection's frames are taken one at a time, and the next is
 not read until the current one is handed to the system, which blocks while ``batching.max_in_flight``
@@ -76,8 +76,8 @@ class FeedServer(socketserver.ThreadingTCPServer):
             return {"ok": False, "accepted": 0, "refused": [], "error": f"{exc.code}: {exc.message}"}
         accepted, refused = self.system.submit_frame(decoded)
         self.count(frames=1, accepted=accepted, refused=len(refused))
-        return {"ok": True, "accepted": accepted, "refused": [r.to_dict() for r in refused[:REFUSALS_IN_ANSWER]],
-                "error": None}
+        first = [r.to_dict() for r in refused[:REFUSALS_IN_ANSWER]]
+        return {"ok": True, "accepted": accepted, "refused": first, "error": None}
 
     def start(self) -> threading.Thread:
         thread = threading.Thread(target=self.serve_forever, name="riskmon-feed", daemon=True)
@@ -103,9 +103,9 @@ class _FeedConnection(socketserver.BaseRequestHandler):
                     return  # the producer closed the connection between frames
                 (size,) = _LENGTH.unpack(head)
                 if size > MAX_FRAME_BYTES:
-                    _answer(sock, {"ok": False, "accepted": 0, "refused": [],
-                                   "error": f"oversize_frame: {size} bytes exceeds the limit of {MAX_FRAME_BYTES}; "
-                                            "closing the connection"})
+                    error = (f"oversize_frame: {size} bytes exceeds the limit of {MAX_FRAME_BYTES}; "
+                             "closing the connection")
+                    _answer(sock, {"ok": False, "accepted": 0, "refused": [], "error": error})
                     self.server.count(frames=1, frames_refused=1)
                     self.server.system.refuse_input("feed", "oversize_frame", f"frame of {size} bytes")
                     return
@@ -146,4 +146,5 @@ def send_frame(sock: socket.socket, frame: bytes) -> dict[str, Any]:
     body = _read(sock, _LENGTH.unpack(head)[0])
     if body is None:
         raise ConnectionError("the feed server closed the connection mid-answer")
-    return msgpack.unpackb(body, raw=False)
+    answer: dict[str, Any] = msgpack.unpackb(body, raw=False)
+    return answer

@@ -26,8 +26,10 @@ SMALL_CONFIG: dict[str, Any] = {
 
 
 def write_falling_quotes(path: Path, count: int = 3000, fall: float = 0.01) -> Path:
-    """A HistData file whose EURUSD falls steadily by ``fall``, a quote every 250 ms from 18:00 EST (inside one
-    trading day): SMALL_CONFIG's long account breaches, its short account only gains."""
+    """A HistData file whose EURUSD falls steadily by ``fall``, a quote every 250 ms from 18:00 EST.
+
+    All inside one trading day: SMALL_CONFIG's long account breaches, its short account only gains.
+    """
     start = datetime(2020, 1, 1, 18, 0, tzinfo=EST)
     lines = []
     for i in range(count):

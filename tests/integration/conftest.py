@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import ray
 
 from driver.system import RiskSystem
 from riskcore.config import RiskConfig, parse_config
+from tests.integration.fixtures import StartSystem
 
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 EURUSD_FILE = SHARED_DATA / "EURUSD-histdata-20200101.csv"
@@ -22,16 +25,16 @@ def ray_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     # Named systems keep their journals under here, not under the home directory.
     os.environ["RISKMON_STATE_DIR"] = str(tmp_path_factory.mktemp("riskmon-state"))
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", namespace="riskmon")
+    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.ERROR, namespace="riskmon")
     yield
     ray.shutdown()
 
 
 @pytest.fixture
-def start_system(ray_session: None) -> Iterator:
+def start_system(ray_session: None) -> Iterator[StartSystem]:
     started: list[RiskSystem] = []
 
-    def start(config: RiskConfig | dict, **kwargs) -> RiskSystem:
+    def start(config: RiskConfig | dict[str, Any], **kwargs: Any) -> RiskSystem:
         cfg = config if isinstance(config, RiskConfig) else parse_config(config)
         system = RiskSystem.start(cfg, name=f"test-{uuid.uuid4().hex[:8]}", **kwargs)
         started.append(system)

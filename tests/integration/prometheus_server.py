@@ -1,4 +1,4 @@
-"""A real Prometheus server for integration tests: on a free loopback port, scraping one target every second."""
+"""A real Prometheus for integration tests, on a free loopback port, scraping one target every second."""
 
 from __future__ import annotations
 
@@ -56,7 +56,8 @@ class PrometheusServer:
     def query(self, expr: str) -> dict[str, Any]:
         url = f"http://127.0.0.1:{self.port}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
         with urllib.request.urlopen(url, timeout=5) as response:
-            return json.loads(response.read())
+            answer: dict[str, Any] = json.loads(response.read())
+            return answer
 
     def value(self, expr: str) -> float | None:
         """The single sample ``expr`` evaluates to now, or None (not scraped yet, or not up)."""

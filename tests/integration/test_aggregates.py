@@ -22,7 +22,7 @@ two shards' reports never leave the range between the phase's start and end (no 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import pytest
@@ -114,7 +114,7 @@ def recovery(feed: Feed) -> list[Tick]:
     return [feed.tick("EURUSD", 1.25, 1.2578125)]
 
 
-def run(system: RiskSystem, events: list[Tick | Fill]) -> None:
+def run(system: RiskSystem, events: Sequence[Tick | Fill]) -> None:
     system.submit(events)
     system.flush()
 
@@ -135,6 +135,20 @@ def breaker_events(system: RiskSystem, scope: str, target: str) -> list[dict[str
 def await_reason(gate: OrderGate, order: Order, reason: Reason) -> None:
     held = gate.wait_for(lambda g: g.check(order).reason == reason, GATE_TIMEOUT_S)
     assert held, f"gate gave {gate.check(order)} for {order}, expected {reason}"
+
+
+def refusal(answer: Mapping[str, Any]) -> str:
+    """Why an operator command was refused (it must have been)."""
+    reason = answer["refusal"]
+    assert isinstance(reason, str), answer
+    return reason
+
+
+def event(answer: Mapping[str, Any]) -> dict[str, Any]:
+    """The breaker event an operator command made (it must have made one)."""
+    made = answer["event"]
+    assert isinstance(made, dict), answer
+    return made
 
 
 def order(account: str, symbol: str = "EURUSD", qty: float = 1_000.0) -> Order:
@@ -274,11 +288,11 @@ def test_portfolio_reset_when_in_cooldown_or_still_breached_refused_then_accepte
     during = system.reset("portfolio", "desk-a", "alice", "loss understood", now_ns=engaged_at + 29 * NS)
     assert during["ok"] is False
     assert during["event"] is None
-    assert "cooldown" in during["refusal"]
+    assert "cooldown" in refusal(during)
 
     breached = system.reset("portfolio", "desk-a", "alice", "loss understood", now_ns=engaged_at + 31 * NS)
     assert breached["ok"] is False
-    assert "breached" in breached["refusal"]
+    assert "breached" in refusal(breached)
     assert system.status()["breakers"]["portfolios"]["desk-a"]["state"] == "ENGAGED"
     assert gate.check(order("a1")).reason is Reason.PORTFOLIO_HALT
 
@@ -289,7 +303,7 @@ def test_portfolio_reset_when_in_cooldown_or_still_breached_refused_then_accepte
     accepted = system.reset("portfolio", "desk-a", "alice", "loss understood", now_ns=engaged_at + 31 * NS)
     assert accepted["ok"] is True
     assert accepted["refusal"] is None
-    assert {k: accepted["event"][k] for k in ("scope", "id", "state", "operator", "reason")} == {
+    assert {k: event(accepted)[k] for k in ("scope", "id", "state", "operator", "reason")} == {
         "scope": "portfolio", "id": "desk-a", "state": "SAFE", "operator": "alice",
         "reason": "loss understood",
     }
@@ -313,7 +327,7 @@ def test_portfolio_breaker_when_operator_engages_halts_desk_and_reset_waits_for_
     reply = system.engage("portfolio", "desk-b", "bob", "desk review", now_ns=now)
     assert reply["ok"] is True
     keys = ("type", "scope", "id", "state", "cause", "operator", "reason")
-    assert {k: reply["event"][k] for k in keys} == {
+    assert {k: event(reply)[k] for k in keys} == {
         "type": "breaker", "scope": "portfolio", "id": "desk-b", "state": "ENGAGED", "cause": "operator",
         "operator": "bob", "reason": "desk review",
     }
@@ -326,12 +340,12 @@ def test_portfolio_breaker_when_operator_engages_halts_desk_and_reset_waits_for_
 
     early = system.reset("portfolio", "desk-b", "bob", "review done", now_ns=now + 29 * NS)
     assert early["ok"] is False
-    assert "cooldown" in early["refusal"]
+    assert "cooldown" in refusal(early)
     assert gate.check(order("b1", "XAUUSD", 1.0)).reason is Reason.PORTFOLIO_HALT
 
     late = system.reset("portfolio", "desk-b", "bob", "review done", now_ns=now + 31 * NS)
     assert late["ok"] is True
-    assert late["event"]["state"] == "SAFE"
+    assert event(late)["state"] == "SAFE"
     await_reason(gate, order("b1", "XAUUSD", 1.0), Reason.OK)
     assert [e["state"] for e in breaker_events(system, "portfolio", "desk-b")] == ["ENGAGED", "SAFE"]
 
@@ -474,7 +488,7 @@ def test_account_breaker_when_operator_engages_gate_denies_and_reset_waits_for_c
 
     reply = system.engage("account", "a2", "carol", "suspicious fills", now_ns=now)
     assert reply["ok"] is True
-    assert {k: reply["event"][k] for k in ("scope", "id", "state", "cause", "operator", "reason")} == {
+    assert {k: event(reply)[k] for k in ("scope", "id", "state", "cause", "operator", "reason")} == {
         "scope": "account", "id": "a2", "state": "ENGAGED", "cause": "operator", "operator": "carol",
         "reason": "suspicious fills",
     }
@@ -485,12 +499,12 @@ def test_account_breaker_when_operator_engages_gate_denies_and_reset_waits_for_c
 
     early = system.reset("account", "a2", "carol", "checked", now_ns=now + 59 * NS)  # default cooldown 60 s
     assert early["ok"] is False
-    assert "cooldown" in early["refusal"]
+    assert "cooldown" in refusal(early)
     assert system.states()["a2"]["breaker"] == "ENGAGED"
 
     late = system.reset("account", "a2", "carol", "checked", now_ns=now + 61 * NS)
     assert late["ok"] is True
-    assert late["event"]["state"] == "SAFE"
+    assert event(late)["state"] == "SAFE"
     assert system.states()["a2"]["breaker"] == "SAFE"
     await_reason(gate, order("a2", "XAUUSD", 1.0), Reason.OK)
     assert [(e["state"], e["operator"]) for e in breaker_events(system, "account", "a2")] == [
@@ -512,14 +526,14 @@ def test_account_reset_when_limit_engaged_and_still_critical_refused_then_accept
 
     still = system.reset("account", "b2", "dave", "margin call met", now_ns=engaged_at + 61 * NS)
     assert still["ok"] is False
-    assert "breached" in still["refusal"]
+    assert "breached" in refusal(still)
 
     run(system, recovery(feed))
     assert system.states()["b2"]["alert_level"] == "NORMAL"
     assert system.states()["b2"]["breaker"] == "ENGAGED"
     early = system.reset("account", "b2", "dave", "margin call met", now_ns=engaged_at + 59 * NS)
     assert early["ok"] is False
-    assert "cooldown" in early["refusal"]
+    assert "cooldown" in refusal(early)
     accepted = system.reset("account", "b2", "dave", "margin call met", now_ns=engaged_at + 61 * NS)
     assert accepted["ok"] is True
     assert system.states()["b2"]["breaker"] == "SAFE"

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
 import ray
 
 from riskcore.clock import NS_PER_SECOND, parse_rfc3339
 from riskcore.events import Tick
+from tests.integration.fixtures import StartSystem
+
+pytestmark = pytest.mark.ray
 
 T0 = parse_rfc3339("2020-01-02T14:30:00.000000Z")
 
 
-def config(max_ticks: int, max_delay_ms: float) -> dict:
+def config(max_ticks: int, max_delay_ms: float) -> dict[str, Any]:
     return {
         "symbols": {"EURUSD": {}},
         "portfolios": {"desk": {}},
@@ -21,10 +27,11 @@ def config(max_ticks: int, max_delay_ms: float) -> dict:
 
 
 def stream(n: int) -> list[Tick]:
-    return [Tick("EURUSD", 1.1 - 0.0001 * i, 1.1002 - 0.0001 * i, T0 + i * NS_PER_SECOND, "f", i) for i in range(n)]
+    return [Tick("EURUSD", 1.1 - 0.0001 * i, 1.1002 - 0.0001 * i, T0 + i * NS_PER_SECOND, "f", i)
+            for i in range(n)]
 
 
-def test_batching_when_ticks_arrive_one_by_one_they_are_coalesced(start_system) -> None:
+def test_batching_when_ticks_arrive_one_by_one_they_are_coalesced(start_system: StartSystem) -> None:
     one_by_one = start_system(config(max_ticks=50, max_delay_ms=10_000))
     for tick in stream(200):
         one_by_one.submit([tick])
@@ -37,7 +44,7 @@ def test_batching_when_ticks_arrive_one_by_one_they_are_coalesced(start_system) 
     assert one_by_one.events() == bulk.events()
 
 
-def test_batching_when_a_batch_is_not_full_it_closes_on_the_time_bound(start_system) -> None:
+def test_batching_when_a_batch_is_not_full_it_closes_on_the_time_bound(start_system: StartSystem) -> None:
     system = start_system(config(max_ticks=10_000, max_delay_ms=20))
     system.submit(stream(3))
     # No flush: the time bound alone must send the batch; wait for its report to reach the supervisor.

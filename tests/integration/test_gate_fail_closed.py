@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
 import ray
 
 from riskcore.gate import Order, Reason
 from riskmon.drills.common import kill_shard
+from tests.integration.fixtures import StartSystem
 
-CONFIG = {
+pytestmark = pytest.mark.ray
+
+HOLDING = {"EURUSD": {"qty": 100_000, "avg_price": 1.1}}
+CONFIG: dict[str, Any] = {
     "symbols": {"EURUSD": {}},
     "portfolios": {"desk": {}},
     "accounts": [
-        {"id": "a", "portfolio": "desk", "balance": 1_000_000, "positions": {"EURUSD": {"qty": 100_000, "avg_price": 1.1}}},
-        {"id": "b", "portfolio": "desk", "balance": 1_000_000, "positions": {"EURUSD": {"qty": 100_000, "avg_price": 1.1}}},
+        {"id": "a", "portfolio": "desk", "balance": 1_000_000, "positions": HOLDING},
+        {"id": "b", "portfolio": "desk", "balance": 1_000_000, "positions": HOLDING},
     ],
     "gate": {"max_staleness_ms": 800, "poll_interval_ms": 100},
 }
@@ -22,7 +29,7 @@ def order(account: str) -> Order:
     return Order(account, "EURUSD", 1_000, 1.1)
 
 
-def test_gate_when_account_actor_dies_denies_that_account_only(start_system) -> None:
+def test_gate_when_account_actor_dies_denies_that_account_only(start_system: StartSystem) -> None:
     system = start_system(CONFIG)
     gate = system.gate()
     assert gate.wait_for(lambda g: g.check(order("a")).allowed and g.check(order("b")).allowed, 10)
@@ -32,7 +39,9 @@ def test_gate_when_account_actor_dies_denies_that_account_only(start_system) -> 
     assert gate.check(order("b")).allowed
 
 
-def test_gate_when_supervisor_is_gone_denies_everything_after_the_staleness_bound(start_system) -> None:
+def test_gate_when_supervisor_is_gone_denies_everything_after_the_staleness_bound(
+    start_system: StartSystem,
+) -> None:
     system = start_system(CONFIG)
     gate = system.gate()
     assert gate.wait_for(lambda g: g.check(order("a")).allowed, 10)

@@ -26,6 +26,7 @@ import pytest
 from riskcore.account import AccountState
 from riskcore.config import RiskConfig, parse_config
 from riskmon.replay import replay
+from tests.integration.fixtures import StartSystem
 
 pytestmark = pytest.mark.ray
 
@@ -185,7 +186,9 @@ def quotes(eurusd_file: Path) -> list[Quote]:
     return parse_histdata(eurusd_file)
 
 
-def test_replay_when_real_eurusd_file_final_states_equal_recomputed_figures(start_system, quotes, eurusd_file: Path) -> None:
+def test_replay_when_real_eurusd_file_final_states_equal_recomputed_figures(
+    start_system: StartSystem, quotes: list[Quote], eurusd_file: Path
+) -> None:
     config = replay_config()
     report = replay(eurusd_file, "histdata", config, symbol=SYMBOL, system=start_system(config))
 
@@ -201,7 +204,9 @@ def test_replay_when_real_eurusd_file_final_states_equal_recomputed_figures(star
         assert actual == expected, account["id"]
 
 
-def test_replay_when_real_eurusd_file_alerts_and_breakers_name_the_exact_tick(start_system, quotes, eurusd_file: Path) -> None:
+def test_replay_when_real_eurusd_file_alerts_and_breakers_name_the_exact_tick(
+    start_system: StartSystem, quotes: list[Quote], eurusd_file: Path
+) -> None:
     config = replay_config()
     report = replay(eurusd_file, "histdata", config, symbol=SYMBOL, system=start_system(config))
     expected = {a["id"]: expected_account(a, quotes) for a in ACCOUNTS}
@@ -268,7 +273,7 @@ def corrupt(lines: list[str], index: int, how: str) -> str:
 
 
 def test_replay_when_lines_corrupted_rejects_them_by_index_and_ends_as_without_them(
-    start_system, quotes, tmp_path: Path, eurusd_file: Path
+    start_system: StartSystem, quotes: list[Quote], tmp_path: Path, eurusd_file: Path
 ) -> None:
     source = eurusd_file
     lines = source.read_text(encoding="ascii").splitlines()

@@ -7,12 +7,14 @@ so a wrong formula in the engine cannot agree with itself.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 
 from riskcore.clock import NS_PER_SECOND, parse_rfc3339, rfc3339_us
-from riskcore.events import Cash, Fill, Tick
+from riskcore.events import AccountEvent, Cash, Fill, Tick
 from riskcore.gate import Order, Reason
+from tests.integration.fixtures import StartSystem
 
 pytestmark = pytest.mark.ray
 
@@ -23,7 +25,7 @@ AVG = 1.1000
 SPREAD = 0.0002
 
 
-def config(**limits: object) -> dict:
+def config(**limits: object) -> dict[str, Any]:
     return {
         "limits": {"recovery_cooldown_seconds": 60, **limits},
         "symbols": {"EURUSD": {"multiplier": 1}},
@@ -34,7 +36,8 @@ def config(**limits: object) -> dict:
 
 
 def ticks(bids: list[float]) -> list[Tick]:
-    return [Tick("EURUSD", b, round(b + SPREAD, 6), T0 + i * NS_PER_SECOND, "EURUSD", i) for i, b in enumerate(bids)]
+    return [Tick("EURUSD", b, round(b + SPREAD, 6), T0 + i * NS_PER_SECOND, "EURUSD", i)
+            for i, b in enumerate(bids)]
 
 
 def expected_path(bids: list[float]) -> list[tuple[float, float, float]]:
@@ -57,15 +60,15 @@ def level(dd: float, lev: float) -> str:
     return "NORMAL"
 
 
-def alerts(events: list[dict]) -> list[tuple[int, str, str]]:
+def alerts(events: list[dict[str, Any]]) -> list[tuple[int, str, str]]:
     return [(e["tick_seq"], e["from"], e["to"]) for e in events if e["type"] == "alert"]
 
 
-def breaker_events(events: list[dict]) -> list[dict]:
+def breaker_events(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [e for e in events if e["type"] == "breaker"]
 
 
-def test_scenario_when_normal_operation_no_alerts_and_exact_figures(start_system) -> None:
+def test_scenario_when_normal_operation_no_alerts_and_exact_figures(start_system: StartSystem) -> None:
     bids = [round(AVG + 0.00005 * math.sin(i / 7.0), 6) for i in range(300)]
     system = start_system(config())
     system.submit(ticks(bids))
@@ -82,7 +85,7 @@ def test_scenario_when_normal_operation_no_alerts_and_exact_figures(start_system
     assert state["timestamp"] == rfc3339_us(T0 + 299 * NS_PER_SECOND)
 
 
-def test_scenario_when_flash_crash_breaker_engages_on_exact_tick(start_system) -> None:
+def test_scenario_when_flash_crash_breaker_engages_on_exact_tick(start_system: StartSystem) -> None:
     bids = [round(AVG - 0.0005 * i, 6) for i in range(60)]
     path = expected_path(bids)
     first_warning = next(i for i, (_, dd, _) in enumerate(path) if dd > 0.01)
@@ -106,13 +109,14 @@ def test_scenario_when_flash_crash_breaker_engages_on_exact_tick(start_system) -
     assert state["breaker"] == "ENGAGED"
     assert state["equity"] == path[-1][0]
     # The gate in this process sees the halt: adding risk is denied, flattening still passes.
-    assert gate.wait_for(lambda g: g.check(Order("acct", "EURUSD", 100_000, bids[-1])).reason is Reason.REDUCE_ONLY, 10)
+    buy = Order("acct", "EURUSD", 100_000, bids[-1])
+    assert gate.wait_for(lambda g: g.check(buy).reason is Reason.REDUCE_ONLY, 10)
     sell = gate.check(Order("acct", "EURUSD", -500_000, bids[-1]))
     assert sell.allowed
     assert sell.reason is Reason.REDUCE_ONLY_OK
 
 
-def test_scenario_when_fat_finger_fill_leverage_engages_on_the_fill(start_system) -> None:
+def test_scenario_when_fat_finger_fill_leverage_engages_on_the_fill(start_system: StartSystem) -> None:
     bids = [AVG] * 5
     fill = Fill("acct", "EURUSD", 4_000_000.0, AVG + SPREAD, T0 + 5 * NS_PER_SECOND, fee=10.0, fill_id="ff-1",
                 stream="fills", seq=41)
@@ -129,7 +133,8 @@ def test_scenario_when_fat_finger_fill_leverage_engages_on_the_fill(start_system
     [alert] = [e for e in events if e["type"] == "alert"]
     assert (alert["from"], alert["to"], alert["metric"], alert["tick_seq"], alert["stream"]) == (
         "NORMAL", "CRITICAL", "leverage", 41, "fills")
-    assert alert["value"] == pytest.approx(leverage, rel=1e-12)  # avg price is a weighted mean: order of ops differs
+    # The average price is a weighted mean: the order of operations differs.
+    assert alert["value"] == pytest.approx(leverage, rel=1e-12)
     [engaged] = breaker_events(events)
     assert engaged["state"] == "ENGAGED"
     assert engaged["tick_seq"] == 41
@@ -138,16 +143,18 @@ def test_scenario_when_fat_finger_fill_leverage_engages_on_the_fill(start_system
 
 
 def test_scenario_when_cash_is_withdrawn_leverage_engages_at_the_withdrawal_and_a_repeat_is_refused(
-    start_system,
+    start_system: StartSystem,
 ) -> None:
     bids = [AVG] * 5
     withdrawal = Cash("acct", -700_000.0, T0 + 5 * NS_PER_SECOND, cash_id="wd-1", stream="treasury", seq=7)
     system = start_system(config())
-    system.submit([*ticks(bids), withdrawal, Cash("acct", -700_000.0, T0 + 6 * NS_PER_SECOND, "wd-1", "treasury", 8)])
+    again = Cash("acct", -700_000.0, T0 + 6 * NS_PER_SECOND, "wd-1", "treasury", 8)
+    system.submit([*ticks(bids), withdrawal, again])
     system.flush()
     equity = BALANCE - 700_000.0 + QTY * (AVG - AVG)
     [alert] = [e for e in system.events() if e["type"] == "alert"]
-    assert (alert["to"], alert["metric"], alert["tick_seq"], alert["stream"]) == ("CRITICAL", "leverage", 7, "treasury")
+    where = (alert["to"], alert["metric"], alert["tick_seq"], alert["stream"])
+    assert where == ("CRITICAL", "leverage", 7, "treasury")
     assert alert["value"] == QTY * AVG / equity  # 2.2M on 300k
     [engaged] = breaker_events(system.events())
     assert engaged["state"] == "ENGAGED"
@@ -159,7 +166,7 @@ def test_scenario_when_cash_is_withdrawn_leverage_engages_at_the_withdrawal_and_
     assert [r.code for r in system.refusals] == ["duplicate_cash"]
 
 
-def test_scenario_when_extreme_volatility_escalates_warning_then_critical(start_system) -> None:
+def test_scenario_when_extreme_volatility_escalates_warning_then_critical(start_system: StartSystem) -> None:
     # Swings of growing amplitude around the average price.
     bids = [round(AVG + (0.0004 * i) * math.sin(i * 1.3), 6) for i in range(80)]
     path = expected_path(bids)
@@ -181,7 +188,7 @@ def test_scenario_when_extreme_volatility_escalates_warning_then_critical(start_
     assert breaker_events(events)[0]["tick_seq"] == first_critical
 
 
-def test_scenario_when_recovery_reset_refused_in_cooldown_then_released(start_system) -> None:
+def test_scenario_when_recovery_reset_refused_in_cooldown_then_released(start_system: StartSystem) -> None:
     crash = [round(AVG - 0.0005 * i, 6) for i in range(50)]
     recover = [round(crash[-1] + 0.0005 * i, 6) for i in range(1, 51)]  # back to the average price
     system = start_system(config())
@@ -193,9 +200,11 @@ def test_scenario_when_recovery_reset_refused_in_cooldown_then_released(start_sy
 
     early = system.reset("account", "acct", "alice", "desk flat", now_ns=engaged_ns + 10 * NS_PER_SECOND)
     assert not early["ok"]
+    assert early["refusal"] is not None
     assert "cooldown" in early["refusal"]
     breached = system.reset("account", "acct", "alice", "desk flat", now_ns=engaged_ns + 61 * NS_PER_SECOND)
     assert not breached["ok"]
+    assert breached["refusal"] is not None
     assert "still breached" in breached["refusal"]
 
     all_ticks = ticks(crash + recover)
@@ -205,6 +214,7 @@ def test_scenario_when_recovery_reset_refused_in_cooldown_then_released(start_sy
     assert system.states()["acct"]["breaker"] == "ENGAGED"  # auto_reset is off: a person releases it
     done = system.reset("account", "acct", "alice", "desk flat", now_ns=engaged_ns + 61 * NS_PER_SECOND)
     assert done["ok"]
+    assert done["event"] is not None
     assert done["event"]["state"] == "SAFE"
     assert done["event"]["operator"] == "alice"
     states = [e["state"] for e in breaker_events(system.events())]
@@ -213,7 +223,7 @@ def test_scenario_when_recovery_reset_refused_in_cooldown_then_released(start_sy
     assert gate.wait_for(lambda g: g.check(Order("acct", "EURUSD", 1_000, AVG)).allowed, 10)
 
 
-def test_scenario_when_manual_kill_switch_alerts_without_engaging(start_system) -> None:
+def test_scenario_when_manual_kill_switch_alerts_without_engaging(start_system: StartSystem) -> None:
     bids = [round(AVG - 0.0005 * i, 6) for i in range(60)]
     system = start_system(config(kill_switch_mode="manual"))
     system.submit(ticks(bids))
@@ -224,8 +234,8 @@ def test_scenario_when_manual_kill_switch_alerts_without_engaging(start_system) 
     assert system.states()["acct"]["breaker"] == "SAFE"
 
 
-def test_placement_when_many_accounts_share_an_actor_results_are_identical(start_system) -> None:
-    def firm(per_actor: int) -> dict:
+def test_placement_when_many_accounts_share_an_actor_results_are_identical(start_system: StartSystem) -> None:
+    def firm(per_actor: int) -> dict[str, Any]:
         accounts = [
             {"id": f"a{i}", "portfolio": "desk", "balance": 400_000.0 + 150_000.0 * i,
              "positions": {"EURUSD": {"qty": (-1) ** i * 1_000_000.0 * (i + 1), "avg_price": AVG}}}
@@ -235,7 +245,7 @@ def test_placement_when_many_accounts_share_an_actor_results_are_identical(start
                 "placement": {"accounts_per_actor": per_actor}, "batching": {"max_ticks": 17}}
 
     bids = [round(AVG - 0.0004 * i + 0.0002 * math.sin(i), 6) for i in range(120)]
-    stream = ticks(bids)
+    stream: list[Tick | AccountEvent] = [*ticks(bids)]
     stream.insert(40, Fill("a1", "GBPUSD", 300_000.0, 1.3, T0 + 40 * NS_PER_SECOND, fill_id="g1", seq=1))
     stream.insert(41, Tick("GBPUSD", 1.2990, 1.2992, T0 + 40 * NS_PER_SECOND + 1, "GBPUSD", 0))
     results = []

@@ -52,8 +52,9 @@ CONFIG: dict[str, Any] = {
 
 
 def riskmon(*args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
+    """Run the CLI; the caller checks its exit status."""
     return subprocess.run([sys.executable, "-m", "riskmon.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, stdin=subprocess.DEVNULL)
+                          timeout=timeout, stdin=subprocess.DEVNULL, check=False)
 
 
 def test_service_when_run_takes_a_tcp_feed_shows_status_obeys_operators_and_is_scraped(
@@ -82,9 +83,10 @@ def test_service_when_run_takes_a_tcp_feed_shows_status_obeys_operators_and_is_s
         # A feed connects over TCP: quotes (one crossed, one of an unknown symbol), then a fill.
         with socket.create_connection(("127.0.0.1", int(match.group(1))), timeout=30) as feed:
             ticks = send_frame(feed, encode_ticks(
-                "feed-1", ["EURUSD", "GBPUSD"], [0, 0, 1, 0], [1.25, 1.26, 1.3, 1.125], [1.2578125, 1.25, 1.31, 1.1328125],
-                [T0, T0 + NS, T0 + NS, T0 + 2 * NS], [0, 1, 2, 3]))
-            fills = send_frame(feed, encode_fills([Fill("a1", "EURUSD", -500_000.0, 1.125, T0 + 3 * NS, fill_id="f1")]))
+                "feed-1", ["EURUSD", "GBPUSD"], [0, 0, 1, 0], [1.25, 1.26, 1.3, 1.125],
+                [1.2578125, 1.25, 1.31, 1.1328125], [T0, T0 + NS, T0 + NS, T0 + 2 * NS], [0, 1, 2, 3]))
+            sale = Fill("a1", "EURUSD", -500_000.0, 1.125, T0 + 3 * NS, fill_id="f1")
+            fills = send_frame(feed, encode_fills([sale]))
             junk = send_frame(feed, msgpack.packb({"v": 1, "type": "ticks", "stream": 7}))
         assert ticks["ok"]
         assert ticks["accepted"] == 2
@@ -99,7 +101,8 @@ def test_service_when_run_takes_a_tcp_feed_shows_status_obeys_operators_and_is_s
             shown = riskmon("status", *attach, "--json")
             assert shown.returncode == 0, shown.stderr
             status = json.loads(shown.stdout)
-            if (status["accounts"]["b1"]["breaker"] == "ENGAGED" and status["feeds"]) or time.monotonic() > deadline:
+            arrived = status["accounts"]["b1"]["breaker"] == "ENGAGED" and status["feeds"]
+            if arrived or time.monotonic() > deadline:
                 break
             time.sleep(0.2)
         assert status["accounts"]["b1"]["breaker"] == "ENGAGED"
@@ -107,7 +110,9 @@ def test_service_when_run_takes_a_tcp_feed_shows_status_obeys_operators_and_is_s
         assert status["refused"] == {"crossed_quote": 1, "unknown_symbol": 1, "bad_frame": 1}
         assert next(iter(status["feeds"].values()))["frames"] == 3
         table = riskmon("status", *attach)
-        assert table.returncode == 0 and "b1" in table.stdout and "ENGAGED" in table.stdout, table.stderr
+        assert table.returncode == 0, table.stderr
+        assert "b1" in table.stdout, table.stdout
+        assert "ENGAGED" in table.stdout, table.stdout
 
         # The global breaker, engaged from the command line, denies at an OrderGate here; reset releases it.
         gate = OrderGate(get_supervisor(name), parse_config(CONFIG).gate)
@@ -115,12 +120,15 @@ def test_service_when_run_takes_a_tcp_feed_shows_status_obeys_operators_and_is_s
         assert gate.wait_for(lambda g: g.check(order).allowed, 60.0), gate.check(order)
         engaged = riskmon("engage", *attach, "--global", "--operator", "ops", "--reason", "test halt")
         assert engaged.returncode == 0, engaged.stderr
-        assert gate.wait_for(lambda g: g.check(order).reason in (Reason.GLOBAL_HALT, Reason.REDUCE_ONLY), 30.0)
+        halted = (Reason.GLOBAL_HALT, Reason.REDUCE_ONLY)
+        assert gate.wait_for(lambda g: g.check(order).reason in halted, 30.0)
         early = riskmon("reset", *attach, "--global", "--operator", "ops", "--reason", "too soon")
-        assert early.returncode == 1 and "cooldown" in early.stderr, early.stdout + early.stderr
+        assert early.returncode == 1, early.stdout + early.stderr
+        assert "cooldown" in early.stderr, early.stderr
         # Once the 6 s cooldown has passed (a time bound of the config, not an event), reset releases it.
-        left = float(re.search(r"([0-9.]+) s of 6 s left", early.stderr).group(1))  # type: ignore[union-attr]
-        time.sleep(left + 0.2)
+        cooldown = re.search(r"([0-9.]+) s of 6 s left", early.stderr)
+        assert cooldown, early.stderr
+        time.sleep(float(cooldown.group(1)) + 0.2)
         released = riskmon("reset", *attach, "--global", "--operator", "ops", "--reason", "all clear")
         assert released.returncode == 0, released.stderr
         assert gate.wait_for(lambda g: g.check(order).allowed, 30.0), gate.check(order)
@@ -147,9 +155,11 @@ def test_service_when_run_takes_a_tcp_feed_shows_status_obeys_operators_and_is_s
 
     # The audit trail verifies untouched, names the operator's actions, and fails once touched.
     verified = riskmon("audit", "verify", str(trail))
-    assert verified.returncode == 0 and verified.stdout.startswith("OK"), verified.stdout + verified.stderr
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert verified.stdout.startswith("OK"), verified.stdout
     records = [json.loads(line) for line in trail.read_text().splitlines()]
-    actions = [(r["kind"], r.get("action"), r.get("operator"), r.get("reason")) for r in records if r.get("action")]
+    actions = [(r["kind"], r.get("action"), r.get("operator"), r.get("reason"))
+               for r in records if r.get("action")]
     assert actions == [("breaker", "engage", "ops", "test halt"), ("command", "reset", "ops", "too soon"),
                        ("breaker", "reset", "ops", "all clear")]
     assert {r["kind"] for r in records} >= {"config_load", "alert", "breaker", "rejected_input"}
@@ -157,4 +167,5 @@ def test_service_when_run_takes_a_tcp_feed_shows_status_obeys_operators_and_is_s
     data[len(data) // 3] ^= 0x20
     trail.write_bytes(bytes(data))
     touched = riskmon("audit", "verify", str(trail))
-    assert touched.returncode == 1 and touched.stdout.startswith("BROKEN"), touched.stdout
+    assert touched.returncode == 1, touched.stdout + touched.stderr
+    assert touched.stdout.startswith("BROKEN"), touched.stdout

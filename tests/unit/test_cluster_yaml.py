@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -11,8 +12,9 @@ from ray.autoscaler._private.util import prepare_config, validate_config
 CLUSTER_YAML = Path(__file__).resolve().parents[2] / "cluster.yaml"
 
 
-def load() -> dict:
-    return yaml.safe_load(CLUSTER_YAML.read_text(encoding="utf-8"))
+def load() -> dict[str, Any]:
+    config: dict[str, Any] = yaml.safe_load(CLUSTER_YAML.read_text(encoding="utf-8"))
+    return config
 
 
 def test_cluster_yaml_when_validated_by_ray_against_its_shipped_schema_passes() -> None:
@@ -30,5 +32,5 @@ def test_cluster_yaml_when_a_key_is_wrong_ray_refuses_it() -> None:
     # The validation above can fail: a misspelt top-level key is refused.
     config = load()
     config["head_node_typo"] = config.pop("head_node_type")
-    with pytest.raises(Exception, match="head_node_typo|Additional properties"):
+    with pytest.raises(Exception, match=r"head_node_typo|Additional properties"):
         validate_config(prepare_config(config))

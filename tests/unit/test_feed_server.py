@@ -63,7 +63,8 @@ def test_feed_server_when_frames_arrive_answers_each_and_refuses_a_bad_one_whole
     system = RecordingSystem()
     server = served(system)
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-        ticks = send_frame(sock, encode_ticks("f", ["EURUSD"], [0, 0], [1.1, 1.2], [1.2, 1.3], [1, 2], [0, 1]))
+        quotes = encode_ticks("f", ["EURUSD"], [0, 0], [1.1, 1.2], [1.2, 1.3], [1, 2], [0, 1])
+        ticks = send_frame(sock, quotes)
         fills = send_frame(sock, encode_fills([Fill("a1", "EURUSD", 1.0, 1.1, 3), Cash("ghost", 5.0, 4)]))
         junk = send_frame(sock, b"\xc1")
         again = send_frame(sock, encode_fills([Fill("a1", "EURUSD", 1.0, 1.1, 5)]))  # the connection goes on
@@ -101,7 +102,7 @@ def test_feed_server_when_a_frame_is_cut_off_takes_nothing_of_it(served: Any) ->
 
 
 def test_feed_server_when_the_system_is_busy_holds_producers_back_instead_of_buffering(served: Any) -> None:
-    # While the system blocks (back-pressure), a connection's next frame is not read, so nothing piles up here.
+    # While the system blocks (back-pressure), a connection's next frame is not read: nothing piles up here.
     block = threading.Event()
     system = RecordingSystem(block)
     server = served(system)
@@ -110,8 +111,7 @@ def test_feed_server_when_the_system_is_busy_holds_producers_back_instead_of_buf
 
     def produce() -> None:
         with socket.create_connection(("127.0.0.1", server.port), timeout=20) as sock:
-            for _ in range(3):
-                answers.append(send_frame(sock, frame))
+            answers.extend(send_frame(sock, frame) for _ in range(3))
 
     producers = [threading.Thread(target=produce) for _ in range(8)]  # concurrent connections
     for producer in producers:

@@ -11,6 +11,7 @@ import copy
 import json
 import re
 import urllib.request
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,24 +58,27 @@ def _stats(shard: str, ticks: int, started_ns: int = 1, refused: dict[str, int] 
 
 
 class FakeSource:
-    """Two shards (one account each) in one portfolio; tests change ``reading`` between scrapes."""
+    """Two shards (one account each) in one portfolio; tests change ``reading`` between scrapes.
 
-    placement = {"shard-0": ["a1"], "shard-1": ["b1"]}
-    portfolio_of = {"a1": "desk", "b1": "desk"}
+    ``status`` is the supervisor's part of ``reading`` (while a test has not replaced it).
+    """
 
     def __init__(self) -> None:
+        self.placement: Mapping[str, Sequence[str]] = {"shard-0": ["a1"], "shard-1": ["b1"]}
+        self.portfolio_of: Mapping[str, str] = {"a1": "desk", "b1": "desk"}
+        self.status: dict[str, Any] = {
+            "firm": _aggregate("global", "firm", engaged=1),
+            "portfolios": {"desk": _aggregate("portfolio", "desk", engaged=1)},
+            "breakers": {"global": {"state": "SAFE"}, "portfolios": {"desk": {"state": "ENGAGED"}},
+                         "accounts": {"a1": {"state": "SAFE"}, "b1": {"state": "ENGAGED"}}},
+            "up": {"a1": True, "b1": True},
+            "refused": {"bid_above_ask": 2},
+            "event_counts": {"alert:WARNING": 1, "alert:CRITICAL": 1, "breaker:account:ENGAGED": 1,
+                             "breaker:portfolio:ENGAGED": 1, "limit": 1, "command": 3},
+            "started_ns": 100,
+        }
         self.reading = Reading(
-            status={
-                "firm": _aggregate("global", "firm", engaged=1),
-                "portfolios": {"desk": _aggregate("portfolio", "desk", engaged=1)},
-                "breakers": {"global": {"state": "SAFE"}, "portfolios": {"desk": {"state": "ENGAGED"}},
-                             "accounts": {"a1": {"state": "SAFE"}, "b1": {"state": "ENGAGED"}}},
-                "up": {"a1": True, "b1": True},
-                "refused": {"bid_above_ask": 2},
-                "event_counts": {"alert:WARNING": 1, "alert:CRITICAL": 1, "breaker:account:ENGAGED": 1,
-                                 "breaker:portfolio:ENGAGED": 1, "limit": 1, "command": 3},
-                "started_ns": 100,
-            },
+            status=self.status,
             states={
                 "shard-0": {"a1": _state("a1", "desk", alert_level="WARNING", drawdown=10_000.0,
                                          drawdown_pct=0.01, equity=990_000.0)},
@@ -89,13 +93,16 @@ class FakeSource:
         return copy.deepcopy(self.reading)
 
 
-def _scrape(registry: CollectorRegistry) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]  # (name, sorted labels) -> value
+
+
+def _scrape(registry: CollectorRegistry) -> Samples:
     text = generate_latest(registry).decode()
     return {(s.name, tuple(sorted(s.labels.items()))): s.value
             for family in text_string_to_metric_families(text) for s in family.samples}
 
 
-def _value(samples: dict, name: str, **labels: str) -> float:
+def _value(samples: Samples, name: str, **labels: str) -> float:
     return samples[(name, tuple(sorted(labels.items())))]
 
 
@@ -115,20 +122,20 @@ def registry(source: FakeSource) -> CollectorRegistry:
 
 
 def test_monotonic_totals_when_journaled_count_continues_after_restart_add_only_the_increase() -> None:
-    totals = MonotonicTotals()
+    totals = MonotonicTotals[str]()
     assert totals.add("ticks", 10) == (10.0,)
     assert totals.add("ticks", 15) == (15.0,)
     assert totals.add("ticks", 15) == (15.0,)  # a restarted shard rebuilt 15 from its journal: nothing new
 
 
 def test_monotonic_totals_when_count_decreases_take_it_as_counted_from_zero() -> None:
-    totals = MonotonicTotals()
+    totals = MonotonicTotals[str]()
     totals.add("refused", 7, process=1)
     assert totals.add("refused", 2, process=1) == (9.0,)  # 7 then, 2 since a reset
 
 
 def test_monotonic_totals_when_process_changes_add_the_new_process_count_whole() -> None:
-    totals = MonotonicTotals()
+    totals = MonotonicTotals[str]()
     totals.add("refused", 5, process=1)
     # The new process counted 8 before the scrape: more than the 5 last seen, yet all of them are new.
     assert totals.add("refused", 8, process=2) == (13.0,)
@@ -136,7 +143,7 @@ def test_monotonic_totals_when_process_changes_add_the_new_process_count_whole()
 
 
 def test_monotonic_totals_when_values_are_tuples_compare_and_add_element_by_element() -> None:
-    totals = MonotonicTotals()
+    totals = MonotonicTotals[str]()
     totals.add("h", (1, 2, 0.5, 2), process=1)
     assert totals.add("h", (1, 3, 0.75, 3), process=1) == (1.0, 3.0, 0.75, 3.0)
     assert totals.add("h", (0, 1, 0.1, 1), process=2) == (1.0, 4.0, 0.85, 4.0)
@@ -226,8 +233,8 @@ def test_collector_when_shard_restarts_keeps_counters_and_histograms_monotonic(
     # shard-1 restarted: its journal gave back ticks_applied (then 2 more), its histograms start from zero.
     source.reading.stats["shard-1"] = _stats("shard-1", 8, started_ns=2, batch_seconds=(0.02,))
     # The supervisor restarted too: its in-memory refusal count starts again (1 since); the log is journaled.
-    source.reading.status["refused"] = {"bid_above_ask": 1}
-    source.reading.status["started_ns"] = 200
+    source.status["refused"] = {"bid_above_ask": 1}
+    source.status["started_ns"] = 200
     samples = _scrape(registry)
     assert _value(samples, "riskmon_ticks_applied_total", shard="shard-1") == 8.0
     assert _value(samples, "riskmon_batch_duration_seconds_count", shard="shard-1") == 2.0
@@ -242,7 +249,7 @@ def test_collector_when_shard_is_down_keeps_its_series_and_says_it_is_down(
     _scrape(registry)
     source.reading.states["shard-1"] = None
     source.reading.stats["shard-1"] = None
-    source.reading.status["up"] = {"a1": True, "b1": False}
+    source.status["up"] = {"a1": True, "b1": False}
     samples = _scrape(registry)
     assert _value(samples, "riskmon_account_up", account="b1", portfolio="desk") == 0.0
     assert _value(samples, "riskmon_shard_up", shard="shard-1") == 0.0
@@ -269,7 +276,7 @@ def test_collector_when_shard_never_answered_exports_it_down_without_figures() -
     source = FakeSource()
     source.reading.states["shard-1"] = None
     source.reading.stats["shard-1"] = None
-    source.reading.status["up"] = {"a1": True, "b1": False}
+    source.status["up"] = {"a1": True, "b1": False}
     registry = CollectorRegistry()
     registry.register(RiskmonCollector(source))
     samples = _scrape(registry)
@@ -295,7 +302,8 @@ def test_grafana_dashboard_when_loaded_queries_only_exported_metrics() -> None:
     exprs += [v["definition"] for v in dashboard["templating"]["list"] if "definition" in v]
     assert len(exprs) >= 10
     named = {name for expr in exprs for name in re.findall(r"\briskmon_[a-z_]+", expr)}
-    assert named and named <= exported, sorted(named - exported)
+    assert named
+    assert named <= exported, sorted(named - exported)
     panels = {p["title"] for p in dashboard["panels"] if p["type"] != "row"}
     assert any("histogram_quantile" in e and "breach_to_halt" in e for e in exprs)
     assert any("histogram_quantile" in e and "batch_duration" in e for e in exprs)
@@ -313,7 +321,8 @@ def test_prometheus_example_config_when_loaded_scrapes_the_default_exporter_addr
 def test_exported_names_when_listed_follow_prometheus_naming() -> None:
     collector = RiskmonCollector(FakeSource())
     for name in exported_names(collector):
-        assert name.startswith("riskmon_") and re.fullmatch(r"[a-z_]+", name), name
+        assert name.startswith("riskmon_"), name
+        assert re.fullmatch(r"[a-z_]+", name), name
     counters = [f.name for f in collector.describe() if f.type == "counter"]
     assert counters
     assert all(f"{name}_total" in exported_names(collector) for name in counters)
