@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from riskcore.account import AccountBook, mark_price
+from riskcore.account import AccountBook
 from riskcore.config import AggregateLimits, RiskConfig
+from riskcore.figures import mark_price
 from riskcore.states import AlertLevel
 
 FIRM = "firm"

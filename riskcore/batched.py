@@ -7,108 +7,35 @@ reference engine; ticks run through the kernel, whose results are bit-identical 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 
 from riskcore import kernel
-from riskcore.account import AccountState, mark_price, transition_metric
+from riskcore.account import AccountState
 from riskcore.aggregate import SummaryColumns
+from riskcore.arrays import (
+    F64,
+    I64,
+    Flags,
+    account_arrays,
+    grow,
+    holder_arrays,
+    limit_arrays,
+    out_rows,
+    quote_arrays,
+    slot_arrays,
+    tick_arrays,
+)
 from riskcore.batch import EventBatch, Quote, TickColumns
 from riskcore.clock import NS_PER_SECOND
 from riskcore.config import AccountLimits, RiskConfig
 from riskcore.events import AccountEvent, AlertEvent, BreakerEvent, Cash, Event
-from riskcore.kernel import (
-    F64,
-    I64,
-    AccountArrays,
-    Flags,
-    HolderArrays,
-    LimitArrays,
-    MarkArrays,
-    OutRows,
-    SlotArrays,
-    TickArrays,
-)
+from riskcore.figures import mark_price, transition_metric
 from riskcore.reference import EngineBase
-from riskcore.states import AlertLevel, EngageCause, KillSwitchMode, Metric, ReleaseCause
+from riskcore.states import AlertLevel, EngageCause, Metric, ReleaseCause
 
-_Array = TypeVar("_Array", bound=np.ndarray[Any, Any])
 KeyedEvent = tuple[int, int, int, Event]  # (position in the batch, account index, order at that event), event
-
-
-def _grow(array: _Array, rows: int | None = None, cols: int | None = None) -> _Array:
-    """A copy of a 2-D array with at least ``rows`` rows and ``cols`` columns (zero-filled)."""
-    r = max(array.shape[0], rows or 0)
-    c = max(array.shape[1], cols or 0)
-    out = np.zeros((r, c), dtype=array.dtype)
-    out[: array.shape[0], : array.shape[1]] = array
-    return out  # type: ignore[return-value]  # np.zeros of the input's dtype: the input's array type
-
-
-def _account_arrays(n: int) -> AccountArrays:
-    def f64() -> F64:
-        return np.zeros(n)
-
-    def i64() -> I64:
-        return np.zeros(n, np.int64)
-
-    def flags() -> Flags:
-        return np.zeros(n, np.bool_)
-
-    return AccountArrays(
-        balance=f64(), closed_pnl=f64(), open_pnl=f64(), exposure=f64(), sod_equity=f64(), day_peak=f64(),
-        rank=i64(), dd_rank=i64(), lev_rank=i64(), ts_ns=i64(), has_ts=flags(),
-        next_roll_ns=np.full(n, -1, np.int64),
-        engaged=flags(), cause_limit=flags(), engaged_at_ns=i64(), engaged_dd=flags(), day_rolled=flags(),
-        touched=flags(),
-    )
-
-
-def _slot_arrays(n: int, width: int) -> SlotArrays:
-    return SlotArrays(
-        n_slots=np.zeros(n, np.int64), symbol=np.zeros((n, width), np.int64), qty=np.zeros((n, width)),
-        avg=np.zeros((n, width)), mult=np.zeros((n, width)), upnl=np.zeros((n, width)),
-        expo=np.zeros((n, width)),
-    )
-
-
-def _holder_arrays(n_symbols: int) -> HolderArrays:
-    return HolderArrays(
-        n_holders=np.zeros(n_symbols, np.int64), account=np.zeros((n_symbols, 1), np.int64),
-        slot=np.zeros((n_symbols, 1), np.int64),
-    )
-
-
-def _quote_arrays(n_symbols: int) -> MarkArrays:
-    return MarkArrays(bid=np.zeros(n_symbols), ask=np.zeros(n_symbols), quoted=np.zeros(n_symbols, np.bool_))
-
-
-def _limit_arrays(limits: list[AccountLimits]) -> LimitArrays:
-    def number(values: Iterable[float]) -> F64:
-        return np.fromiter(values, np.float64, len(limits))
-
-    def flag(values: Iterable[bool]) -> Flags:
-        return np.fromiter(values, np.bool_, len(limits))
-
-    return LimitArrays(
-        drawdown_warning=number(x.drawdown_warning for x in limits),
-        max_daily_drawdown=number(x.max_daily_drawdown for x in limits),
-        leverage_warning=number(x.leverage_warning for x in limits),
-        max_account_leverage=number(x.max_account_leverage for x in limits),
-        auto_engage=flag(x.kill_switch_mode is KillSwitchMode.AUTO for x in limits),
-        auto_reset=flag(x.auto_reset for x in limits),
-        cooldown_s=number(x.recovery_cooldown_seconds for x in limits),
-        release_on_day_roll=flag(x.release_on_day_roll for x in limits),
-    )
-
-
-def _out_rows(rows: int) -> OutRows:
-    return OutRows(np.zeros((rows, kernel.OUT_INT_COLS), np.int64), np.zeros((rows, kernel.OUT_FLOAT_COLS)))
-
-
-def _tick_arrays(ticks: TickColumns) -> TickArrays:
-    return TickArrays(ticks.symbol, ticks.bid, ticks.ask, ticks.ts_ns)
 
 
 class BatchedEngine(EngineBase):
@@ -123,20 +50,20 @@ class BatchedEngine(EngineBase):
         super().__init__(config, account_ids)
         n_accounts, n_symbols = len(self.books), len(self.symbol_names)
         width = max([len(b.slot_symbols) for b in self.books] + [1])
-        self.slots = _slot_arrays(n_accounts, width)
-        self.holders = _holder_arrays(n_symbols)
+        self.slots = slot_arrays(n_accounts, width)
+        self.holders = holder_arrays(n_symbols)
         # ``touched``: reached by an event (the kernel sets it on a tick) since the last changed-only summary.
-        self.acc = _account_arrays(n_accounts)
+        self.acc = account_arrays(n_accounts)
         self.lag = np.zeros(n_accounts, np.bool_)  # accounts whose book lags the arrays
         position_in_config = {spec.id: i for i, spec in enumerate(config.accounts)}
         self.config_index = np.array([position_in_config[b.id] for b in self.books], dtype=np.int32)
-        self.limits = _limit_arrays([b.limits for b in self.books])
-        self.quotes = _quote_arrays(n_symbols)
+        self.limits = limit_arrays([b.limits for b in self.books])
+        self.quotes = quote_arrays(n_symbols)
         self.index_of = {book.id: index for index, book in enumerate(self.books)}
         # Called with each account breaker change the moment a batch makes it (the kernel stops after the
         # tick that engaged one), before the rest of the batch: a halt need not wait for the batch to end.
         self.on_breaker: Callable[[BreakerEvent], None] | None = None
-        self._out = _out_rows(4096)
+        self._out = out_rows(4096)
         for index in range(n_accounts):
             self._pack(index)
 
@@ -177,9 +104,9 @@ class BatchedEngine(EngineBase):
             width = max(n, 2 * self.slots.symbol.shape[1])
             old = self.slots
             self.slots = old._replace(
-                symbol=_grow(old.symbol, cols=width), qty=_grow(old.qty, cols=width),
-                avg=_grow(old.avg, cols=width), mult=_grow(old.mult, cols=width),
-                upnl=_grow(old.upnl, cols=width), expo=_grow(old.expo, cols=width),
+                symbol=grow(old.symbol, cols=width), qty=grow(old.qty, cols=width),
+                avg=grow(old.avg, cols=width), mult=grow(old.mult, cols=width),
+                upnl=grow(old.upnl, cols=width), expo=grow(old.expo, cols=width),
             )
         slots, acc, quotes = self.slots, self.acc, self.quotes
         for j in range(int(slots.n_slots[a]), n):  # new slots: this account now holds that symbol
@@ -230,7 +157,7 @@ class BatchedEngine(EngineBase):
         if n + 1 > holders.account.shape[1]:
             width = max(n + 1, 2 * holders.account.shape[1])
             holders = self.holders = holders._replace(
-                account=_grow(holders.account, cols=width), slot=_grow(holders.slot, cols=width)
+                account=grow(holders.account, cols=width), slot=grow(holders.slot, cols=width)
             )
         at = int(np.searchsorted(holders.account[symbol_id, :n], a))  # account order, as the reference visits
         for table, value in ((holders.account, a), (holders.slot, slot)):
@@ -324,8 +251,8 @@ class BatchedEngine(EngineBase):
             for column in (ticks.symbol, ticks.bid, ticks.ask, ticks.ts_ns):
                 column.flags.writeable = writeable
             kernel.run_ticks(
-                _tick_arrays(ticks), 0, 0, _quote_arrays(1), _holder_arrays(1), _slot_arrays(1, 1),
-                _account_arrays(1), _limit_arrays([AccountLimits()]), np.zeros(0, np.int64), _out_rows(4), 0,
+                tick_arrays(ticks), 0, 0, quote_arrays(1), holder_arrays(1), slot_arrays(1, 1),
+                account_arrays(1), limit_arrays([AccountLimits()]), np.zeros(0, np.int64), out_rows(4), 0,
                 False,
             )
         kernel.mark_prices(np.zeros(0), np.zeros(0), np.zeros(0), np.zeros(0), np.zeros(0, np.bool_))
@@ -391,13 +318,13 @@ class BatchedEngine(EngineBase):
 
     def _run(self, ticks: TickColumns, start: int, end: int, fills_before: int, rolls: I64,
              keyed: list[KeyedEvent]) -> None:
-        tick_arrays = _tick_arrays(ticks)
+        columns = tick_arrays(ticks)
         while start < end:
             held = int(self.holders.n_holders[ticks.symbol[start:end]].max()) if end > start else 0
             if 2 * held + 2 > self._out.ints.shape[0]:
-                self._out = _out_rows(4 * held + 4)
+                self._out = out_rows(4 * held + 4)
             status, start, rows = kernel.run_ticks(
-                tick_arrays, start, end, self.quotes, self.holders, self.slots, self.acc, self.limits, rolls,
+                columns, start, end, self.quotes, self.holders, self.slots, self.acc, self.limits, rolls,
                 self._out, 0, self.on_breaker is not None,
             )
             np.logical_or(self.lag, self.acc.touched, out=self.lag)

@@ -9,165 +9,19 @@ override both.
 
 from __future__ import annotations
 
-import math
 import os
 import re
-from collections.abc import Callable, Mapping
-from dataclasses import MISSING, dataclass, field, fields
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgpack
 import yaml
 
+from riskcore import config_checks as check
 from riskcore.errors import ConfigError
 from riskcore.states import KillSwitchMode
-
-_MISSING = object()
-Check = Callable[[str, Any], Any]  # checks a value at a key path, returns it normalised or raises ConfigError
-
-
-# --------------------------------------------------------------------------- value checks
-
-
-def _number(path: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(path, f"must be a number, got {type(value).__name__} {value!r}")
-    result = float(value)
-    if not math.isfinite(result):
-        raise ConfigError(path, f"must be finite, got {value!r}")
-    return result
-
-
-def _positive(path: str, value: Any) -> float:
-    result = _number(path, value)
-    if result <= 0:
-        raise ConfigError(path, f"must be > 0, got {value!r}")
-    return result
-
-
-def _fraction(path: str, value: Any) -> float:
-    result = _number(path, value)
-    if not 0 < result <= 1:
-        raise ConfigError(path, f"must be in (0, 1], got {value!r}")
-    return result
-
-
-def _non_negative(path: str, value: Any) -> float:
-    result = _number(path, value)
-    if result < 0:
-        raise ConfigError(path, f"must be >= 0, got {value!r}")
-    return result
-
-
-def _optional(check: Check) -> Check:
-    def optional_check(path: str, value: Any) -> Any:
-        return None if value is None else check(path, value)
-
-    return optional_check
-
-
-def _positive_int(path: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(path, f"must be an integer, got {type(value).__name__} {value!r}")
-    if value < 1:
-        raise ConfigError(path, f"must be >= 1, got {value!r}")
-    return value
-
-
-def _boolean(path: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(path, f"must be true or false, got {value!r}")
-    return value
-
-
-def _mode(path: str, value: Any) -> KillSwitchMode:
-    try:
-        return KillSwitchMode(value)
-    except ValueError:
-        raise ConfigError(path, f"must be one of auto, manual; got {value!r}") from None
-
-
-def _text(path: str, value: Any) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ConfigError(path, f"must be a non-empty string, got {value!r}")
-    return value
-
-
-def _roll_time(path: str, value: Any) -> str:
-    if not isinstance(value, str) or not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", value):
-        raise ConfigError(path, f"must be HH:MM (24 h), got {value!r}")
-    return value
-
-
-def _timezone(path: str, value: Any) -> str:
-    text = _text(path, value)
-    try:
-        ZoneInfo(text)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ConfigError(path, f"unknown time zone {value!r}") from None
-    return text
-
-
-def _mapping(path: str, value: Any) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping):
-        raise ConfigError(path, f"must be a mapping, got {type(value).__name__}")
-    for key in value:
-        if not isinstance(key, str):
-            raise ConfigError(path, f"keys must be strings, got {key!r}")
-    return value
-
-
-def _as_given(path: str, value: Any) -> Any:
-    """A sub-section, checked by its own spec afterwards."""
-    return value
-
-
-def _or_empty(value: Any, empty: Any) -> Any:
-    """An absent (``null``) section is empty; any other value, falsy or not, is checked as given."""
-    return empty if value is None else value
-
-
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
-
-
-def _fields(
-    path: str,
-    raw: Any,
-    spec: Mapping[str, tuple[Check, Any]],
-    base: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Check ``raw`` against ``spec`` (key -> (check, default)); refuse unknown keys."""
-    raw = _mapping(path, {} if raw is None else raw)
-    unknown = sorted(set(raw) - set(spec))
-    if unknown:
-        raise ConfigError(_join(path, unknown[0]), f"unknown key (allowed: {', '.join(sorted(spec))})")
-    out: dict[str, Any] = {}
-    for key, (check, default) in spec.items():
-        if key in raw:
-            out[key] = check(_join(path, key), raw[key])
-        elif base is not None and key in base:
-            out[key] = base[key]
-        elif default is _MISSING:
-            raise ConfigError(_join(path, key), "is required")
-        else:
-            out[key] = default
-    return out
-
-
-def _spec(
-    cls: type, checks: Mapping[str, Check], supplied: tuple[str, ...] = ()
-) -> dict[str, tuple[Check, Any]]:
-    """A section's spec: each field's check, and its default as the dataclass ``cls`` declares it (the one
-    place a default is written; a field without one is required). ``supplied``: fields the parser fills in."""
-    declared = {f.name: f for f in fields(cls)}
-    if set(checks) | set(supplied) != set(declared):
-        raise TypeError(f"{cls.__name__}: checks for {sorted(checks)}, fields {sorted(declared)}")
-    return {name: (check, _MISSING if declared[name].default is MISSING else declared[name].default)
-            for name, check in checks.items()}
-
 
 # --------------------------------------------------------------------------- sections
 
@@ -190,24 +44,24 @@ class AccountLimits:
     max_orders_per_second: int | None = None
 
 
-_ACCOUNT_LIMITS_SPEC = _spec(AccountLimits, {
-    "max_daily_drawdown": _fraction,
-    "drawdown_warning": _fraction,
-    "max_account_leverage": _positive,
-    "leverage_warning": _positive,
-    "kill_switch_mode": _mode,
-    "recovery_cooldown_seconds": _non_negative,
-    "auto_reset": _boolean,
-    "release_on_day_roll": _boolean,
-    "reduce_only_when_halted": _boolean,
-    "max_order_notional": _optional(_positive),
-    "max_position_notional": _optional(_positive),
-    "max_orders_per_second": _optional(_positive_int),
+_ACCOUNT_LIMITS_SPEC = check.spec(AccountLimits, {
+    "max_daily_drawdown": check.fraction,
+    "drawdown_warning": check.fraction,
+    "max_account_leverage": check.positive,
+    "leverage_warning": check.positive,
+    "kill_switch_mode": check.mode,
+    "recovery_cooldown_seconds": check.non_negative,
+    "auto_reset": check.boolean,
+    "release_on_day_roll": check.boolean,
+    "reduce_only_when_halted": check.boolean,
+    "max_order_notional": check.optional(check.positive),
+    "max_position_notional": check.optional(check.positive),
+    "max_orders_per_second": check.optional(check.positive_int),
 })
 
 
 def _account_limits(path: str, raw: Any, base: Mapping[str, Any] | None) -> dict[str, Any]:
-    values = _fields(path, raw, _ACCOUNT_LIMITS_SPEC, base)
+    values = check.checked(path, raw, _ACCOUNT_LIMITS_SPEC, base)
     given = set(raw or {})
     pairs = (("drawdown_warning", "max_daily_drawdown"), ("leverage_warning", "max_account_leverage"))
     for warning, hard in pairs:
@@ -218,7 +72,7 @@ def _account_limits(path: str, raw: Any, base: Mapping[str, Any] | None) -> dict
         # A warning at or above its hard limit would never warn before the kill switch.
         if values[warning] >= values[hard]:
             raise ConfigError(
-                _join(path, warning), f"must be below {hard} ({values[hard]}), got {values[warning]}"
+                check.join(path, warning), f"must be below {hard} ({values[hard]}), got {values[warning]}"
             )
     return values
 
@@ -236,14 +90,14 @@ class AggregateLimits:
     reduce_only_when_halted: bool = True
 
 
-_AGGREGATE_LIMITS_SPEC = _spec(AggregateLimits, {
-    "max_gross_exposure": _optional(_positive),
-    "max_net_exposure_per_symbol": _optional(_positive),
-    "max_daily_loss": _optional(_positive),
-    "kill_switch_mode": _mode,
-    "recovery_cooldown_seconds": _non_negative,
-    "auto_reset": _boolean,
-    "reduce_only_when_halted": _boolean,
+_AGGREGATE_LIMITS_SPEC = check.spec(AggregateLimits, {
+    "max_gross_exposure": check.optional(check.positive),
+    "max_net_exposure_per_symbol": check.optional(check.positive),
+    "max_daily_loss": check.optional(check.positive),
+    "kill_switch_mode": check.mode,
+    "recovery_cooldown_seconds": check.non_negative,
+    "auto_reset": check.boolean,
+    "reduce_only_when_halted": check.boolean,
 })
 
 
@@ -339,25 +193,31 @@ _TOP_KEYS = ("limits", "symbols", "portfolios", "firm", "accounts", "trading_day
              "gate", "durability")
 
 
-_SYMBOL_SPEC = _spec(SymbolSpec, {"multiplier": _positive, "price_band_pct": _optional(_fraction)},
-                     supplied=("symbol",))
-_POSITION_SPEC = _spec(PositionSpec, {"qty": _number, "avg_price": _positive}, supplied=("symbol",))
-_TRADING_DAY_SPEC = _spec(TradingDayConfig, {"roll_time": _roll_time, "timezone": _timezone})
-_BATCHING_SPEC = _spec(BatchingConfig, {"max_ticks": _positive_int, "max_delay_ms": _non_negative,
-                                        "max_in_flight": _positive_int})
-_PLACEMENT_SPEC = _spec(PlacementConfig,
-                        {"accounts_per_actor": _positive_int, "actor_num_cpus": _non_negative})
-_GATE_SPEC = _spec(GateConfig, {"max_staleness_ms": _positive, "poll_interval_ms": _positive})
-_DURABILITY_SPEC = _spec(DurabilityConfig, {"fsync": _boolean, "snapshot_mb": _positive})
+_SYMBOL_SPEC = check.spec(
+    SymbolSpec, {"multiplier": check.positive, "price_band_pct": check.optional(check.fraction)},
+    supplied=("symbol",),
+)
+_POSITION_SPEC = check.spec(
+    PositionSpec, {"qty": check.number, "avg_price": check.positive}, supplied=("symbol",)
+)
+_TRADING_DAY_SPEC = check.spec(TradingDayConfig, {"roll_time": check.roll_time, "timezone": check.timezone})
+_BATCHING_SPEC = check.spec(BatchingConfig, {
+    "max_ticks": check.positive_int, "max_delay_ms": check.non_negative, "max_in_flight": check.positive_int,
+})
+_PLACEMENT_SPEC = check.spec(PlacementConfig, {
+    "accounts_per_actor": check.positive_int, "actor_num_cpus": check.non_negative,
+})
+_GATE_SPEC = check.spec(GateConfig, {"max_staleness_ms": check.positive, "poll_interval_ms": check.positive})
+_DURABILITY_SPEC = check.spec(DurabilityConfig, {"fsync": check.boolean, "snapshot_mb": check.positive})
 
 
-def _section(path: str, raw: Any, cls: type, spec: Mapping[str, tuple[Check, Any]]) -> Any:
-    return cls(**_fields(path, raw, spec))
+def _section(path: str, raw: Any, cls: type, spec: Mapping[str, tuple[check.Check, Any]]) -> Any:
+    return cls(**check.checked(path, raw, spec))
 
 
 def parse_config(raw: Any, source: str = "<memory>") -> RiskConfig:
     """Validate a ``yaml.safe_load`` result; raise :class:`ConfigError` naming the key path."""
-    root = _mapping("", {} if raw is None else raw)
+    root = check.mapping("", {} if raw is None else raw)
     unknown = sorted(set(root) - set(_TOP_KEYS))
     if unknown:
         raise ConfigError(unknown[0], f"unknown key (allowed: {', '.join(_TOP_KEYS)})")
@@ -365,44 +225,46 @@ def parse_config(raw: Any, source: str = "<memory>") -> RiskConfig:
     default_limits = _account_limits("limits", root.get("limits"), None)
 
     symbols: dict[str, SymbolSpec] = {}
-    raw_symbols = _mapping("symbols", _or_empty(root.get("symbols"), {}))
+    raw_symbols = check.mapping("symbols", check.or_empty(root.get("symbols"), {}))
     for name, body in raw_symbols.items():
         path = f"symbols.{name}"
         if not re.fullmatch(r"[A-Za-z0-9._:/-]{1,32}", name):
             raise ConfigError(path, "symbol names are 1-32 characters of letters, digits and . _ : / -")
-        values = _fields(path, body, _SYMBOL_SPEC)
+        values = check.checked(path, body, _SYMBOL_SPEC)
         symbols[name] = SymbolSpec(symbol=name, **values)
 
     portfolios: dict[str, PortfolioSpec] = {}
     portfolio_account_limits: dict[str, dict[str, Any]] = {}
-    for name, body in _mapping("portfolios", _or_empty(root.get("portfolios"), {})).items():
+    for name, body in check.mapping("portfolios", check.or_empty(root.get("portfolios"), {})).items():
         path = f"portfolios.{name}"
-        body = _fields(path, body, {"limits": (_as_given, None), "account_limits": (_as_given, None)})
-        limits = AggregateLimits(**_fields(f"{path}.limits", body["limits"], _AGGREGATE_LIMITS_SPEC))
+        sections = {"limits": (check.as_given, None), "account_limits": (check.as_given, None)}
+        body = check.checked(path, body, sections)
+        aggregate = check.checked(f"{path}.limits", body["limits"], _AGGREGATE_LIMITS_SPEC)
+        limits = AggregateLimits(**aggregate)
         portfolios[name] = PortfolioSpec(id=name, limits=limits)
         portfolio_account_limits[name] = _account_limits(
             f"{path}.account_limits", body["account_limits"], default_limits
         )
 
-    firm_body = _fields("firm", root.get("firm"), {"limits": (_as_given, None)})
-    firm = AggregateLimits(**_fields("firm.limits", firm_body["limits"], _AGGREGATE_LIMITS_SPEC))
+    firm_body = check.checked("firm", root.get("firm"), {"limits": (check.as_given, None)})
+    firm = AggregateLimits(**check.checked("firm.limits", firm_body["limits"], _AGGREGATE_LIMITS_SPEC))
 
-    raw_accounts = _or_empty(root.get("accounts"), [])
+    raw_accounts = check.or_empty(root.get("accounts"), [])
     if not isinstance(raw_accounts, list):
         raise ConfigError("accounts", f"must be a list, got {type(raw_accounts).__name__}")
     accounts: list[AccountSpec] = []
     seen: set[str] = set()
     for index, body in enumerate(raw_accounts):
         path = f"accounts[{index}]"
-        values = _fields(
+        values = check.checked(
             path,
             body,
             {
-                "id": (_text, _MISSING),
-                "portfolio": (_text, _MISSING),
-                "balance": (_positive, _MISSING),
-                "positions": (lambda p, v: _mapping(p, _or_empty(v, {})), {}),
-                "limits": (_as_given, None),
+                "id": (check.text, check.REQUIRED),
+                "portfolio": (check.text, check.REQUIRED),
+                "balance": (check.positive, check.REQUIRED),
+                "positions": (lambda p, v: check.mapping(p, check.or_empty(v, {})), {}),
+                "limits": (check.as_given, None),
             },
         )
         if values["id"] in seen:
@@ -417,7 +279,7 @@ def parse_config(raw: Any, source: str = "<memory>") -> RiskConfig:
             pos_path = f"{path}.positions.{symbol}"
             if symbol not in symbols:
                 raise ConfigError(pos_path, f"unknown symbol {symbol!r} (define it under symbols)")
-            pos_values = _fields(pos_path, pos, _POSITION_SPEC)
+            pos_values = check.checked(pos_path, pos, _POSITION_SPEC)
             positions.append(PositionSpec(symbol=symbol, **pos_values))
         inherited = portfolio_account_limits[values["portfolio"]]
         merged = _account_limits(f"{path}.limits", values["limits"], inherited)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -186,7 +186,7 @@ class FillScreen:
             self.seen_ids.add(key)
 
     def screen(
-        self, fills: list[AccountEvent], fill_pos: list[int]
+        self, fills: Sequence[AccountEvent], fill_pos: Sequence[int]
     ) -> tuple[list[AccountEvent], list[int], list[Refusal]]:
         kept: list[AccountEvent] = []
         kept_pos: list[int] = []

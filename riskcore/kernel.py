@@ -5,129 +5,48 @@ tick's symbol, in account order, doing exactly what
 :meth:`riskcore.account.AccountBook.on_tick` does — the same sums over
 position slots in slot order, the same comparisons, the same breaker steps,
 and the same scalar rules (marking, drawdown, leverage, levels: the functions of
-:mod:`riskcore.account`, compiled) — so its results are bit-identical to the
+:mod:`riskcore.figures`, compiled) — so its results are bit-identical to the
 reference engine. What it does not do is build Python objects: each alert or
-breaker change is written as one row of :class:`OutRows` and the caller turns
+breaker change is written as one row of ``OutRows`` and the caller turns
 rows into events.
 
 State lives in arrays (one row per account, slots padded to a fixed width), in
-groups of one kind each (:class:`AccountArrays`, :class:`SlotArrays`, ...): a group
-passed where another is expected is a type error.
+groups of one kind each (:mod:`riskcore.arrays`): a group passed where another is
+expected is a type error.
 :class:`riskcore.engine.BatchedEngine` packs and unpacks them around each batch.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import numpy as np
 from numba import njit
-from numpy.typing import NDArray
 
-from riskcore.account import CRITICAL, drawdown_pct, leverage, mark_price, metric_rank
+from riskcore.arrays import (
+    F64,
+    I64,
+    AccountArrays,
+    Flags,
+    HolderArrays,
+    LimitArrays,
+    MarkArrays,
+    OutRows,
+    SlotArrays,
+    TickArrays,
+)
+from riskcore.figures import CRITICAL, drawdown_pct, leverage, mark_price, metric_rank
 from riskcore.states import cooldown_left_seconds
-
-F64 = NDArray[np.float64]
-I64 = NDArray[np.int64]
-I32 = NDArray[np.int32]
-Flags = NDArray[np.bool_]
 
 # Row kinds written to OutRows.ints[:, 0].
 ALERT = 0
 ENGAGE = 1
 AUTO_RESET = 2
 DAY_ROLL = 3
-OUT_INT_COLS = 7  # kind, tick, account, from_rank, to_rank, dd_rank, lev_rank(or old dd_rank for alerts)
-OUT_FLOAT_COLS = 2  # dd_pct, leverage
 
 # Status codes returned by run_ticks.
 DONE = 0
 OUT_FULL = 1
 NO_ROLL_BOUNDARY = 2
 ENGAGED = 3  # stopped after a tick that engaged a breaker, so the caller can publish it before going on
-
-
-class TickArrays(NamedTuple):
-    """The ticks' numeric columns (of :class:`riskcore.engine.TickColumns`), one row per tick."""
-
-    symbol: I32
-    bid: F64
-    ask: F64
-    ts_ns: I64
-
-
-class MarkArrays(NamedTuple):
-    """Each symbol's latest quote; ``quoted`` is false before its first."""
-
-    bid: F64
-    ask: F64
-    quoted: Flags
-
-
-class HolderArrays(NamedTuple):
-    """Who holds each symbol: ``n_holders[s]`` accounts ``account[s, :n_holders[s]]`` (in account order), each
-    keeping it in position slot ``slot[s, h]``."""
-
-    n_holders: I64
-    account: I64  # [symbol, holder]
-    slot: I64  # [symbol, holder]
-
-
-class SlotArrays(NamedTuple):
-    """Each account's ``n_slots[a]`` position slots ([account, slot]), in the order it first held each
-    symbol."""
-
-    n_slots: I64
-    symbol: I64
-    qty: F64
-    avg: F64
-    mult: F64
-    upnl: F64  # the slot's open-PnL term at its symbol's current mark (the kernel re-sums the terms)
-    expo: F64  # the slot's exposure term
-
-
-class AccountArrays(NamedTuple):
-    """Each account's figures, level and breaker (:class:`riskcore.account.AccountBook`'s fields)."""
-
-    balance: F64
-    closed_pnl: F64
-    open_pnl: F64
-    exposure: F64
-    sod_equity: F64
-    day_peak: F64
-    rank: I64
-    dd_rank: I64
-    lev_rank: I64
-    ts_ns: I64
-    has_ts: Flags  # an event has reached it (ts_ns is valid)
-    next_roll_ns: I64  # -1: not known before its first event
-    engaged: Flags
-    cause_limit: Flags  # engaged by a limit (not an operator)
-    engaged_at_ns: I64
-    engaged_dd: Flags  # engaged on the drawdown limit
-    day_rolled: Flags
-    touched: Flags  # reached by a tick since the caller last cleared it
-
-
-class LimitArrays(NamedTuple):
-    """Each account's limits (:class:`riskcore.config.AccountLimits`)."""
-
-    drawdown_warning: F64
-    max_daily_drawdown: F64
-    leverage_warning: F64
-    max_account_leverage: F64
-    auto_engage: Flags  # kill_switch_mode auto
-    auto_reset: Flags
-    cooldown_s: F64
-    release_on_day_roll: Flags
-
-
-class OutRows(NamedTuple):
-    """One row per alert or breaker change: ``ints[r]`` as :data:`OUT_INT_COLS`, ``floats[r]`` as
-    :data:`OUT_FLOAT_COLS`."""
-
-    ints: I64
-    floats: F64
 
 
 _mark_price = njit(cache=True, nogil=True)(mark_price)
@@ -139,7 +58,7 @@ _cooldown_left_seconds = njit(cache=True, nogil=True)(cooldown_left_seconds)
 
 @njit(cache=True, nogil=True)
 def mark_prices(qty: F64, avg: F64, bid: F64, ask: F64, quoted: Flags) -> F64:
-    """:func:`riskcore.account.mark_price` of each position (each argument a column, one row a position)."""
+    """:func:`riskcore.figures.mark_price` of each position (each argument a column, one row a position)."""
     out = np.empty_like(qty)
     for k in range(qty.shape[0]):
         out[k] = _mark_price(qty[k], avg[k], bid[k], ask[k], quoted[k])

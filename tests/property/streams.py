@@ -13,7 +13,9 @@ between them.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any
 
 from hypothesis import strategies as st
@@ -29,7 +31,8 @@ MAX_SYMBOLS = 4
 MAX_ACCOUNTS = 5
 START_PRICE = 100.0
 NOTIONAL_PER_LOT = 10_000.0  # a lot is 10k of notional whatever the multiplier, so leverage is comparable
-# Start days around both 2020 DST changes and in plain winter / summer; the hour varies the distance to 17:00 NY.
+# Start days around both 2020 DST changes and in plain winter / summer; the hour varies the distance to
+# 17:00 New York.
 START_DAYS = ("2020-01-15", "2020-03-07", "2020-07-15", "2020-10-31")
 FILL_KINDS = ("open", "grow", "reduce", "close", "flip", "cash")  # "cash": a deposit or withdrawal instead
 
@@ -219,9 +222,15 @@ def build_events(config: RiskConfig, segments: list[Segment], start_ns: int) -> 
             s = step.who // MAX_ACCOUNTS % len(names)
             kind = FILL_KINDS[step.detail % len(FILL_KINDS)]
             fee = FEES[step.detail // len(FILL_KINDS)]
-            side = 1.0 if step.size % 2 else -1.0  # direction of a fresh position (of a cash movement: in or out)
-            if kind == "cash":  # up to 170k: a withdrawal can leave equity at or below zero (infinite leverage)
-                events.append(Cash(account, side * (step.size + 1) * NOTIONAL_PER_LOT, ts, f"c{seq}", "c", seq))
+            side = (
+                1.0 if step.size % 2 else -1.0
+            )  # direction of a fresh position (of a cash movement: in or out)
+            if (
+                kind == "cash"
+            ):  # up to 170k: a withdrawal can leave equity at or below zero (infinite leverage)
+                events.append(
+                    Cash(account, side * (step.size + 1) * NOTIONAL_PER_LOT, ts, f"c{seq}", "c", seq)
+                )
                 continue
             held = position.get((account, names[s]), 0.0)
             size = (step.size + 1) * NOTIONAL_PER_LOT / (2 * START_PRICE * multipliers[s])
@@ -331,7 +340,9 @@ def scenarios(draw: st.DrawFn) -> Scenario:
     return Scenario(raw, config, events, batches, draw(operator_steps), draw(st.booleans()))
 
 
-def one_account_scenario(limits: dict[str, Any], events: list[Tick | AccountEvent], sizes: list[int]) -> Scenario:
+def one_account_scenario(
+    limits: dict[str, Any], events: Sequence[Tick | AccountEvent], sizes: list[int]
+) -> Scenario:
     """Account A0 holding 1,000 S0 (S1 it does not hold), fed ``events`` in batches of ``sizes``."""
     raw = {
         "symbols": {"S0": {"multiplier": 1}, "S1": {"multiplier": 10}},
@@ -350,7 +361,7 @@ def one_account_scenario(limits: dict[str, Any], events: list[Tick | AccountEven
     for size in sizes:
         bounds.append(bounds[-1] + size)
     assert bounds[-1] == len(events)
-    return Scenario(raw, parse_config(raw), events, list(zip(bounds[:-1], bounds[1:])), [])
+    return Scenario(raw, parse_config(raw), list(events), list(pairwise(bounds)), [])
 
 
 def breakers(engine: ReferenceEngine | BatchedEngine) -> dict[str, dict[str, object]]:

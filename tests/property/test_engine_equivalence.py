@@ -39,9 +39,13 @@ def run_both(scenario: Scenario) -> list[Event]:
         assert actual == expected, f"events differ in batch {number} (events {start}..{end})"
         if scenario.publish:
             # Every breaker change was published during the batch, in the order the batch made them.
-            assert published == [e for e in actual if isinstance(e, BreakerEvent)], f"published in batch {number}"
+            assert published == [e for e in actual if isinstance(e, BreakerEvent)], (
+                f"published in batch {number}"
+            )
             published.clear()
-        assert batched.states() == reference.states(), f"states differ after batch {number} (events {start}..{end})"
+        assert batched.states() == reference.states(), (
+            f"states differ after batch {number} (events {start}..{end})"
+        )
         assert breakers(batched) == breakers(reference), f"breakers differ after batch {number}"
         # The whole state, down to slots, ranks, the next day roll and the marks.
         assert batched.snapshot() == reference.snapshot(), f"snapshots differ after batch {number}"
@@ -64,7 +68,9 @@ def tally(events: list[Event]) -> Counter[str]:
     return counts
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+)
 @given(scenarios())
 def test_batched_engine_when_fed_any_batching_of_a_stream_equals_reference_engine(scenario: Scenario) -> None:
     events = run_both(scenario)
@@ -72,14 +78,18 @@ def test_batched_engine_when_fed_any_batching_of_a_stream_equals_reference_engin
     counts = tally(events)
     # Steer generation towards streams that breach, engage and release: the interesting cases.
     target(float(counts["alert:CRITICAL"]), label="critical alerts")
-    target(float(counts["breaker:ENGAGED:limit"] + counts["breaker:SAFE:auto_reset"]), label="breaker changes")
+    target(
+        float(counts["breaker:ENGAGED:limit"] + counts["breaker:SAFE:auto_reset"]), label="breaker changes"
+    )
 
 
 # --------------------------------------------------------------------------- edges the generator rarely hits
 
 
 @pytest.mark.parametrize("sizes", [[4], [1, 3], [2, 2], [3, 1], [1, 1, 1, 1]])
-def test_batched_engine_when_auto_reset_due_exactly_at_cooldown_end_equals_reference(sizes: list[int]) -> None:
+def test_batched_engine_when_auto_reset_due_exactly_at_cooldown_end_equals_reference(
+    sizes: list[int],
+) -> None:
     t0 = parse_rfc3339("2020-01-15T15:00:00Z")
     events: list[Tick | Fill] = [
         Tick("S0", 97.5, 97.6, t0, "t", 1),  # drawdown 0.025: engaged
@@ -95,7 +105,9 @@ def test_batched_engine_when_auto_reset_due_exactly_at_cooldown_end_equals_refer
 
 
 @pytest.mark.parametrize("sizes", [[5], [2, 3], [3, 2], [4, 1]])
-def test_batched_engine_when_tick_lands_exactly_on_roll_inside_a_batch_equals_reference(sizes: list[int]) -> None:
+def test_batched_engine_when_tick_lands_exactly_on_roll_inside_a_batch_equals_reference(
+    sizes: list[int],
+) -> None:
     roll = parse_rfc3339("2020-07-15T21:00:00Z")  # 17:00 EDT
     events: list[Tick | Fill] = [
         Tick("S0", 97.5, 97.6, roll - HOUR, "t", 1),  # engaged by drawdown
@@ -104,7 +116,9 @@ def test_batched_engine_when_tick_lands_exactly_on_roll_inside_a_batch_equals_re
         Tick("S0", 98.4, 98.5, roll, "t", 4),  # the roll: new day, released
         Fill("A0", "S1", 10.0, 50.0, roll, stream="f", seq=5),
     ]
-    scenario = one_account_scenario({"release_on_day_roll": True, "recovery_cooldown_seconds": 30}, events, sizes)
+    scenario = one_account_scenario(
+        {"release_on_day_roll": True, "recovery_cooldown_seconds": 30}, events, sizes
+    )
 
     released = [e for e in run_both(scenario) if isinstance(e, BreakerEvent) and e.state == "SAFE"]
 
@@ -195,7 +209,9 @@ def test_scenario_generator_when_sampled_produces_breaches_engagements_and_relea
     assert examples_with("alert:CRITICAL") >= len(seen) // 2, "too few examples reach CRITICAL"
     assert examples_with("breaker:ENGAGED:limit") >= len(seen) // 3, "too few examples engage a breaker"
     assert examples_with("alert:WARNING") >= len(seen) // 3
-    assert examples_with("alert:WARNING->CRITICAL") >= len(seen) // 4, "breaches should build up, not only start"
+    assert examples_with("alert:WARNING->CRITICAL") >= len(seen) // 4, (
+        "breaches should build up, not only start"
+    )
     assert examples_with("alert:NORMAL") >= len(seen) // 4, "too few examples recover"
     assert examples_with("breaker:SAFE:auto_reset") >= 15, "auto_reset releases are rarely generated"
     assert examples_with("breaker:SAFE:day_roll") >= 6, "day-roll releases are rarely generated"

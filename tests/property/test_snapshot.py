@@ -11,6 +11,8 @@ every event after every batch, every state, breaker and summary column must be i
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
+from itertools import pairwise
 from typing import Any
 
 import msgpack
@@ -37,7 +39,10 @@ MSGPACK_NATIVE = (dict, list, str, int, float, bool, type(None))
 
 
 def msgpack_round_trip(snapshot: dict[str, Any]) -> dict[str, Any]:
-    return msgpack.unpackb(msgpack.packb(snapshot, use_bin_type=True), raw=False, strict_map_key=False)
+    decoded: dict[str, Any] = msgpack.unpackb(
+        msgpack.packb(snapshot, use_bin_type=True), raw=False, strict_map_key=False
+    )
+    return decoded
 
 
 def assert_native(value: object, path: str = "snapshot") -> None:
@@ -63,11 +68,15 @@ def assert_same_arrays(original: BatchedEngine, restored: BatchedEngine) -> None
     assert np.array_equal(original.holders.n_holders, restored.holders.n_holders)
     for a, n in enumerate(slots.n_slots.tolist()):
         for name in ("symbol", "qty", "avg", "mult", "upnl", "expo"):
-            assert getattr(slots, name)[a, :n].tobytes() == getattr(restored_slots, name)[a, :n].tobytes(), (name, a)
+            assert getattr(slots, name)[a, :n].tobytes() == getattr(restored_slots, name)[a, :n].tobytes(), (
+                name,
+                a,
+            )
     for s, n in enumerate(original.holders.n_holders.tolist()):
         for name in ("account", "slot"):
-            assert np.array_equal(getattr(original.holders, name)[s, :n], getattr(restored.holders, name)[s, :n]), (
-                name, s)
+            assert np.array_equal(
+                getattr(original.holders, name)[s, :n], getattr(restored.holders, name)[s, :n]
+            ), (name, s)
 
 
 def run_with_snapshot(scenario: Scenario, cut: int) -> tuple[dict[str, Any], list[Event]]:
@@ -101,7 +110,9 @@ def run_with_snapshot(scenario: Scenario, cut: int) -> tuple[dict[str, Any], lis
         expected = original.apply(EventBatch.from_events(chunk, symbol_ids))
         if restored is not None:
             actual = restored.apply(EventBatch.from_events(chunk, symbol_ids))
-            assert actual == expected, f"events differ in batch {number} (events {start}..{end}), snapshot before {cut}"
+            assert actual == expected, (
+                f"events differ in batch {number} (events {start}..{end}), snapshot before {cut}"
+            )
             assert published[1] == published[0], f"published breaker changes differ in batch {number}"
             assert restored.states() == original.states(), f"states differ after batch {number}"
             events += expected
@@ -119,7 +130,9 @@ def run_with_snapshot(scenario: Scenario, cut: int) -> tuple[dict[str, Any], lis
     return snapshot, events
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+)
 @given(scenarios(), st.data())
 def test_batched_engine_when_restored_from_snapshot_at_any_batch_continues_identically(
     scenario: Scenario, data: st.DataObject
@@ -136,26 +149,35 @@ def test_batched_engine_when_restored_from_snapshot_at_any_batch_continues_ident
     target(float(sum(a["breaker"]["day_rolled"] for a in accounts)), label="engaged breakers, day rolled")
 
 
-# --------------------------------------------------------------------------- states the generator may miss at a cut
+# ------------------------------------------------------------------ states the generator may miss at a cut
 
 
-def two_account_scenario(events: list[Tick | Fill], sizes: list[int]) -> Scenario:
+def two_account_scenario(events: Sequence[Tick | Fill], sizes: list[int]) -> Scenario:
     """A0 and A1 each holding 1,000 S0; S1 (multiplier 10) neither holds."""
-    limits = {"max_daily_drawdown": 0.02, "drawdown_warning": 0.01, "max_account_leverage": 10.0,
-              "leverage_warning": 5.0}
+    limits = {
+        "max_daily_drawdown": 0.02,
+        "drawdown_warning": 0.01,
+        "max_account_leverage": 10.0,
+        "leverage_warning": 5.0,
+    }
     raw = {
         "symbols": {"S0": {"multiplier": 1}, "S1": {"multiplier": 10}},
         "portfolios": {"P0": {}},
         "accounts": [
-            {"id": f"A{a}", "portfolio": "P0", "balance": 100_000.0,
-             "positions": {"S0": {"qty": 1_000.0, "avg_price": 100.0}}, "limits": limits}
+            {
+                "id": f"A{a}",
+                "portfolio": "P0",
+                "balance": 100_000.0,
+                "positions": {"S0": {"qty": 1_000.0, "avg_price": 100.0}},
+                "limits": limits,
+            }
             for a in range(2)
         ],
     }
     bounds = [0]
     for size in sizes:
         bounds.append(bounds[-1] + size)
-    return Scenario(raw, parse_config(raw), events, list(zip(bounds[:-1], bounds[1:])), [])
+    return Scenario(raw, parse_config(raw), list(events), list(pairwise(bounds)), [])
 
 
 @pytest.mark.parametrize("sizes", [[4, 4], [3, 1, 2, 2], [4, 1, 1, 1, 1]])
@@ -180,7 +202,10 @@ def test_batched_engine_when_snapshot_holds_symbols_opened_by_fills_restores_slo
 
     assert [a["slot_symbols"] for a in snapshot["accounts"]] == [[0, 1], [0, 1]]
     assert [(e.account, e.to_level) for e in after if not isinstance(e, BreakerEvent)][:4] == [
-        ("A0", "WARNING"), ("A1", "WARNING"), ("A0", "CRITICAL"), ("A1", "CRITICAL"),
+        ("A0", "WARNING"),
+        ("A1", "WARNING"),
+        ("A0", "CRITICAL"),
+        ("A1", "CRITICAL"),
     ]
 
 
@@ -198,16 +223,22 @@ def test_batched_engine_when_snapshot_taken_during_breaker_cooldown_releases_at_
         Tick("S0", 98.6, 98.7, t0 + 30 * S, "t", 5),  # released here
     ]
     limits = {"auto_reset": True, "recovery_cooldown_seconds": 30}
-    scenario = dataclasses.replace(one_account_scenario(limits, events, sizes), operator=[OperatorStep(1, "reset", 0)])
+    scenario = dataclasses.replace(
+        one_account_scenario(limits, events, sizes), operator=[OperatorStep(1, "reset", 0)]
+    )
 
     snapshot, after = run_with_snapshot(scenario, cut=1)
 
     assert snapshot["accounts"][0]["breaker"]["state"] == "ENGAGED"
-    assert [(e.state, e.cause, e.seq) for e in after if isinstance(e, BreakerEvent)] == [("SAFE", "auto_reset", 5)]
+    assert [(e.state, e.cause, e.seq) for e in after if isinstance(e, BreakerEvent)] == [
+        ("SAFE", "auto_reset", 5)
+    ]
 
 
 @pytest.mark.parametrize("cut", [1, 2, 3])
-def test_batched_engine_when_snapshot_taken_around_day_roll_of_engaged_breaker_releases_on_new_day(cut: int) -> None:
+def test_batched_engine_when_snapshot_taken_around_day_roll_of_engaged_breaker_releases_on_new_day(
+    cut: int,
+) -> None:
     roll = parse_rfc3339("2020-07-15T21:00:00Z")  # 17:00 EDT
     events: list[Tick | Fill] = [
         Tick("S0", 97.5, 97.6, roll - 10 * S, "t", 1),  # engaged by drawdown, cooldown 30 s
@@ -224,4 +255,6 @@ def test_batched_engine_when_snapshot_taken_around_day_roll_of_engaged_breaker_r
 
     # Before the roll (cut 1) the restored engine must know when the day ends; after it, that it has ended.
     assert snapshot["accounts"][0]["breaker"]["day_rolled"] is (cut > 1)
-    assert [(e.state, e.cause, e.seq) for e in after if isinstance(e, BreakerEvent)] == [("SAFE", "day_roll", 5)]
+    assert [(e.state, e.cause, e.seq) for e in after if isinstance(e, BreakerEvent)] == [
+        ("SAFE", "day_roll", 5)
+    ]

@@ -18,11 +18,15 @@ from riskcore.config import parse_config
 from riskcore.states import AlertLevel
 
 SYMBOLS = ["EURUSD", "GBPUSD", "XAUUSD", "USDJPY"]
-CONFIG = parse_config({
-    "symbols": {s: {} for s in SYMBOLS},
-    "portfolios": {"desk": {}, "macro": {}, "idle": {}},
-    "accounts": [{"id": f"A{i}", "portfolio": ("desk", "macro")[i % 2], "balance": 1_000_000} for i in range(7)],
-})
+CONFIG = parse_config(
+    {
+        "symbols": {s: {} for s in SYMBOLS},
+        "portfolios": {"desk": {}, "macro": {}, "idle": {}},
+        "accounts": [
+            {"id": f"A{i}", "portfolio": ("desk", "macro")[i % 2], "balance": 1_000_000} for i in range(7)
+        ],
+    }
+)
 
 money = st.floats(min_value=-1e7, max_value=1e7, allow_nan=False, allow_infinity=False)
 
@@ -40,13 +44,21 @@ def updates(draw: Any) -> list[SummaryColumns]:
                 pos_qty.append(draw(st.sampled_from([-3.0, 1.0, 2.5])))
                 pos_net.append(draw(money))
         n = len(rows)
-        out.append(SummaryColumns(
-            index=np.asarray(rows, np.int32), equity=np.asarray([draw(money) for _ in rows]),
-            sod_equity=np.asarray([draw(money) for _ in rows]), exposure=np.asarray([abs(draw(money)) for _ in rows]),
-            rank=np.asarray([draw(st.integers(0, 2)) for _ in rows], np.int8), engaged=np.zeros(n, np.bool_),
-            ts_ns=np.full(n, -1), pos_account=np.asarray(pos_account, np.int32),
-            pos_symbol=np.asarray(pos_symbol, np.int32), pos_qty=np.asarray(pos_qty), pos_net=np.asarray(pos_net),
-        ))
+        out.append(
+            SummaryColumns(
+                index=np.asarray(rows, np.int32),
+                equity=np.asarray([draw(money) for _ in rows]),
+                sod_equity=np.asarray([draw(money) for _ in rows]),
+                exposure=np.asarray([abs(draw(money)) for _ in rows]),
+                rank=np.asarray([draw(st.integers(0, 2)) for _ in rows], np.int8),
+                engaged=np.zeros(n, np.bool_),
+                ts_ns=np.full(n, -1),
+                pos_account=np.asarray(pos_account, np.int32),
+                pos_symbol=np.asarray(pos_symbol, np.int32),
+                pos_qty=np.asarray(pos_qty),
+                pos_net=np.asarray(pos_net),
+            )
+        )
     return out
 
 
@@ -56,8 +68,10 @@ def reported(columns: SummaryColumns) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for row, index in enumerate(columns.index.tolist()):
         out[CONFIG.accounts[index].id] = {
-            "equity": float(columns.equity[row]), "sod_equity": float(columns.sod_equity[row]),
-            "exposure": float(columns.exposure[row]), "net": {},
+            "equity": float(columns.equity[row]),
+            "sod_equity": float(columns.sod_equity[row]),
+            "exposure": float(columns.exposure[row]),
+            "net": {},
             "alert_level": str(AlertLevel.from_rank(int(columns.rank[row]))),
         }
     rows = columns.index.tolist()
@@ -67,9 +81,18 @@ def reported(columns: SummaryColumns) -> dict[str, dict[str, Any]]:
     return out
 
 
-def reference_total(latest: dict[str, dict[str, Any]], accounts: list[str], engaged: set[str]) -> dict[str, Any]:
-    total: dict[str, Any] = {"accounts": 0, "gross_exposure": 0.0, "equity": 0.0, "sod": 0.0, "net": {},
-                             "levels": {str(level): 0 for level in AlertLevel}, "engaged": 0}
+def reference_total(
+    latest: dict[str, dict[str, Any]], accounts: list[str], engaged: set[str]
+) -> dict[str, Any]:
+    total: dict[str, Any] = {
+        "accounts": 0,
+        "gross_exposure": 0.0,
+        "equity": 0.0,
+        "sod": 0.0,
+        "net": {},
+        "levels": {str(level): 0 for level in AlertLevel},
+        "engaged": 0,
+    }
     for account in accounts:
         summary = latest.get(account)
         if summary is None:
@@ -87,8 +110,9 @@ def reference_total(latest: dict[str, dict[str, Any]], accounts: list[str], enga
 
 @settings(max_examples=200, deadline=None)
 @given(updates(), st.sets(st.sampled_from([f"A{i}" for i in range(7)])))
-def test_aggregator_when_updated_with_any_subsets_totals_equal_plain_sums(batches: list[SummaryColumns],
-                                                                          engaged: set[str]) -> None:
+def test_aggregator_when_updated_with_any_subsets_totals_equal_plain_sums(
+    batches: list[SummaryColumns], engaged: set[str]
+) -> None:
     aggregator = Aggregator(CONFIG)
     latest: dict[str, dict[str, Any]] = {}
     for columns in batches:
@@ -96,7 +120,10 @@ def test_aggregator_when_updated_with_any_subsets_totals_equal_plain_sums(batche
         latest.update(reported(columns))
     for account in engaged:
         aggregator.set_engaged(account, True)
-    scopes = [(aggregator.portfolio(p), [a.id for a in CONFIG.accounts if a.portfolio == p]) for p in CONFIG.portfolios]
+    scopes = [
+        (aggregator.portfolio(p), [a.id for a in CONFIG.accounts if a.portfolio == p])
+        for p in CONFIG.portfolios
+    ]
     scopes.append((aggregator.firm(), [a.id for a in CONFIG.accounts]))
     for aggregate, members in scopes:
         expected = reference_total(latest, members, engaged & set(latest))
@@ -105,7 +132,10 @@ def test_aggregator_when_updated_with_any_subsets_totals_equal_plain_sums(batche
         assert (aggregate.equity, aggregate.sod_equity) == (expected["equity"], expected["sod"])
         assert aggregate.net_exposure == expected["net"]
         assert aggregate.by_level == expected["levels"]
-        assert aggregate.by_breaker == {"SAFE": expected["accounts"] - expected["engaged"], "ENGAGED": expected["engaged"]}
+        assert aggregate.by_breaker == {
+            "SAFE": expected["accounts"] - expected["engaged"],
+            "ENGAGED": expected["engaged"],
+        }
         assert aggregate.day_peak == max(expected["sod"], expected["equity"])
 
 
@@ -113,9 +143,18 @@ def test_aggregator_day_peak_holds_the_highest_total_until_start_of_day_changes(
     aggregator = Aggregator(CONFIG)
 
     def report(equity: float, sod: float) -> None:
-        aggregator.update(SummaryColumns(
-            np.asarray([0], np.int32), np.asarray([equity]), np.asarray([sod]), np.zeros(1), np.zeros(1, np.int8),
-            np.zeros(1, np.bool_), np.full(1, -1), *(np.zeros(0, t) for t in (np.int32, np.int32, float, float))))
+        aggregator.update(
+            SummaryColumns(
+                np.asarray([0], np.int32),
+                np.asarray([equity]),
+                np.asarray([sod]),
+                np.zeros(1),
+                np.zeros(1, np.int8),
+                np.zeros(1, np.bool_),
+                np.full(1, -1),
+                *(np.zeros(0, t) for t in (np.int32, np.int32, float, float)),
+            )
+        )
         aggregator.totals()
 
     report(100.0, 100.0)
@@ -128,14 +167,20 @@ def test_aggregator_day_peak_holds_the_highest_total_until_start_of_day_changes(
 
 @settings(max_examples=100, deadline=None)
 @given(updates())
-def test_aggregator_columns_when_installed_in_a_fresh_aggregator_give_the_same_figures(batches: list[SummaryColumns]) -> None:
+def test_aggregator_columns_when_installed_in_a_fresh_aggregator_give_the_same_figures(
+    batches: list[SummaryColumns],
+) -> None:
     aggregator = Aggregator(CONFIG)
     for columns in batches:
         aggregator.update(columns)
     copy = Aggregator(CONFIG)
     copy.update(aggregator.columns())
-    assert [copy.positions(a) for a in copy.account_ids] == [aggregator.positions(a) for a in aggregator.account_ids]
+    assert [copy.positions(a) for a in copy.account_ids] == [
+        aggregator.positions(a) for a in aggregator.account_ids
+    ]
     for name in ("has", "equity", "sod_equity", "exposure", "rank"):
         assert np.array_equal(getattr(copy, name), getattr(aggregator, name)), name
     assert copy.firm() == aggregator.firm()
-    assert [copy.portfolio(p) for p in CONFIG.portfolios] == [aggregator.portfolio(p) for p in CONFIG.portfolios]
+    assert [copy.portfolio(p) for p in CONFIG.portfolios] == [
+        aggregator.portfolio(p) for p in CONFIG.portfolios
+    ]

@@ -62,7 +62,8 @@ gate:
 
 
 def example() -> dict[str, Any]:
-    return yaml.safe_load(EXAMPLE_YAML)
+    raw: dict[str, Any] = yaml.safe_load(EXAMPLE_YAML)
+    return raw
 
 
 def refusal_path(raw: Any) -> str:
@@ -409,9 +410,14 @@ def test_parse_config_when_unknown_timezone_names_the_key() -> None:
 
 
 @pytest.mark.parametrize("poll_interval_ms", [200, 1000, 5000])
-def test_parse_config_when_gate_poll_interval_not_below_staleness_names_poll_interval(poll_interval_ms: int) -> None:
+def test_parse_config_when_gate_poll_interval_not_below_staleness_names_poll_interval(
+    poll_interval_ms: int,
+) -> None:
     raw = example()
-    raw["gate"] = {"max_staleness_ms": 200 if poll_interval_ms == 200 else 1000, "poll_interval_ms": poll_interval_ms}
+    raw["gate"] = {
+        "max_staleness_ms": 200 if poll_interval_ms == 200 else 1000,
+        "poll_interval_ms": poll_interval_ms,
+    }
 
     assert refusal_path(raw) == "gate.poll_interval_ms"
 
@@ -517,7 +523,9 @@ def test_load_config_when_yaml_has_python_tags_refuses_to_construct(tmp_path: Pa
 
 def test_load_config_when_file_has_bad_value_reports_key_path(tmp_path: Path) -> None:
     path = tmp_path / "risk.yaml"
-    path.write_text(EXAMPLE_YAML.replace("max_daily_drawdown: 0.03", "max_daily_drawdown: 3"), encoding="utf-8")
+    path.write_text(
+        EXAMPLE_YAML.replace("max_daily_drawdown: 0.03", "max_daily_drawdown: 3"), encoding="utf-8"
+    )
 
     with pytest.raises(ConfigError) as info:
         load_config(path)

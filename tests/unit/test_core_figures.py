@@ -27,17 +27,25 @@ S = NS_PER_SECOND
 T0 = parse_rfc3339("2020-01-15T15:00:00.000000Z")  # 10:00 in New York, far from the 17:00 roll
 
 
-def one_account(balance: float = 100_000.0, positions: dict[str, tuple[float, float]] | None = None,
-                **limits: Any) -> RiskConfig:
+def one_account(
+    balance: float = 100_000.0, positions: dict[str, tuple[float, float]] | None = None, **limits: Any
+) -> RiskConfig:
     """Account ``A`` holding ``positions`` (symbol -> (qty, avg_price)); XYZ has multiplier 10, ABC 1."""
-    return parse_config({
-        "symbols": {"XYZ": {"multiplier": 10}, "ABC": {}},
-        "portfolios": {"desk": {}},
-        "accounts": [{
-            "id": "A", "portfolio": "desk", "balance": balance, "limits": limits,
-            "positions": {s: {"qty": q, "avg_price": p} for s, (q, p) in (positions or {}).items()},
-        }],
-    })
+    return parse_config(
+        {
+            "symbols": {"XYZ": {"multiplier": 10}, "ABC": {}},
+            "portfolios": {"desk": {}},
+            "accounts": [
+                {
+                    "id": "A",
+                    "portfolio": "desk",
+                    "balance": balance,
+                    "limits": limits,
+                    "positions": {s: {"qty": q, "avg_price": p} for s, (q, p) in (positions or {}).items()},
+                }
+            ],
+        }
+    )
 
 
 def run_both(config: RiskConfig, events: list[Tick | AccountEvent]) -> tuple[list[Event], AccountState]:
@@ -85,14 +93,18 @@ def test_fill_position_when_remainder_is_more_than_the_tolerance_keeps_it() -> N
 
     qty, avg, _ = fill_position(1_000_000.0 + remainder, 10.0, -1_000_000.0, 11.0, 1.0)
 
-    assert (qty, avg) == (pytest.approx(remainder), 10.0)
+    assert qty == pytest.approx(remainder)
+    assert avg == 10.0
 
 
 def test_positions_when_fills_net_to_zero_by_rounding_count_it_flat_in_both_engines() -> None:
     config = one_account()
     events: list[Tick | AccountEvent] = [
-        tick(20.0, 20.5, T0, 0, "ABC"), fill(0.1, 20.0, T0 + S, 1), fill(0.2, 20.0, T0 + 2 * S, 2),
-        fill(-0.3, 20.0, T0 + 3 * S, 3), tick(21.0, 21.5, T0 + 4 * S, 4, "ABC"),
+        tick(20.0, 20.5, T0, 0, "ABC"),
+        fill(0.1, 20.0, T0 + S, 1),
+        fill(0.2, 20.0, T0 + 2 * S, 2),
+        fill(-0.3, 20.0, T0 + 3 * S, 3),
+        tick(21.0, 21.5, T0 + 4 * S, 4, "ABC"),
     ]
 
     _, state = run_both(config, events)
@@ -113,7 +125,12 @@ def test_drawdown_pct_when_day_peak_not_positive_is_zero_at_the_peak_and_infinit
     config = one_account(positions={"XYZ": (1_000.0, 10.0)}, kill_switch_mode="manual")
     withdrawal = Cash("A", -150_000.0, T0, "w1", "c", 0)
     events, state = run_both(config, [withdrawal])
-    assert (state.day_peak, state.drawdown, state.drawdown_pct, state.leverage) == (-50_000.0, 0.0, 0.0, math.inf)
+    assert (state.day_peak, state.drawdown, state.drawdown_pct, state.leverage) == (
+        -50_000.0,
+        0.0,
+        0.0,
+        math.inf,
+    )
     assert [(e.to_level, e.metric) for e in events if isinstance(e, AlertEvent)] == [("CRITICAL", "leverage")]
 
     # XYZ bid 9.9: open PnL -1,000, equity -51,000, 1,000 below a peak of -50,000: no fraction measures it.
@@ -137,7 +154,8 @@ def test_fill_screen_when_fee_negative_accepts_it_as_a_rebate() -> None:
 def test_rebate_when_fill_pays_negative_fee_raises_balance_and_daily_pnl_in_both_engines() -> None:
     config = one_account()
     events: list[Tick | AccountEvent] = [
-        fill(100.0, 20.0, T0, 0, fee=-1.5), fill(-100.0, 21.0, T0 + S, 1, fee=-1.25),
+        fill(100.0, 20.0, T0, 0, fee=-1.5),
+        fill(-100.0, 21.0, T0 + S, 1, fee=-1.25),
     ]
 
     _, state = run_both(config, events)
@@ -149,7 +167,9 @@ def test_rebate_when_fill_pays_negative_fee_raises_balance_and_daily_pnl_in_both
 # --------------------------------------------------------------------------- total_pnl over the roll
 
 
-def test_total_pnl_when_position_carried_over_the_roll_exceeds_the_days_pnl_by_its_open_pnl_at_the_roll() -> None:
+def test_total_pnl_when_position_carried_over_the_roll_exceeds_the_days_pnl_by_its_open_pnl_at_the_roll() -> (
+    None
+):
     config = one_account(positions={"XYZ": (100.0, 10.0)})
     roll = TradingCalendar("17:00", "America/New_York").next_roll_after(T0)
     events: list[Tick | AccountEvent] = [
@@ -161,7 +181,9 @@ def test_total_pnl_when_position_carried_over_the_roll_exceeds_the_days_pnl_by_i
     _, state = run_both(config, events)
 
     assert state.total_pnl == state.closed_pnl + state.open_pnl == 1_500.0
-    assert state.equity - state.sod_equity == 500.0  # the day's PnL: total_pnl less the 1,000 open at the roll
+    assert (
+        state.equity - state.sod_equity == 500.0
+    )  # the day's PnL: total_pnl less the 1,000 open at the roll
 
 
 # --------------------------------------------------------------------------- breaker events as enums
@@ -187,12 +209,24 @@ def test_breaker_events_when_made_by_engines_and_commands_carry_enums_and_encode
         plain = event.to_dict()
         assert all(type(plain[key]) is str for key in ("scope", "state", "cause"))
         assert json.loads(json.dumps(plain)) == plain
-        fields = [event.scope, event.id, event.state, event.reason, event.cause, event.operator, event.stream,
-                  event.seq, event.ts_ns]
+        fields = [
+            event.scope,
+            event.id,
+            event.state,
+            event.reason,
+            event.cause,
+            event.operator,
+            event.stream,
+            event.seq,
+            event.ts_ns,
+        ]
         decoded = BreakerEvent(*msgpack.unpackb(msgpack.packb(fields)))
         assert decoded == event
         assert (type(decoded.scope), type(decoded.state), type(decoded.cause)) == (
-            Scope, BreakerState, type(event.cause))
+            Scope,
+            BreakerState,
+            type(event.cause),
+        )
 
 
 def test_breaker_event_when_cause_unknown_refuses() -> None:
@@ -213,7 +247,9 @@ def test_mark_price_when_quoted_or_not_marks_long_at_bid_short_at_ask_else_avg(
 ) -> None:
     assert mark_price(qty, 1.0, 1.25, 1.5, quoted) == expected
     one = np.ones(1)
-    assert kernel.mark_prices(qty * one, one, 1.25 * one, 1.5 * one, np.array([quoted])).tolist() == [expected]
+    assert kernel.mark_prices(qty * one, one, 1.25 * one, 1.5 * one, np.array([quoted])).tolist() == [
+        expected
+    ]
 
 
 # --------------------------------------------------------------------------- config defaults

@@ -28,8 +28,12 @@ def make_config() -> RiskConfig:
             "symbols": {"XYZ": {"multiplier": 10}, "ABC": {}},
             "portfolios": {"desk": {}},
             "accounts": [
-                {"id": name, "portfolio": "desk", "balance": 100_000.0,
-                 "positions": {"XYZ": {"qty": 100.0, "avg_price": 50.0}}}
+                {
+                    "id": name,
+                    "portfolio": "desk",
+                    "balance": 100_000.0,
+                    "positions": {"XYZ": {"qty": 100.0, "avg_price": 50.0}},
+                }
                 for name in "ABC"
             ],
         }
@@ -43,8 +47,11 @@ def engine_after(events: Iterable[Tick | Fill], accounts: Iterable[str] = "AB") 
     return engine
 
 
-TRADED = [Tick("XYZ", 49.0, 49.1, T0, "t", 1), Fill("B", "ABC", 200.0, 20.0, T0 + S, stream="f", seq=2),
-          Tick("ABC", 19.5, 19.6, T0 + 2 * S, "t", 3)]
+TRADED: list[Tick | Fill] = [
+    Tick("XYZ", 49.0, 49.1, T0, "t", 1),
+    Fill("B", "ABC", 200.0, 20.0, T0 + S, stream="f", seq=2),
+    Tick("ABC", 19.5, 19.6, T0 + 2 * S, "t", 3),
+]
 
 
 def refused(engine: BatchedEngine, snapshot: dict[str, Any], match: str) -> None:
@@ -62,7 +69,8 @@ def test_engine_snapshot_when_taken_holds_version_symbols_marks_and_every_accoun
     assert snapshot["symbols"] == ["XYZ", "ABC"]
     assert snapshot["marks"] == [[0, 49.0, 49.1], [1, 19.5, 19.6]]
     assert [(a["id"], a["slot_symbols"], a["qty"]) for a in snapshot["accounts"]] == [
-        ("A", [0], [100.0]), ("B", [0, 1], [100.0, 200.0]),
+        ("A", [0], [100.0]),
+        ("B", [0, 1], [100.0, 200.0]),
     ]
 
 

@@ -18,7 +18,8 @@ from riskmon.loadgen.quotes import EURUSD_REL_SPREAD, EURUSD_TICK_VOL
 DATA_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 EURUSD_FILE = DATA_DIR / "EURUSD-histdata-20200101.csv"
 needs_eurusd = pytest.mark.skipif(
-    not EURUSD_FILE.is_file(), reason=f"real EURUSD tick file not present at {EURUSD_FILE} (shared data not mounted)"
+    not EURUSD_FILE.is_file(),
+    reason=f"real EURUSD tick file not present at {EURUSD_FILE} (shared data not mounted)",
 )
 
 
@@ -26,6 +27,11 @@ def write(tmp_path: Path, name: str, data: str | bytes) -> Path:
     path = tmp_path / name
     path.write_bytes(data.encode("ascii") if isinstance(data, str) else data)
     return path
+
+
+def as_tick(record: Tick | InputError) -> Tick:
+    assert isinstance(record, Tick), record
+    return record
 
 
 def same_3_significant_digits(a: float, b: float) -> bool:
@@ -56,11 +62,32 @@ def test_parse_histdata_line_when_line_has_crlf_ending_parses() -> None:
 
 @pytest.mark.parametrize(
     "line",
-    ["", "garbage", "20200101 170000065,1.1212,1.1217", "20200101 170000065,1.1,1.2,0,9", "20200101170000065,1.1,1.2,0",
-     "20200101 17000006,1.1,1.2,0", "20200230 170000065,1.1,1.2,0", "20200101 250000065,1.1,1.2,0",
-     "20200101 170000065,abc,1.2,0", "20200101 170000065,1.1,,0", "2020O101 170000065,1.1,1.2,0"],
-    ids=["empty", "garbage", "3-fields", "5-fields", "no-space", "short-stamp", "feb-30", "hour-25", "bid-text",
-         "ask-empty", "letter-in-date"],
+    [
+        "",
+        "garbage",
+        "20200101 170000065,1.1212,1.1217",
+        "20200101 170000065,1.1,1.2,0,9",
+        "20200101170000065,1.1,1.2,0",
+        "20200101 17000006,1.1,1.2,0",
+        "20200230 170000065,1.1,1.2,0",
+        "20200101 250000065,1.1,1.2,0",
+        "20200101 170000065,abc,1.2,0",
+        "20200101 170000065,1.1,,0",
+        "2020O101 170000065,1.1,1.2,0",
+    ],
+    ids=[
+        "empty",
+        "garbage",
+        "3-fields",
+        "5-fields",
+        "no-space",
+        "short-stamp",
+        "feb-30",
+        "hour-25",
+        "bid-text",
+        "ask-empty",
+        "letter-in-date",
+    ],
 )
 def test_parse_histdata_line_when_line_malformed_raises_bad_record(line: str) -> None:
     with pytest.raises(InputError) as info:
@@ -77,8 +104,12 @@ def test_parse_truefx_line_when_readme_example_returns_symbol_and_utc_timestamp(
 
 @pytest.mark.parametrize(
     "line",
-    ["EUR/USD,20130101 21:59:59.981,1.32023", "EUR/USD,2013-01-01 21:59:59.981,1.32023,1.32054",
-     "EUR/USD,20130101 21:59:59.981,x,1.32054", "EUR/USD,20131301 21:59:59.981,1.32023,1.32054"],
+    [
+        "EUR/USD,20130101 21:59:59.981,1.32023",
+        "EUR/USD,2013-01-01 21:59:59.981,1.32023,1.32054",
+        "EUR/USD,20130101 21:59:59.981,x,1.32054",
+        "EUR/USD,20131301 21:59:59.981,1.32023,1.32054",
+    ],
     ids=["3-fields", "dashed-date", "bid-text", "month-13"],
 )
 def test_parse_truefx_line_when_line_malformed_raises_bad_record(line: str) -> None:
@@ -107,11 +138,14 @@ def test_read_records_when_histdata_has_bad_lines_yields_errors_at_their_line_in
     # A good record's seq is its line index, so it stays aligned with the file around refused lines.
     assert [r.seq for _, r in records if isinstance(r, Tick)] == [0, 2, 5]
     assert {r.symbol for _, r in records if isinstance(r, Tick)} == {"EURUSD"}
-    assert rfc3339_us(records[5][1].ts_ns) == "2020-01-01T22:00:03.000000Z"
+    assert rfc3339_us(as_tick(records[5][1]).ts_ns) == "2020-01-01T22:00:03.000000Z"
 
 
 def test_read_records_when_line_not_ascii_yields_bad_record_and_keeps_alignment(tmp_path: Path) -> None:
-    data = b"20200101 170000065,1.1212,1.1217,0\n20200101 17\xff0000065,1.1,1.2,0\n20200101 170001000,1.1,1.2,0\n"
+    data = (
+        b"20200101 170000065,1.1212,1.1217,0\n20200101 17\xff0000065,1.1,1.2,0\n"
+        b"20200101 170001000,1.1,1.2,0\n"
+    )
     records = list(read_records(write(tmp_path, "q.csv", data), "histdata", "EURUSD"))
     assert [index for index, _ in records] == [0, 1, 2]
     assert isinstance(records[1][1], InputError)
@@ -139,7 +173,9 @@ def test_read_records_when_format_unknown_raises_bad_arguments(tmp_path: Path) -
     assert info.value.code == "bad_arguments"
 
 
-def test_read_records_when_truefx_has_bad_and_other_symbol_lines_yields_each_at_its_index(tmp_path: Path) -> None:
+def test_read_records_when_truefx_has_bad_and_other_symbol_lines_yields_each_at_its_index(
+    tmp_path: Path,
+) -> None:
     lines = [
         "EUR/USD,20130101 21:59:59.981,1.32023,1.32054",
         "GBP/USD,20130101 21:59:59.990,1.62500,1.62540",
@@ -151,8 +187,8 @@ def test_read_records_when_truefx_has_bad_and_other_symbol_lines_yields_each_at_
     assert [index for index, _ in records] == [0, 1, 2, 3]
     kinds = ["tick" if isinstance(r, Tick) else r.code for _, r in records]
     assert kinds == ["tick", "other_symbol", "bad_record", "tick"]
-    assert records[3][1].seq == 3
-    assert records[3][1].symbol == "EURUSD"
+    assert as_tick(records[3][1]).seq == 3
+    assert as_tick(records[3][1]).symbol == "EURUSD"
     unfiltered = list(read_records(path, "truefx"))
     assert [r.symbol for _, r in unfiltered if isinstance(r, Tick)] == ["EURUSD", "GBPUSD", "EURUSD"]
 
@@ -161,8 +197,15 @@ T0 = 1_577_916_000_000_000_000
 
 
 def two_tick_frames() -> bytes:
-    first = encode_ticks("feed", ["EURUSD", "GBPUSD"], [0, 1, 0], [1.1, 1.3, 1.2], [1.15, 1.35, 1.25],
-                         [T0, T0 + 1, T0 + 2], [100, 101, 102])
+    first = encode_ticks(
+        "feed",
+        ["EURUSD", "GBPUSD"],
+        [0, 1, 0],
+        [1.1, 1.3, 1.2],
+        [1.15, 1.35, 1.25],
+        [T0, T0 + 1, T0 + 2],
+        [100, 101, 102],
+    )
     second = encode_ticks("feed", ["EURUSD"], [0, 0], [1.4, 1.5], [1.45, 1.55], [T0 + 3, T0 + 4], [103, 104])
     return first + second
 
@@ -170,8 +213,7 @@ def two_tick_frames() -> bytes:
 def test_read_records_when_msgpack_has_two_tick_frames_yields_running_indexes(tmp_path: Path) -> None:
     records = list(read_records(write(tmp_path, "t.msgpack", two_tick_frames()), "msgpack"))
     assert [index for index, _ in records] == [0, 1, 2, 3, 4]
-    ticks = [r for _, r in records]
-    assert all(isinstance(t, Tick) for t in ticks)
+    ticks = [as_tick(r) for _, r in records]
     assert [t.symbol for t in ticks] == ["EURUSD", "GBPUSD", "EURUSD", "EURUSD", "EURUSD"]
     assert [t.bid for t in ticks] == [1.1, 1.3, 1.2, 1.4, 1.5]
     assert [t.ask for t in ticks] == [1.15, 1.35, 1.25, 1.45, 1.55]
@@ -188,7 +230,9 @@ def test_read_records_when_msgpack_symbol_selected_marks_others_other_symbol(tmp
 
 
 @pytest.mark.parametrize("cut", [1, 9, 30])
-def test_read_records_when_msgpack_tail_truncated_yields_input_error_after_good_records(tmp_path: Path, cut: int) -> None:
+def test_read_records_when_msgpack_tail_truncated_yields_input_error_after_good_records(
+    tmp_path: Path, cut: int
+) -> None:
     data = two_tick_frames()
     records = list(read_records(write(tmp_path, "t.msgpack", data[:-cut]), "msgpack"))
     assert [index for index, _ in records] == [0, 1, 2, 3]
@@ -228,17 +272,17 @@ def test_read_records_when_real_eurusd_histdata_file_yields_9500_clean_ordered_t
     errors = [(i, r) for i, r in records if isinstance(r, InputError)]
     assert errors == []
     assert [i for i, _ in records] == list(range(9500))
-    ts = np.array([r.ts_ns for _, r in records], dtype=np.int64)
+    ts = np.array([as_tick(r).ts_ns for _, r in records], dtype=np.int64)
     assert bool(np.all(np.diff(ts) >= 0))
     assert rfc3339_us(int(ts[0])) == "2020-01-01T22:00:00.065000Z"
-    bid = np.array([r.bid for _, r in records])
-    ask = np.array([r.ask for _, r in records])
+    bid = np.array([as_tick(r).bid for _, r in records])
+    ask = np.array([as_tick(r).ask for _, r in records])
     assert bool(np.all((bid > 0) & (bid <= ask)))
 
 
 @needs_eurusd
 def test_quotes_constants_when_recomputed_from_real_eurusd_file_agree_to_3_significant_digits() -> None:
-    records = [r for _, r in read_records(EURUSD_FILE, "histdata", "EURUSD")]
+    records = [as_tick(r) for _, r in read_records(EURUSD_FILE, "histdata", "EURUSD")]
     bid = np.array([r.bid for r in records])
     ask = np.array([r.ask for r in records])
     mid = (bid + ask) / 2.0

@@ -161,7 +161,9 @@ def test_gate_when_touched_after_view_stays_fresh_past_original_bound() -> None:
     [("global", Reason.GLOBAL_HALT), ("portfolio", Reason.PORTFOLIO_HALT), ("account", Reason.ACCOUNT_HALT)],
 )
 @pytest.mark.parametrize("qty", [-50.0, 10.0], ids=["reducing", "increasing"])
-def test_gate_when_halted_without_reduce_only_denies_with_halt_level(level: str, expected: Reason, qty: float) -> None:
+def test_gate_when_halted_without_reduce_only_denies_with_halt_level(
+    level: str, expected: Reason, qty: float
+) -> None:
     view = halted_view(level, reduce_only=False)
     decision = make_gate(view).check(buy(qty), T0)
     assert not decision.allowed
@@ -227,7 +229,9 @@ def test_gate_when_cancel_while_halted_allows_cancel_ok(level: str, reduce_only:
 def test_gate_when_global_portfolio_and_account_halted_reports_global_halt() -> None:
     view = gate_view(
         {"A": account_view(engaged=True, reduce_only=False)},
-        global_engaged=True, global_reduce_only=False, portfolios={"desk": (True, False)},
+        global_engaged=True,
+        global_reduce_only=False,
+        portfolios={"desk": (True, False)},
     )
     assert make_gate(view).check(buy(), T0).reason is Reason.GLOBAL_HALT
 
@@ -244,7 +248,9 @@ def test_gate_when_other_portfolio_halted_allows() -> None:
 
 def test_gate_when_global_halt_reduce_only_and_account_halt_strict_denies_reducing_order() -> None:
     view = gate_view(
-        {"A": account_view(engaged=True, reduce_only=False)}, global_engaged=True, global_reduce_only=True,
+        {"A": account_view(engaged=True, reduce_only=False)},
+        global_engaged=True,
+        global_reduce_only=True,
     )
     decision = make_gate(view).check(buy(-40.0), T0)
     assert not decision.allowed
@@ -329,8 +335,8 @@ def test_gate_when_projected_leverage_exactly_at_limit_allows() -> None:
 
 
 def test_gate_when_projected_leverage_counts_other_symbols_exposure_denies() -> None:
-    # Exposure 40k, of which 10k is the 100 XYZ held: buying 100 more makes 40k - 10k + 20k = 50k, leverage 5.0;
-    # one more share is over.
+    # Exposure 40k, of which 10k is the 100 XYZ held: buying 100 more makes 40k - 10k + 20k = 50k,
+    # leverage 5.0; one more share is over.
     view = gate_view({"A": account_view(equity=10_000.0, exposure=40_000.0)})
     gate = make_gate(view)
     assert gate.check(buy(100.0), T0).reason is Reason.OK
@@ -404,7 +410,9 @@ def test_gate_when_new_view_installed_keeps_order_rate_history() -> None:
     gate = make_gate(gate_view({"A": account_view(max_orders_per_second=2)}, version=1))
     assert gate.check(buy(), T0).reason is Reason.OK
     assert gate.check(buy(), T0 + MS).reason is Reason.OK
-    gate.update(gate_view({"A": account_view(max_orders_per_second=2, equity=200_000.0)}, version=2), T0 + 2 * MS)
+    gate.update(
+        gate_view({"A": account_view(max_orders_per_second=2, equity=200_000.0)}, version=2), T0 + 2 * MS
+    )
     assert gate.version == 2
     assert gate.check(buy(), T0 + 3 * MS).reason is Reason.ORDER_RATE
     assert gate.check(buy(), T0 + S).reason is Reason.OK
@@ -421,9 +429,26 @@ def test_gate_when_symbol_unknown_denies_unknown_symbol() -> None:
 
 @pytest.mark.parametrize(
     ("qty", "price"),
-    [(math.nan, 100.0), (math.inf, 100.0), (-math.inf, 100.0), (0.0, 100.0), (10.0, -1.0), (10.0, 0.0),
-     (10.0, math.nan), (10.0, math.inf)],
-    ids=["nan-qty", "inf-qty", "-inf-qty", "zero-qty", "negative-price", "zero-price", "nan-price", "inf-price"],
+    [
+        (math.nan, 100.0),
+        (math.inf, 100.0),
+        (-math.inf, 100.0),
+        (0.0, 100.0),
+        (10.0, -1.0),
+        (10.0, 0.0),
+        (10.0, math.nan),
+        (10.0, math.inf),
+    ],
+    ids=[
+        "nan-qty",
+        "inf-qty",
+        "-inf-qty",
+        "zero-qty",
+        "negative-price",
+        "zero-price",
+        "nan-price",
+        "inf-price",
+    ],
 )
 def test_gate_when_order_malformed_denies_invalid_order(qty: float, price: float) -> None:
     decision = make_gate().check(buy(qty, price=price), T0)
@@ -440,11 +465,20 @@ def test_gate_when_malformed_order_while_halted_reduce_only_denies_invalid_order
 # --------------------------------------------------------------------------- breaker tables
 
 
-def breaker_table(version: int = 2, engaged: tuple[str, ...] = (), down: tuple[str, ...] = (),
-                  global_engaged: bool = False, portfolios: dict[str, bool] | None = None) -> dict[str, Any]:
-    return {"version": version, "global_engaged": global_engaged,
-            "portfolios": {"desk": False} if portfolios is None else portfolios,
-            "engaged": list(engaged), "down": list(down)}
+def breaker_table(
+    version: int = 2,
+    engaged: tuple[str, ...] = (),
+    down: tuple[str, ...] = (),
+    global_engaged: bool = False,
+    portfolios: dict[str, bool] | None = None,
+) -> dict[str, Any]:
+    return {
+        "version": version,
+        "global_engaged": global_engaged,
+        "portfolios": {"desk": False} if portfolios is None else portfolios,
+        "engaged": list(engaged),
+        "down": list(down),
+    }
 
 
 def test_gate_when_breaker_table_engages_account_denies_and_keeps_figures_and_flags() -> None:

@@ -168,11 +168,19 @@ def test_transition_error_when_raised_by_breaker_pickles() -> None:
     ("error", "fields"),
     [
         (RiskmonError("plain"), {}),
-        (ConfigError("accounts[3].limits.max_daily_drawdown", "must be in (0, 1]"),
-         {"path": "accounts[3].limits.max_daily_drawdown", "message": "must be in (0, 1]"}),
+        (
+            ConfigError("accounts[3].limits.max_daily_drawdown", "must be in (0, 1]"),
+            {"path": "accounts[3].limits.max_daily_drawdown", "message": "must be in (0, 1]"},
+        ),
         (ConfigError("", "cannot read /nowhere"), {"path": "", "message": "cannot read /nowhere"}),
-        (InputError("crossed_quote", "bid 2 above ask 1"), {"code": "crossed_quote", "message": "bid 2 above ask 1"}),
-        (TransitionError("breaker", "SAFE", "reset"), {"machine": "breaker", "state": "SAFE", "trigger": "reset"}),
+        (
+            InputError("crossed_quote", "bid 2 above ask 1"),
+            {"code": "crossed_quote", "message": "bid 2 above ask 1"},
+        ),
+        (
+            TransitionError("breaker", "SAFE", "reset"),
+            {"machine": "breaker", "state": "SAFE", "trigger": "reset"},
+        ),
         (UnknownAccountError("ACC-404"), {"account": "ACC-404"}),
         (SnapshotError("snapshot has version 2"), {"message": "snapshot has version 2"}),
     ],
@@ -227,7 +235,7 @@ def test_parse_rfc3339_when_text_has_offset_converts_to_utc() -> None:
 
 
 def test_parse_rfc3339_when_text_has_no_offset_raises() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="has no UTC offset"):
         parse_rfc3339("2020-01-15T17:00:00")
 
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from riskcore.engine import EventBatch, TickColumns
 from riskcore.errors import InputError
-from riskcore.events import Cash, Fill
+from riskcore.events import AccountEvent, Cash, Fill
 from riskcore.wire import BatchFrame, TickFrame, decode, encode_batch, encode_fills, encode_ticks
 
 T0 = 1_577_916_000_000_000_000  # 2020-01-01T22:00:00Z in ns
@@ -26,12 +26,17 @@ FINITE = st.floats(allow_nan=False, allow_infinity=False)
 
 def sample_ticks() -> bytes:
     return encode_ticks(
-        "feed-1", ["EURUSD", "GBPUSD"], [0, 1, 0], [1.1212, 1.3250, 1.1213], [1.1217, 1.3252, 1.1218],
-        [T0, T0 + 1, T0 + 2], [10, 11, 12],
+        "feed-1",
+        ["EURUSD", "GBPUSD"],
+        [0, 1, 0],
+        [1.1212, 1.3250, 1.1213],
+        [1.1217, 1.3252, 1.1218],
+        [T0, T0 + 1, T0 + 2],
+        [10, 11, 12],
     )
 
 
-def sample_fills() -> list[Fill]:
+def sample_fills() -> list[AccountEvent]:
     return [
         Fill("acct-1", "EURUSD", 1_000_000.0, 1.1215, T0, fee=12.5, fill_id="f-1", stream="exec", seq=4),
         Fill("acct-2", "GBPUSD", -250.0, 1.3251, T0 + 5),
@@ -59,7 +64,8 @@ def repack(frame: bytes, **changes: Any) -> bytes:
             raw.pop(key, None)
         else:
             raw[key] = value
-    return msgpack.packb(raw, use_bin_type=True)
+    packed: bytes = msgpack.packb(raw, use_bin_type=True)
+    return packed
 
 
 def refused(data: bytes, **kwargs: Any) -> InputError:
@@ -83,7 +89,10 @@ def test_wire_when_ticks_encoded_then_decoded_returns_equal_columns() -> None:
     np.testing.assert_array_equal(frame.ts_ns, [T0, T0 + 1, T0 + 2])
     np.testing.assert_array_equal(frame.seq, [10, 11, 12])
     assert (frame.sym.dtype, frame.bid.dtype, frame.ts_ns.dtype, frame.seq.dtype) == (
-        np.dtype("<i4"), np.dtype("<f8"), np.dtype("<i8"), np.dtype("<i8"),
+        np.dtype("<i4"),
+        np.dtype("<f8"),
+        np.dtype("<i8"),
+        np.dtype("<i8"),
     )
 
 
@@ -114,7 +123,9 @@ def test_wire_when_batch_encoded_then_decoded_returns_equal_batch() -> None:
 # --------------------------------------------------------------------------- refusals
 
 
-@pytest.mark.parametrize("data", [b"", b"\xc1", b"\xc1\x00\xff garbage", b"\x82\xa1v"], ids=["empty", "c1", "junk", "half-map"])
+@pytest.mark.parametrize(
+    "data", [b"", b"\xc1", b"\xc1\x00\xff garbage", b"\x82\xa1v"], ids=["empty", "c1", "junk", "half-map"]
+)
 def test_wire_when_bytes_are_garbage_raises_bad_frame(data: bytes) -> None:
     assert refused(data).code == "bad_frame"
 
@@ -175,11 +186,17 @@ def test_wire_when_batch_symbol_id_outside_symbol_count_raises_bad_frame() -> No
 
 
 def test_wire_when_batch_fill_pos_decreasing_raises_bad_frame() -> None:
-    assert refused(repack(encode_batch(sample_batch(), 0, 0), fill_pos=[3, 0]), symbol_count=3).code == "bad_frame"
+    assert (
+        refused(repack(encode_batch(sample_batch(), 0, 0), fill_pos=[3, 0]), symbol_count=3).code
+        == "bad_frame"
+    )
 
 
 def test_wire_when_batch_fill_pos_past_rows_raises_bad_frame() -> None:
-    assert refused(repack(encode_batch(sample_batch(), 0, 0), fill_pos=[0, 5]), symbol_count=3).code == "bad_frame"
+    assert (
+        refused(repack(encode_batch(sample_batch(), 0, 0), fill_pos=[0, 5]), symbol_count=3).code
+        == "bad_frame"
+    )
 
 
 def test_wire_when_batch_mark_for_unknown_symbol_raises_bad_frame() -> None:
@@ -203,7 +220,8 @@ def test_wire_when_frame_larger_than_max_bytes_raises_oversize_frame() -> None:
 def fills_frame(**fill_changes: Any) -> bytes:
     item = {"account": "acct-1", "symbol": "EURUSD", "qty": 10.0, "price": 1.1, "ts": T0}
     item.update(fill_changes)
-    return msgpack.packb({"v": 1, "type": "fills", "fills": [item]}, use_bin_type=True)
+    packed: bytes = msgpack.packb({"v": 1, "type": "fills", "fills": [item]}, use_bin_type=True)
+    return packed
 
 
 def test_wire_when_fill_qty_is_string_raises_bad_fill() -> None:
@@ -265,10 +283,13 @@ def test_wire_when_frame_has_ext_type_raises_bad_frame() -> None:
 @settings(max_examples=2500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.binary(max_size=512))
 def test_wire_when_fed_arbitrary_bytes_returns_frame_or_raises_input_error(data: bytes) -> None:
+    code: str | None = None
     try:
         result = decode(data, symbol_count=8, max_bytes=4096)
     except InputError as error:
-        assert error.code in {"bad_frame", "bad_fill", "oversize_frame"}
+        code = error.code
+    if code is not None:
+        assert code in {"bad_frame", "bad_fill", "oversize_frame"}
         return
     assert isinstance(result, (TickFrame, BatchFrame, list))
     if isinstance(result, list):
@@ -279,7 +300,9 @@ def test_wire_when_fed_arbitrary_bytes_returns_frame_or_raises_input_error(data:
 @given(st.data())
 def test_wire_when_valid_frame_bytes_mutated_returns_frame_or_raises_input_error(data: st.DataObject) -> None:
     # Arbitrary bytes rarely form a version-1 map, so also flip, cut and splice bytes of real frames.
-    base = data.draw(st.sampled_from([sample_ticks(), encode_fills(sample_fills()), encode_batch(sample_batch(), 1, 2)]))
+    base = data.draw(
+        st.sampled_from([sample_ticks(), encode_fills(sample_fills()), encode_batch(sample_batch(), 1, 2)])
+    )
     buf = bytearray(base)
     for _ in range(data.draw(st.integers(0, 4))):
         at = data.draw(st.integers(0, len(buf) - 1))
@@ -298,10 +321,13 @@ def test_wire_when_valid_frame_bytes_mutated_returns_frame_or_raises_input_error
 _SCALAR = st.one_of(st.none(), st.booleans(), INT64, FINITE, st.text(max_size=6), st.binary(max_size=24))
 _FILL = st.dictionaries(
     st.one_of(
-        st.sampled_from(["account", "symbol", "qty", "price", "ts", "fee", "fill_id", "stream", "seq", "venue"]),
+        st.sampled_from(
+            ["account", "symbol", "qty", "price", "ts", "fee", "fill_id", "stream", "seq", "venue"]
+        ),
         st.integers(0, 3),
     ),
-    _SCALAR, max_size=10,
+    _SCALAR,
+    max_size=10,
 )
 _COLUMN = st.one_of(st.binary(max_size=40), st.none(), st.integers(0, 3))
 _FRAME = st.fixed_dictionaries(
@@ -310,21 +336,29 @@ _FRAME = st.fixed_dictionaries(
         "stream": st.one_of(st.text(max_size=4), INT64),
         "streams": st.lists(st.one_of(st.text(max_size=3), INT64), max_size=3),
         "symbols": st.lists(st.one_of(st.text(max_size=3), INT64), max_size=3),
-        "sym": _COLUMN, "bid": _COLUMN, "ask": _COLUMN, "ts": _COLUMN, "seq": _COLUMN,
+        "sym": _COLUMN,
+        "bid": _COLUMN,
+        "ask": _COLUMN,
+        "ts": _COLUMN,
+        "seq": _COLUMN,
         "fills": st.one_of(st.lists(st.one_of(_FILL, _SCALAR), max_size=3), _SCALAR),
         "fill_pos": st.lists(st.one_of(st.integers(-2, 6), st.booleans(), st.text(max_size=2)), max_size=3),
         "marks": st.dictionaries(
             st.one_of(st.integers(-2, 5), st.text(max_size=2)),
-            st.one_of(st.lists(st.one_of(FINITE, _SCALAR), max_size=3), _SCALAR), max_size=3,
+            st.one_of(st.lists(st.one_of(FINITE, _SCALAR), max_size=3), _SCALAR),
+            max_size=3,
         ),
-        "batch": _SCALAR, "base_pos": _SCALAR,
+        "batch": _SCALAR,
+        "base_pos": _SCALAR,
     },
 )
 
 
 @settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(_FRAME)
-def test_wire_when_fed_structured_junk_frames_returns_frame_or_raises_input_error(frame: dict[str, Any]) -> None:
+def test_wire_when_fed_structured_junk_frames_returns_frame_or_raises_input_error(
+    frame: dict[str, Any],
+) -> None:
     try:
         result = decode(msgpack.packb(frame, use_bin_type=True), symbol_count=3)
     except InputError:
@@ -341,7 +375,9 @@ def test_wire_when_fed_structured_junk_frames_returns_frame_or_raises_input_erro
 def test_wire_when_random_tick_columns_round_trip_returns_identical_columns(
     symbols: list[str], stream: str, data: st.DataObject
 ) -> None:
-    rows = data.draw(st.lists(st.tuples(st.integers(0, len(symbols) - 1), FINITE, FINITE, INT64, INT64), max_size=50))
+    rows = data.draw(
+        st.lists(st.tuples(st.integers(0, len(symbols) - 1), FINITE, FINITE, INT64, INT64), max_size=50)
+    )
     sym = np.array([r[0] for r in rows], np.int32)
     bid = np.array([r[1] for r in rows], np.float64)
     ask = np.array([r[2] for r in rows], np.float64)
@@ -353,12 +389,22 @@ def test_wire_when_random_tick_columns_round_trip_returns_identical_columns(
     assert frame.symbols == symbols
     assert len(frame) == len(rows)
     # Bit-identical: -0.0 stays -0.0, every int64 survives.
-    for got, want in ((frame.sym, sym), (frame.bid, bid), (frame.ask, ask), (frame.ts_ns, ts), (frame.seq, seq)):
+    for got, want in (
+        (frame.sym, sym),
+        (frame.bid, bid),
+        (frame.ask, ask),
+        (frame.ts_ns, ts),
+        (frame.seq, seq),
+    ):
         assert got.tobytes() == want.tobytes()
 
 
 def test_wire_when_cash_travels_among_fills_decodes_to_the_same_events_in_order() -> None:
-    events = [sample_fills()[0], Cash("acct-1", -250_000.0, T0 + 5, "wd-7", "treasury", 3), sample_fills()[-1]]
+    events: list[AccountEvent] = [
+        sample_fills()[0],
+        Cash("acct-1", -250_000.0, T0 + 5, "wd-7", "treasury", 3),
+        sample_fills()[-1],
+    ]
     assert decode(encode_fills(events)) == events
     batch = EventBatch(TickColumns.empty(), events, [0, 0, 0])
     frame = decode(encode_batch(batch, number=1, base_pos=0), symbol_count=3)
@@ -368,11 +414,13 @@ def test_wire_when_cash_travels_among_fills_decodes_to_the_same_events_in_order(
 
 @pytest.mark.parametrize(
     "item",
-    [{"type": "cash", "account": "acct-1", "amount": "100", "ts": T0},  # amount a string
-     {"type": "cash", "account": "acct-1", "ts": T0},  # no amount
-     {"type": "cash", "account": "acct-1", "amount": 5.0, "ts": T0, "symbol": "EURUSD"},  # a fill's field
-     {"type": "cash", "account": 3, "amount": 5.0, "ts": T0},
-     {"type": "cash", "account": "acct-1", "amount": True, "ts": T0}],
+    [
+        {"type": "cash", "account": "acct-1", "amount": "100", "ts": T0},  # amount a string
+        {"type": "cash", "account": "acct-1", "ts": T0},  # no amount
+        {"type": "cash", "account": "acct-1", "amount": 5.0, "ts": T0, "symbol": "EURUSD"},  # a fill's field
+        {"type": "cash", "account": 3, "amount": 5.0, "ts": T0},
+        {"type": "cash", "account": "acct-1", "amount": True, "ts": T0},
+    ],
 )
 def test_wire_when_cash_item_malformed_raises_bad_fill(item: dict[str, Any]) -> None:
     assert refused(msgpack.packb({"v": 1, "type": "fills", "fills": [item]})).code == "bad_fill"
