@@ -19,7 +19,8 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from driver.metrics import MonotonicTotals, Reading, RiskmonCollector, exported_names, serve_collector
+from driver.metrics import RiskmonCollector, exported_names, serve_collector
+from driver.metrics_source import MonotonicTotals, Reading
 from riskcore.histogram import DurationHistogram
 
 ROOT = Path(__file__).resolve().parents[2]
