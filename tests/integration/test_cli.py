@@ -27,6 +27,8 @@ REPO = Path(__file__).resolve().parents[2]
 BUNDLED_CONFIG = REPO / "config" / "risk_limits.yaml"
 TIMEOUT_S = 300
 
+pytestmark = pytest.mark.ray  # replay, stress and the service commands start a local Ray of their own
+
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     """``python -m riskmon.cli ARGS`` in its own process group; killed whole if it outlives the timeout."""
@@ -267,7 +269,7 @@ def test_replay_when_plot_given_writes_a_png_per_breached_account(tmp_path: Path
     assert "1 breakers engaged" in result.stdout
     assert '"events"' not in result.stdout
     assert len(result.stdout.splitlines()) < 20
-    (row,) = [line for line in result.stdout.splitlines() if "long-1" in line]
+    (row,) = [line for line in result.stdout.splitlines() if line.startswith("│ long-1")]
     account, alerts, kills, first_kill, final_alert, final_breaker = (cell.strip() for cell in
                                                                       row.strip("│ ").split("│"))
     assert (account, alerts, kills, final_alert, final_breaker) == ("long-1", "2", "1", "CRITICAL", "ENGAGED")
