@@ -13,7 +13,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from riskcore.aggregate import AccountSummary, Aggregator, SummaryColumns
+from riskcore.aggregate import Aggregator, SummaryColumns
 from riskcore.states import AlertLevel
 from tests.unit.test_aggregate import CONFIG
 
@@ -33,34 +33,66 @@ def updates(draw: Any) -> list[SummaryColumns]:
                 pos_qty.append(draw(st.sampled_from([-3.0, 1.0, 2.5])))
                 pos_net.append(draw(money))
         n = len(rows)
-        out.append(SummaryColumns(
-            index=np.asarray(rows, np.int32), equity=np.asarray([draw(money) for _ in rows]),
-            sod_equity=np.asarray([draw(money) for _ in rows]),
-            exposure=np.asarray([abs(draw(money)) for _ in rows]),
-            rank=np.asarray([draw(st.integers(0, 2)) for _ in rows], np.int8), engaged=np.zeros(n, np.bool_),
-            ts_ns=np.full(n, -1), pos_account=np.asarray(pos_account, np.int32),
-            pos_symbol=np.asarray(pos_symbol, np.int32), pos_qty=np.asarray(pos_qty),
-            pos_net=np.asarray(pos_net),
-        ))
+        out.append(
+            SummaryColumns(
+                index=np.asarray(rows, np.int32),
+                equity=np.asarray([draw(money) for _ in rows]),
+                sod_equity=np.asarray([draw(money) for _ in rows]),
+                exposure=np.asarray([abs(draw(money)) for _ in rows]),
+                rank=np.asarray([draw(st.integers(0, 2)) for _ in rows], np.int8),
+                engaged=np.zeros(n, np.bool_),
+                ts_ns=np.full(n, -1),
+                pos_account=np.asarray(pos_account, np.int32),
+                pos_symbol=np.asarray(pos_symbol, np.int32),
+                pos_qty=np.asarray(pos_qty),
+                pos_net=np.asarray(pos_net),
+            )
+        )
+    return out
+
+
+def reported(columns: SummaryColumns) -> dict[str, dict[str, Any]]:
+    """Each row of ``columns`` as a plain per-account record, read one element at a time."""
+    symbols = list(CONFIG.symbols)
+    out: dict[str, dict[str, Any]] = {}
+    for row, index in enumerate(columns.index.tolist()):
+        out[CONFIG.accounts[index].id] = {
+            "equity": float(columns.equity[row]),
+            "sod_equity": float(columns.sod_equity[row]),
+            "exposure": float(columns.exposure[row]),
+            "net": {},
+            "alert_level": str(AlertLevel.from_rank(int(columns.rank[row]))),
+        }
+    rows = columns.index.tolist()
+    for k in range(columns.pos_account.size):
+        account = CONFIG.accounts[rows[int(columns.pos_account[k])]].id
+        out[account]["net"][symbols[int(columns.pos_symbol[k])]] = float(columns.pos_net[k])
     return out
 
 
 def reference_total(
-    latest: dict[str, AccountSummary], accounts: list[str], engaged: set[str]
+    latest: dict[str, dict[str, Any]], accounts: list[str], engaged: set[str]
 ) -> dict[str, Any]:
-    total: dict[str, Any] = {"accounts": 0, "gross_exposure": 0.0, "equity": 0.0, "sod": 0.0, "net": {},
-                             "levels": {str(level): 0 for level in AlertLevel}, "engaged": 0}
+    total: dict[str, Any] = {
+        "accounts": 0,
+        "gross_exposure": 0.0,
+        "equity": 0.0,
+        "sod": 0.0,
+        "net": {},
+        "levels": {str(level): 0 for level in AlertLevel},
+        "engaged": 0,
+    }
     for account in accounts:
         summary = latest.get(account)
         if summary is None:
             continue
         total["accounts"] += 1
-        total["gross_exposure"] += summary.exposure
-        total["equity"] += summary.equity
-        total["sod"] += summary.sod_equity
-        for symbol, value in summary.net.items():
+        total["gross_exposure"] += summary["exposure"]
+        total["equity"] += summary["equity"]
+        total["sod"] += summary["sod_equity"]
+        for symbol, value in summary["net"].items():
             total["net"][symbol] = total["net"].get(symbol, 0.0) + value
-        total["levels"][summary.alert_level] += 1
+        total["levels"][summary["alert_level"]] += 1
         total["engaged"] += account in engaged
     return total
 
@@ -71,14 +103,16 @@ def test_aggregator_when_updated_with_any_subsets_totals_equal_plain_sums(
     batches: list[SummaryColumns], engaged: set[str]
 ) -> None:
     aggregator = Aggregator(CONFIG)
-    latest: dict[str, AccountSummary] = {}
+    latest: dict[str, dict[str, Any]] = {}
     for columns in batches:
         aggregator.update(columns)
-        latest.update({s.account: s for s in columns.to_summaries(CONFIG)})
+        latest.update(reported(columns))
     for account in engaged:
         aggregator.set_engaged(account, True)
-    scopes = [(aggregator.portfolio(p), [a.id for a in CONFIG.accounts if a.portfolio == p])
-              for p in CONFIG.portfolios]
+    scopes = [
+        (aggregator.portfolio(p), [a.id for a in CONFIG.accounts if a.portfolio == p])
+        for p in CONFIG.portfolios
+    ]
     scopes.append((aggregator.firm(), [a.id for a in CONFIG.accounts]))
     for aggregate, members in scopes:
         expected = reference_total(latest, members, engaged & set(latest))
@@ -87,8 +121,10 @@ def test_aggregator_when_updated_with_any_subsets_totals_equal_plain_sums(
         assert (aggregate.equity, aggregate.sod_equity) == (expected["equity"], expected["sod"])
         assert aggregate.net_exposure == expected["net"]
         assert aggregate.by_level == expected["levels"]
-        safe = expected["accounts"] - expected["engaged"]
-        assert aggregate.by_breaker == {"SAFE": safe, "ENGAGED": expected["engaged"]}
+        assert aggregate.by_breaker == {
+            "SAFE": expected["accounts"] - expected["engaged"],
+            "ENGAGED": expected["engaged"],
+        }
         assert aggregate.day_peak == max(expected["sod"], expected["equity"])
 
 
@@ -108,5 +144,6 @@ def test_aggregator_columns_when_installed_in_a_fresh_aggregator_give_the_same_f
     for name in ("has", "equity", "sod_equity", "exposure", "rank"):
         assert np.array_equal(getattr(copy, name), getattr(aggregator, name)), name
     assert copy.firm() == aggregator.firm()
-    for p in CONFIG.portfolios:
-        assert copy.portfolio(p) == aggregator.portfolio(p), p
+    assert [copy.portfolio(p) for p in CONFIG.portfolios] == [
+        aggregator.portfolio(p) for p in CONFIG.portfolios
+    ]

@@ -14,10 +14,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from actors.router import Router, place_accounts
-from actors.shard import AccountShard, ShardReport
+from actors.shard import AccountShard
 from riskcore.config import RiskConfig
 from riskcore.engine import EventBatch, ReferenceEngine
 from riskcore.events import AccountEvent, Cash, Fill, Tick
+from riskcore.messages import ShardReport
 from tests.unit.test_router_shard import (
     ACCOUNTS,
     MS,
