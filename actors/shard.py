@@ -8,20 +8,18 @@ they arrive, and inside a batch the engine applies events in arrival order.
 
 from __future__ import annotations
 
-import bisect
-import copy
-import threading
 import time
-from collections import deque
-from dataclasses import fields as dataclass_fields
 from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
-from riskcore.aggregate import Aggregator, SummaryColumns
+from actors.arrival import ArrivalPositions, keep_ticks
+from actors.halts import HaltBoard
+from actors.kept_reports import KeptReports
+from riskcore.aggregate import SummaryColumns
 from riskcore.config import RiskConfig, resolve_config
-from riskcore.engine import BatchedEngine, EventBatch, TickColumns
+from riskcore.engine import BatchedEngine, EventBatch
 from riskcore.errors import InputError
 from riskcore.events import AlertEvent, BreakerEvent
 from riskcore.histogram import DurationHistogram
@@ -41,62 +39,13 @@ from riskcore.states import BreakerState
 from riskcore.wire import BatchFrame, decode
 
 HALTS_GROUP = "halts"  # the Ray concurrency group watch_halts runs in (supervisor.deploy)
-RECENT_REPORTS = 4096  # batches whose events a shard keeps for a restarted supervisor
-# Batches whose whole report (figures too) a shard keeps. A restarted shard sends them again, so those the
-# supervisor never got (the process died before sending them) complete their batch with their own figures; a
-# restarted supervisor takes them, and the figures as of before them, to close the batches it had open.
-KEPT_REPORTS = 64
-
 # The messages a shard sends are riskcore.messages'; importers of the shard find them here too.
-__all__ = ["HALTS_GROUP", "KEPT_REPORTS", "RECENT_REPORTS", "AccountShard", "KeyedEvent", "ShardAck",
-           "ShardReport"]
+__all__ = ["HALTS_GROUP", "AccountShard", "KeyedEvent", "ShardAck", "ShardReport"]
 
 
 _NO_SUMMARIES = SummaryColumns(
     np.zeros(0, np.int32), np.zeros(0), np.zeros(0), np.zeros(0), np.zeros(0, np.int8), np.zeros(0, np.bool_),
     np.zeros(0, np.int64), np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0), np.zeros(0))
-
-
-def _keep_ticks(ticks: TickColumns, mask: np.ndarray) -> TickColumns:
-    return TickColumns(
-        ticks.symbol[mask], ticks.bid[mask], ticks.ask[mask], ticks.ts_ns[mask], ticks.seq[mask],
-        ticks.stream[mask], ticks.streams,
-    )
-
-
-class _ArrivalPositions:
-    """Maps a position in the cleaned batch the engine saw back to the router's arrival numbering.
-
-    In a batch, fill ``j`` sits at merged position ``fill_pos[j] + j`` and tick ``t`` at
-    ``t + (fills at or before t)``; refused rows are gone from the cleaned batch.
-    """
-
-    def __init__(self, fill_pos: list[int], kept_ticks: np.ndarray, kept_pos: list[int],
-                 kept_fills: list[int], base_pos: int) -> None:
-        self.orig_fill_pos = np.asarray(fill_pos, dtype=np.int64)
-        self.kept_ticks = kept_ticks
-        self.clean_fill_at = [pos + j for j, pos in enumerate(kept_pos)]
-        self.kept_fills = kept_fills
-        self.base_pos = base_pos
-
-    def __call__(self, pos: int) -> int:
-        j = bisect.bisect_left(self.clean_fill_at, pos)
-        if j < len(self.clean_fill_at) and self.clean_fill_at[j] == pos:
-            orig = self.kept_fills[j]
-            return self.base_pos + int(self.orig_fill_pos[orig]) + orig
-        tick = int(self.kept_ticks[pos - j])
-        return self.base_pos + tick + int(np.searchsorted(self.orig_fill_pos, tick, side="right"))
-
-
-def _event_row(event: AlertEvent | BreakerEvent) -> list[Any]:
-    """An event as msgpack data (a snapshot's recent events): its kind, then its fields in order."""
-    kind = "alert" if isinstance(event, AlertEvent) else "breaker"
-    return [kind, *(getattr(event, f.name) for f in dataclass_fields(event))]
-
-
-def _event_from_row(row: list[Any]) -> AlertEvent | BreakerEvent:
-    kind, *values = row
-    return AlertEvent(*values) if kind == "alert" else BreakerEvent(*values)
 
 
 class AccountShard:
@@ -118,12 +67,7 @@ class AccountShard:
         # A breaker change goes out the moment the kernel makes it, ahead of the batch's report: to the
         # supervisor, and to gates watching this shard (watch_halts).
         self.engine.on_breaker = self._publish_breaker
-        self._halts_changed = threading.Condition()
-        # Numbered from the clock, so a restarted shard's are newer than any its previous process gave: the
-        # supervisor takes an account breaker state only if it is newer than the one it holds (an operator's
-        # reset is not undone by a report of the batch before it that happens to arrive after it).
-        self.halts_version = time.time_ns()
-        self.halted = {book.id for book in self.engine.books if book.breaker.engaged}
+        self.halts = HaltBoard(book.id for book in self.engine.books if book.breaker.engaged)
         self.batches = 0
         self.ticks_applied = 0
         self.fills_applied = 0
@@ -136,13 +80,7 @@ class AccountShard:
         self.next_batch = 0  # one past the router's number of the last batch applied here
         self.held: dict[int, BatchFrame] = {}  # batches that came ahead of their turn
         self.redelivered = 0
-        # The events of the last batches reported, by sequence number: a supervisor that restarted asks for
-        # those its journal lacks (a report it received but died before writing, or one lost in flight).
-        self.recent: deque[tuple[int, list[KeyedEvent]]] = deque(maxlen=RECENT_REPORTS)
-        self.kept: deque[ShardReport] = deque()  # the last KEPT_REPORTS batches' reports, oldest first
-        self.base = Aggregator(config)  # every account's figures as of just before the oldest kept report
-        self.base.update(self.engine.summary_columns())
-        self.base_batch = 0  # every router batch numbered below this is folded into ``base``
+        self.reported = KeptReports(config, self.engine.summary_columns())  # for a restarted supervisor
         self.journal: Journal | None = None
         self.snapshot_bytes = int(config.durability.snapshot_mb * 1024 * 1024)
         self.compact_at = self.snapshot_bytes
@@ -166,7 +104,7 @@ class AccountShard:
         The engine is deterministic, so the accounts end exactly as they were. Breaker changes are not
         published one by one; one recovery report gives the supervisor every event of the replay (it keeps
         those it has not recorded yet), every account's figures, and the whole reports of the last
-        ``KEPT_REPORTS`` batches: those the supervisor never got complete their batches exactly.
+        kept batches (``actors.kept_reports``): those the supervisor never got complete their batches exactly.
         """
         records = Journal.read(journal_path)
         if not records:
@@ -179,7 +117,7 @@ class AccountShard:
             if kind == "snapshot":  # a compacted journal starts with one: where the replay starts from
                 self._restore(record)
                 # Their reports may not all have reached the supervisor (it keeps each event once, by key).
-                events += [event for _seq, kept in self.recent for event in kept]
+                events += self.reported.events_since(0)
             elif kind == "batch":  # journaled on arrival: applied in turn, exactly as when it arrived
                 decoded = decode(record["f"], symbol_count=len(self.engine.symbol_names))
                 assert isinstance(decoded, BatchFrame)
@@ -193,12 +131,12 @@ class AccountShard:
             for report in applied:
                 events += report.events
         self.engine.on_breaker = self._publish_breaker
-        self.halted = {book.id for book in self.engine.books if book.breaker.engaged}
+        self.halts.halted = {book.id for book in self.engine.books if book.breaker.engaged}
         self.engine.summary_columns(changed_only=True)  # the recovery report carries every account anyway
         self._send(ShardReport(self.shard_id, -1, self.ticks_applied, self.fills_applied, [], events,
                                self.engine.summary_columns(), {}, self.mids(),
                                recovered_upto=self.next_seq - 1, recovered_batch=self.next_batch,
-                               resent=list(self.kept), halts_version=self.halts_version))
+                               resent=list(self.reported.kept), halts_version=self.halts.version))
 
     _COUNTERS = ("batches", "ticks_applied", "fills_applied", "next_seq", "next_pos", "next_batch",
                  "redelivered")
@@ -216,8 +154,7 @@ class AccountShard:
             "k": "snapshot", "engine": self.engine.snapshot(), "ticks": self.tick_screen.snapshot(),
             "fills": self.fill_screen.snapshot(),
             "counters": {name: getattr(self, name) for name in self._COUNTERS},
-            "recent": [[seq, [[pos, index, order, *_event_row(event)] for pos, index, order, event in events]]
-                       for seq, events in self.recent],
+            "recent": self.reported.snapshot(),
         }])
         self.snapshots += 1
         # Again only once the journal has doubled past the snapshot: a snapshot that is itself over the
@@ -230,18 +167,7 @@ class AccountShard:
         self.fill_screen.restore(record["fills"])
         for name in self._COUNTERS:
             setattr(self, name, record["counters"][name])
-        self.recent.clear()
-        self.recent.extend(
-            (seq, [(pos, index, order, _event_from_row(row)) for pos, index, order, *row in events])
-            for seq, events in record["recent"])
-        self._restart_windows()
-
-    def _restart_windows(self) -> None:
-        """Figures as of now are where the kept reports start again."""
-        self.kept.clear()
-        self.base = Aggregator(self.config)
-        self.base.update(self.engine.summary_columns())
-        self.base_batch = self.next_batch
+        self.reported.restore(record["recent"], self.engine.summary_columns(), self.next_batch)
 
     # ------------------------------------------------------------------ data path
 
@@ -299,15 +225,10 @@ class AccountShard:
     def _apply_decoded(self, decoded: BatchFrame, seq: int | None, send: bool) -> ShardReport:
         started_s = time.perf_counter()
         report = replace(self.apply_batch(decoded.batch, decoded.number, decoded.base_pos),
-                         targets=decoded.targets, seq=seq, halts_version=self.halts_version)
+                         targets=decoded.targets, seq=seq, halts_version=self.halts.version)
         if seq is not None:
             self.next_seq = seq + 1
-            self.recent.append((seq, report.events))
-            self.kept.append(report)
-            if len(self.kept) > KEPT_REPORTS:
-                oldest = self.kept.popleft()
-                self.base.update(oldest.summaries)
-                self.base_batch = oldest.batch + 1
+            self.reported.add(seq, report)
         if send:
             self._send(report)
             self.batch_seconds.observe(time.perf_counter() - started_s)  # live only, not journal replay
@@ -321,7 +242,7 @@ class AccountShard:
         if refusals:
             kept_before = np.concatenate(([0], np.cumsum(mask)))
             fill_pos = [int(kept_before[p]) for p in fill_pos]
-            ticks = _keep_ticks(ticks, mask)
+            ticks = keep_ticks(ticks, mask)
         # Fills for accounts hosted elsewhere travel in the shared batch frame; they are not ours to judge.
         fills, kept_pos, kept_fills = [], [], []
         for index, (fill, pos) in enumerate(zip(batch.fills, fill_pos, strict=True)):
@@ -337,7 +258,7 @@ class AccountShard:
             kept_pos.append(pos)
             kept_fills.append(index)
         keyed = self.engine.apply_keyed(EventBatch(ticks, fills, kept_pos, batch.marks))
-        arrival = _ArrivalPositions(batch.fill_pos, kept_ticks, kept_pos, kept_fills, base_pos)
+        arrival = ArrivalPositions(batch.fill_pos, kept_ticks, kept_pos, kept_fills, base_pos)
         events = [
             (arrival(pos), self.config_index[event.account if isinstance(event, AlertEvent) else event.id],
              order, event)
@@ -368,20 +289,11 @@ class AccountShard:
                         report.refusals)
 
     def _publish_breaker(self, event: BreakerEvent) -> None:
-        self._note_halt(event.id, event.state is BreakerState.ENGAGED)
+        self.halts.note(event.id, event.state is BreakerState.ENGAGED)
         if self.supervisor is not None:
-            self.supervisor.breaker_now.remote(event.id, event.state, event.reason, self.halts_version)
+            self.supervisor.breaker_now.remote(event.id, event.state, event.reason, self.halts.version)
         if event.state is BreakerState.ENGAGED and self._arrived_s is not None:
             self.breach_to_halt_seconds.observe(time.perf_counter() - self._arrived_s)
-
-    def _note_halt(self, account: str, engaged: bool) -> None:
-        with self._halts_changed:
-            if engaged:
-                self.halted.add(account)
-            else:
-                self.halted.discard(account)
-            self.halts_version += 1
-            self._halts_changed.notify_all()
 
     def watch_halts(self, known_version: int, timeout_s: float) -> Halts:
         """Long-poll for gates: this shard's engaged account breakers once newer than ``known_version``.
@@ -390,9 +302,7 @@ class AccountShard:
         batch being applied, which wakes it from inside the batch. Only ever adds denials to a gate: releases,
         portfolio and global breakers and liveness come from the supervisor's view.
         """
-        with self._halts_changed:
-            self._halts_changed.wait_for(lambda: self.halts_version > known_version, timeout_s)
-            return Halts(self.halts_version, tuple(sorted(self.halted)))
+        return self.halts.watch(known_version, timeout_s)
 
     def _send(self, report: ShardReport) -> None:
         if self.supervisor is not None:
@@ -429,8 +339,8 @@ class AccountShard:
         before = self._state(account)  # an unknown account is refused before anything is journaled
         self._journal_command("engage", account, now_ns, operator, reason)
         event = self.engine.engage(account, now_ns, operator, reason)
-        self._note_halt(account, True)
-        return ShardCommandAnswer(event, None, self.halts_version, before, self._state(account))
+        self.halts.note(account, True)
+        return ShardCommandAnswer(event, None, self.halts.version, before, self._state(account))
 
     def reset(self, account: str, now_ns: int, operator: str, reason: str) -> ShardCommandAnswer:
         """Release an account breaker, or say why not; as :meth:`engage` (no event, and a refusal, if
@@ -440,13 +350,13 @@ class AccountShard:
         if event is not None:
             # Journaled once it is known to release (a refused reset changes nothing and replays as nothing).
             self._journal_command("reset", account, now_ns, operator, reason)
-            self._note_halt(account, False)
-        return ShardCommandAnswer(event, refusal, self.halts_version, before, self._state(account))
+            self.halts.note(account, False)
+        return ShardCommandAnswer(event, refusal, self.halts.version, before, self._state(account))
 
     def events_since(self, seq: int) -> list[KeyedEvent]:
-        """The events of every batch from ``seq`` on among the last RECENT_REPORTS this shard applied
+        """The events of every batch from ``seq`` on among the last this shard keeps (``actors.kept_reports``)
         (replayed ones included)."""
-        return [e for s, events in self.recent if s >= seq for e in events]
+        return self.reported.events_since(seq)
 
     def rejoin_state(self, from_batch: int, from_seq: int) -> RejoinState:
         """What a restarted supervisor needs, taken at one point between batches.
@@ -457,17 +367,10 @@ class AccountShard:
         as it would have. ``summaries`` (the figures now) serve when they are not covered. ``events``: those
         of every batch from sequence number ``from_seq`` on (reports it may never have journaled).
         """
-        covered = self.base_batch <= from_batch
-        before = None
-        if covered:
-            as_of = copy.deepcopy(self.base)
-            for report in self.kept:
-                if report.batch < from_batch:
-                    as_of.update(report.summaries)
-            before = as_of.columns()
-        return RejoinState(covered, before, [r for r in self.kept if r.batch >= from_batch],
+        covered, before, reports = self.reported.from_batch(from_batch)
+        return RejoinState(covered, before, reports,
                            self.engine.summary_columns(), self.numbering(), self.mids(),
-                           self.events_since(from_seq), self.halts_version)
+                           self.events_since(from_seq), self.halts.version)
 
     def numbering(self) -> ShardNumbering:
         """Where this shard's sequence, arrival positions and batch numbers stand, the symbols its accounts

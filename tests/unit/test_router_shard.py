@@ -508,7 +508,7 @@ def test_account_shard_when_tick_engages_breaker_publishes_it_before_applying_la
                   tick("EURUSD", 1.0800, 1.0802, 3), tick("EURUSD", 1.0700, 1.0702, 4)])
     assert [name for name, _ in calls] == ["breaker_now", "report"]
     # Published at the tick that engaged it, numbered after every breaker change before it.
-    assert calls[0][1] == ("A1", "ENGAGED", calls[0][1][2], shard.halts_version, 1.0850)
+    assert calls[0][1] == ("A1", "ENGAGED", calls[0][1][2], shard.halts.version, 1.0850)
     assert calls[0][1][2].startswith("drawdown_pct")
 
 
@@ -517,7 +517,7 @@ def test_account_shard_when_watched_for_halts_wakes_the_watcher_inside_the_batch
 
     config = make_config(accounts_per_actor=5)
     shard = AccountShard(config, "shard-0000", ["A1", "A2", "A3", "A4", "A5"])
-    v0 = shard.halts_version  # numbered from the clock: newer than any a previous process of the shard gave
+    v0 = shard.halts.version  # numbered from the clock: newer than any a previous process of the shard gave
     assert shard.watch_halts(-1, 0.0) == Halts(v0, ())  # the current state at once for a new watcher
     woke: list[Halts] = []
     watcher = threading.Thread(target=lambda: woke.append(shard.watch_halts(v0, 30.0)))
@@ -622,8 +622,8 @@ def test_account_shard_when_restarted_from_its_journal_equals_one_that_never_sto
     assert recovery.recovered_upto == 4
     assert again.next_seq == 5
     assert sorted(recovery.events) == before
-    assert again.halted == first.halted
-    assert "A4" in again.halted
+    assert again.halts.halted == first.halts.halted
+    assert "A4" in again.halts.halted
     for frame in frames[4:]:
         again.apply(frame)
     assert again.redelivered == 1
