@@ -320,7 +320,7 @@ def test_append_when_a_write_fails_refuses_further_records_until_reopened(tmp_pa
     trail = AuditTrail(path, fsync=True)
     trail.append("alert", account="A-1")
     trail._file.close()
-    trail._file = FullDisk()  # type: ignore[assignment]
+    trail._file = FullDisk()  # type: ignore[assignment]  # a disk that fails, not a file object
 
     with pytest.raises(AuditError, match="write failed"):
         trail.append("alert", account="A-2")

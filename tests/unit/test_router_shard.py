@@ -792,7 +792,9 @@ def test_fill_screen_when_a_fill_id_looks_like_a_cash_id_both_are_applied() -> N
     screen.note(fill("A1", "EURUSD", 1.0, 1.1, 0, fill_id="cash:WD-9"))
     assert screen.problem(Cash("A1", -5.0, T0, "WD-9")) is None
     screen.note(Cash("A1", -5.0, T0, "WD-9"))
-    assert screen.problem(Cash("A1", -5.0, T0, "WD-9"))[0] == "duplicate_cash"  # type: ignore[index]
+    problem = screen.problem(Cash("A1", -5.0, T0, "WD-9"))
+    assert problem is not None
+    assert problem[0] == "duplicate_cash"
 
 
 def test_account_shard_when_its_snapshot_outgrows_the_threshold_does_not_compact_every_batch(

@@ -417,7 +417,9 @@ def test_supervisor_when_its_journal_cannot_be_written_refuses_gates_so_they_go_
 
     async def run() -> None:
         await supervisor.register({}, place_accounts(CONFIG), [])
-        supervisor.durable.journal.append = broken  # type: ignore[union-attr,method-assign]
+        assert supervisor.durable.journal is not None
+        # A failing disk in place of the method (mypy refuses assigning to a method).
+        supervisor.durable.journal.append = broken  # type: ignore[method-assign]
         before = supervisor.longpoll.version
         with pytest.raises(RiskmonError, match="journal write failed"):  # the command cannot be made durable
             await supervisor.engage("global", "firm", "alice", "halt", now_ns=T0)

@@ -47,6 +47,7 @@ def test_supervisor_journal_when_a_write_fails_keeps_the_record_and_says_so(tmp_
     def broken(record: Any) -> None:
         raise OSError(5, "Input/output error")
 
+    # A failing disk in place of the method (mypy refuses assigning to a method).
     journal.journal.append = broken  # type: ignore[method-assign]
     journal.add({"k": "log", "n": 2})
     with pytest.raises(RiskmonError, match="journal write failed"):
