@@ -1,4 +1,7 @@
-"""Bundled configuration files (``risk_limits.yaml``): shipped with the package so `riskmon demo` needs no setup."""
+"""Bundled configuration files (``risk_limits.yaml``, ``replay_demo.yaml``).
+
+Shipped with the package, so `riskmon demo` needs no setup.
+"""
 
 from pathlib import Path
 
