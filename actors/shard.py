@@ -71,9 +71,6 @@ class AccountShard:
         self.batches = 0
         self.ticks_applied = 0
         self.fills_applied = 0
-        # Portfolio and global breaker states pushed by the supervisor (newest version wins).
-        self.upper_version = -1
-        self.upper_breakers: dict[str, str] = {}
         # Batches apply in the router's order for this shard, once each, however they are delivered.
         self.next_seq = 0
         self.next_pos = 0  # one past the router's arrival number of the last event applied here
@@ -403,8 +400,3 @@ class AccountShard:
             "started_ns": self.started_ns, "batch_seconds": self.batch_seconds.to_dict(),
             "breach_to_halt_seconds": self.breach_to_halt_seconds.to_dict(),
         }
-
-    def set_upper_breakers(self, version: int, breakers: dict[str, str]) -> None:
-        if version > self.upper_version:
-            self.upper_version = version
-            self.upper_breakers = dict(breakers)

@@ -1,43 +1,20 @@
 """Portfolio and firm aggregation, and their limits (the supervisor's arithmetic).
 
 Aggregates are exact as of each account's last report: the supervisor replaces
-an account's :class:`AccountSummary` whenever it reports and recomputes the
-totals of the scopes it belongs to.
+an account's row (:class:`SummaryColumns`) whenever it reports and recomputes
+the totals of the scopes it belongs to.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from riskcore.account import AccountBook
 from riskcore.config import AggregateLimits, RiskConfig
-from riskcore.figures import mark_price
 from riskcore.states import AlertLevel
 
 FIRM = "firm"
-
-
-@dataclass(slots=True)
-class AccountSummary:
-    """What an account reports to the supervisor after each batch."""
-
-    account: str
-    portfolio: str
-    equity: float
-    sod_equity: float
-    exposure: float
-    net: dict[str, float]  # symbol -> signed notional at the account's marks
-    positions: dict[str, float]  # symbol -> signed quantity
-    alert_level: str
-    breaker: str
-    ts_ns: int | None
-
-    @property
-    def daily_pnl(self) -> float:
-        return self.equity - self.sod_equity
 
 
 @dataclass(slots=True)
@@ -65,43 +42,6 @@ class SummaryColumns:
     # as a roll).
     day: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
-    def to_summaries(self, config: RiskConfig) -> list[AccountSummary]:
-        specs, symbols = config.accounts, list(config.symbols)
-        out = [
-            AccountSummary(specs[i].id, specs[i].portfolio, equity, sod, exposure, {}, {},
-                           str(AlertLevel.from_rank(rank)), "ENGAGED" if engaged else "SAFE",
-                           None if ts < 0 else ts)
-            for i, equity, sod, exposure, rank, engaged, ts in zip(
-                self.index.tolist(), self.equity.tolist(), self.sod_equity.tolist(), self.exposure.tolist(),
-                self.rank.tolist(), self.engaged.tolist(), self.ts_ns.tolist(), strict=True)
-        ]
-        for a, s, qty, net in zip(self.pos_account.tolist(), self.pos_symbol.tolist(), self.pos_qty.tolist(),
-                                  self.pos_net.tolist(), strict=True):
-            out[a].positions[symbols[s]] = qty
-            out[a].net[symbols[s]] = net
-        return out
-
-
-def summarize(
-    book: AccountBook, marks: Mapping[int, tuple[float, float]], symbol_names: list[str]
-) -> AccountSummary:
-    net: dict[str, float] = {}
-    positions: dict[str, float] = {}
-    for slot, symbol_id in enumerate(book.slot_symbols):
-        qty = book.qty[slot]
-        if qty == 0.0:
-            continue
-        quote = marks.get(symbol_id)
-        bid, ask = (0.0, 0.0) if quote is None else quote
-        mark = mark_price(qty, book.avg[slot], bid, ask, quote is not None)
-        name = symbol_names[symbol_id]
-        net[name] = qty * mark * book.mult[slot]
-        positions[name] = qty
-    return AccountSummary(
-        account=book.id, portfolio=book.portfolio, equity=book.equity, sod_equity=book.sod_equity,
-        exposure=book.exposure, net=net, positions=positions,
-        alert_level=str(AlertLevel.from_rank(book.rank)), breaker=str(book.breaker.state), ts_ns=book.ts_ns,
-    )
 
 
 @dataclass(slots=True)

@@ -174,6 +174,5 @@ class ReportIntake:
             self.recorder.record(self.events.next_key(pos, event_row), outcome.breaker_event)
 
     def push_upper(self) -> None:
-        """Portfolio or global breaker changed: gates hear at once, shards by a push."""
+        """Portfolio or global breaker changed: gates hear at once (the long poll wakes)."""
         self.breaker_changed = True
-        self.upper.push(self.wiring.shards.values())

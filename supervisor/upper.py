@@ -1,10 +1,8 @@
-"""Portfolio and global breakers: the limits in breach on each, limit events, operator commands, and the
-pushes of their states to the shards. The decisions are ``riskcore.policy``'s; this applies them."""
+"""Portfolio and global breakers: the limits in breach on each, limit events and operator commands. The
+decisions are ``riskcore.policy``'s; this applies them."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,7 +41,6 @@ class UpperBreakers:
         self.global_breaker = Breaker(Scope.GLOBAL, "firm")
         self.portfolio_breakers = {pid: Breaker(Scope.PORTFOLIO, pid) for pid in config.portfolios}
         self.active_breaches: set[tuple[str, str, str]] = set()  # (scope, id, metric) in breach now
-        self.pushes = time.time_ns() // 1_000  # numbered past any a shard heard before a restart
 
     def breaker(self, scope: str, target: str) -> tuple[Breaker, AggregateLimits]:
         if scope == Scope.GLOBAL:
@@ -113,13 +110,6 @@ class UpperBreakers:
         after = {"breaker": breaker.snapshot(), "aggregate": aggregate.to_dict()}
         return event, refusal, before, after, record
 
-    def push(self, shards: Iterable[Any]) -> None:
-        """Tell every shard the portfolio and global breaker states (fire and forget, versioned by their own
-        counter: two changes in one report, a portfolio and the firm, must both land)."""
-        states = self.states()
-        self.pushes += 1
-        for handle in shards:
-            handle.set_upper_breakers.remote(self.pushes, states)
 
     def replay(self, record: dict[str, Any]) -> None:
         if record["k"] == "breaches":

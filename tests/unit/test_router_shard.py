@@ -9,18 +9,23 @@ in ``tests/property/test_router_shard_properties.py``.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
 from actors.router import Router, place_accounts
 from actors.shard import AccountShard
+from riskcore.account import AccountBook
+from riskcore.aggregate import SummaryColumns
 from riskcore.clock import parse_rfc3339
 from riskcore.config import RiskConfig, parse_config
 from riskcore.engine import EventBatch, ReferenceEngine
 from riskcore.events import Cash, Fill, Tick
+from riskcore.figures import mark_price
 from riskcore.messages import Halts, ShardReport
+from riskcore.states import AlertLevel
 from riskcore.wire import BatchFrame, decode, encode_ticks
 
 T0 = parse_rfc3339("2020-01-15T15:00:00.000000Z")  # 10:00 New York: far from the 17:00 roll
@@ -445,10 +450,62 @@ def test_account_shard_when_fill_for_account_hosted_elsewhere_ignores_it() -> No
     assert (report.ticks_applied, report.fills_applied, report.refusals) == (1, 0, [])
 
 
+@dataclass(slots=True)
+class AccountSummary:
+    """One account's summary, built one book at a time: the oracle for the shard's columns."""
+
+    account: str
+    portfolio: str
+    equity: float
+    sod_equity: float
+    exposure: float
+    net: dict[str, float]  # symbol -> signed notional at the account's marks
+    positions: dict[str, float]  # symbol -> signed quantity
+    alert_level: str
+    breaker: str
+    ts_ns: int | None
+
+
+def summarize(
+    book: AccountBook, marks: Mapping[int, tuple[float, float]], symbols: list[str]
+) -> AccountSummary:
+    net: dict[str, float] = {}
+    positions: dict[str, float] = {}
+    for slot, symbol_id in enumerate(book.slot_symbols):
+        qty = book.qty[slot]
+        if qty == 0.0:
+            continue
+        quote = marks.get(symbol_id)
+        bid, ask = (0.0, 0.0) if quote is None else quote
+        mark = mark_price(qty, book.avg[slot], bid, ask, quote is not None)
+        net[symbols[symbol_id]] = qty * mark * book.mult[slot]
+        positions[symbols[symbol_id]] = qty
+    return AccountSummary(book.id, book.portfolio, book.equity, book.sod_equity, book.exposure, net,
+                          positions, str(AlertLevel.from_rank(book.rank)), str(book.breaker.state),
+                          book.ts_ns)
+
+
+def from_columns(columns: SummaryColumns, config: RiskConfig) -> list[AccountSummary]:
+    specs, symbols = config.accounts, list(config.symbols)
+    out = [
+        AccountSummary(specs[i].id, specs[i].portfolio, equity, sod, exposure, {}, {},
+                       str(AlertLevel.from_rank(rank)), "ENGAGED" if engaged else "SAFE",
+                       None if ts < 0 else ts)
+        for i, equity, sod, exposure, rank, engaged, ts in zip(
+            columns.index.tolist(), columns.equity.tolist(), columns.sod_equity.tolist(),
+            columns.exposure.tolist(), columns.rank.tolist(), columns.engaged.tolist(),
+            columns.ts_ns.tolist(), strict=True)
+    ]
+    for a, s, qty, net in zip(columns.pos_account.tolist(), columns.pos_symbol.tolist(),
+                              columns.pos_qty.tolist(), columns.pos_net.tolist(), strict=True):
+        out[a].positions[symbols[s]] = qty
+        out[a].net[symbols[s]] = net
+    return out
+
+
 def test_account_shard_when_summarising_columns_equal_per_book_summaries() -> None:
-    # The shard sends columns built from the engine's arrays; riskcore.aggregate.summarize is the per-book
-    # definition. After ticks, fills (a flip, a symbol opened) and an operator halt they must agree exactly.
-    from riskcore.aggregate import summarize
+    # The shard sends columns built from the engine's arrays; summarize above is the per-book definition.
+    # After ticks, fills (a flip, a symbol opened) and an operator halt they must agree exactly.
 
     config = make_config(accounts_per_actor=5)
     shard = AccountShard(config, "shard-0000", ["A1", "A2", "A3", "A4", "A5"])
@@ -459,7 +516,7 @@ def test_account_shard_when_summarising_columns_equal_per_book_summaries() -> No
         tick("XAUUSD", 1490.0, 1490.5, 5), tick("EURUSD", 1.0950, 1.0952, 6),
     ])
     shard.engage("A2", T0 + 10 * MS, "ops", "check")
-    columns = shard.summaries().to_summaries(config)
+    columns = from_columns(shard.summaries(), config)
     shard.engine.sync()
     expected = [summarize(book, shard.engine.marks, shard.engine.symbol_names) for book in shard.engine.books]
     assert columns == expected

@@ -108,21 +108,7 @@ def test_supervisor_when_operator_command_lacks_reason_refuses() -> None:
 
 
 
-class _RecordingShard:
-    """Stands in for a shard handle: set_upper_breakers pushes are applied like AccountShard applies them."""
-
-    def __init__(self) -> None:
-        self.shard = AccountShard(CONFIG, "shard-x", [])
-        outer = self
-
-        class _Method:
-            def remote(self, version: int, breakers: dict[str, str]) -> None:
-                outer.shard.set_upper_breakers(version, breakers)
-
-        self.set_upper_breakers = _Method()
-
-
-def test_supervisor_when_portfolio_and_firm_breach_in_one_batch_shards_learn_both() -> None:
+def test_supervisor_when_portfolio_and_firm_breach_in_one_batch_engages_both_at_that_tick() -> None:
     # The same daily-loss limit on the desk and the firm: one report reveals both breaches at once.
     config = parse_config({
         "symbols": {"EURUSD": {}},
@@ -137,10 +123,9 @@ def test_supervisor_when_portfolio_and_firm_breach_in_one_batch_shards_learn_bot
         "batching": {"max_ticks": 5},
     })
     supervisor = Supervisor(config)
-    recording = _RecordingShard()
 
     async def run() -> None:
-        await supervisor.register({"shard-x": recording}, place_accounts(config), [])
+        await supervisor.register({}, place_accounts(config), [])
         for report in shard_reports(config):
             await supervisor.report(report)
 
@@ -149,7 +134,7 @@ def test_supervisor_when_portfolio_and_firm_breach_in_one_batch_shards_learn_bot
                if e.get("type") == "breaker" and e["scope"] != "account"]
     assert [scope for scope, _ in engaged] == ["portfolio", "global"]
     assert engaged[0][1] == engaged[1][1]
-    assert recording.shard.upper_breakers == {"global": "ENGAGED", "portfolio:desk": "ENGAGED"}
+    assert supervisor.upper.states() == {"global": "ENGAGED", "portfolio:desk": "ENGAGED"}
 
 
 def test_supervisor_when_a_report_arrives_twice_records_and_counts_it_once() -> None:

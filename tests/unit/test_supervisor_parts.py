@@ -219,24 +219,6 @@ def test_upper_breakers_operator_reset_when_cooling_down_is_refused_and_changes_
         upper.breaker("portfolio", "nope")
 
 
-def test_upper_breakers_pushes_are_numbered_so_two_in_one_report_both_land() -> None:
-    upper = UpperBreakers(CONFIG)
-    pushed: list[tuple[int, dict[str, BreakerState]]] = []
-
-    class Shard:
-        class set_upper_breakers:
-            @staticmethod
-            def remote(version: int, states: dict[str, BreakerState]) -> None:
-                pushed.append((version, states))
-
-    upper.global_breaker.engage(T0, EngageCause.OPERATOR, "halt", "alice")
-    upper.push([Shard()])
-    upper.portfolio_breakers["desk"].engage(T0, EngageCause.OPERATOR, "halt", "alice")
-    upper.push([Shard()])
-    assert pushed[1][0] == pushed[0][0] + 1
-    assert pushed[1][1] == {"global": "ENGAGED", "portfolio:desk": "ENGAGED"}
-
-
 # --------------------------------------------------------------------------- wiring
 
 
