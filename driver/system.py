@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import tempfile
 import threading
 import time
@@ -28,6 +29,7 @@ from driver.gate import OrderGate
 from riskcore.audit import AuditTrail
 from riskcore.config import RiskConfig, save_config
 from riskcore.engine import TickColumns
+from riskcore.errors import RiskmonError
 from riskcore.events import AccountEvent, Tick
 from riskcore.ingest import Refusal
 from riskcore.messages import OperatorAnswer, ShardAck, ShardNumbering, Status
@@ -57,14 +59,46 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, log_to_dri
                               "log_to_driver": log_to_driver}
     if address:
         kwargs["address"] = address
-        # Ray's local clusters use token authentication; a client given an address must present the token
-        # (~/.ray/auth_token), which Ray does only in token mode.
-        if address != "auto" and (Path.home() / ".ray" / "auth_token").exists():
-            os.environ.setdefault("RAY_AUTH_MODE", "token")
+        if address != "auto":
+            _check_reachable(address)
+            _token_mode_for_address()
     elif num_cpus is not None:
         kwargs["num_cpus"] = num_cpus
-    ray.init(**kwargs)
+    try:
+        ray.init(**kwargs)
+    except (ConnectionError, ray.exceptions.AuthenticationError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RiskmonError(f"cannot attach to the Ray cluster at {address}: {first}") from None
     return True
+
+
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """A Ray address that answers nothing is said at once (Ray itself would retry for minutes)."""
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout_s).close()
+    except ValueError:
+        raise RiskmonError(f"expected a Ray address HOST:PORT or auto, got {address!r}") from None
+    except OSError as exc:
+        raise RiskmonError(f"no Ray cluster answers at {address} ({exc.strerror or exc}); is the service "
+                           "running, and is this its address?") from None
+
+
+def _token_mode_for_address() -> None:
+    """Ray's local clusters use token authentication (Ray 2.60 writes ~/.ray/auth_token). Ray presents the
+    token by itself only when it finds the cluster on its own (``auto``); a client given an address must be in
+    token mode, which Ray reads from ``RAY_AUTH_MODE`` into a cached config when it is imported. So: set it
+    (unless the user chose a mode) and refresh that cache, as Ray's own ``ray start`` path does."""
+    if "RAY_AUTH_MODE" in os.environ:
+        return
+    token_file = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+    if not (os.environ.get("RAY_AUTH_TOKEN") or token_file.exists()):
+        return
+    os.environ["RAY_AUTH_MODE"] = "token"
+    # The cache Ray filled at import (a compiled module without stubs); no public call refreshes it.
+    from ray._raylet import Config  # type: ignore[attr-defined]
+
+    Config.initialize("")
 
 
 def state_root(state_dir: str | os.PathLike[str] | None = None) -> Path:

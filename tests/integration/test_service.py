@@ -2,13 +2,16 @@
 operator commands as a user types them, an OrderGate in this process, a real Prometheus, the audit trail.
 
 `riskmon run` attaches to this session's Ray (`--address`), so this process can hold an OrderGate on the
-service's supervisor. Every command is a subprocess of the installed CLI.
+service's supervisor. Every operator command is a subprocess of the installed CLI with only PATH and HOME
+set, as from a second terminal.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -52,8 +55,12 @@ CONFIG: dict[str, Any] = {
 
 
 def riskmon(*args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
-    """Run the CLI; the caller checks its exit status."""
-    return subprocess.run([sys.executable, "-m", "riskmon.cli", *args], capture_output=True, text=True,
+    """Run the CLI as an operator does from a second terminal: the installed ``riskmon`` command, with a
+    clean environment (only ``PATH`` and ``HOME``: nothing of this session's Ray settings); the caller checks
+    its exit status."""
+    command = shutil.which("riskmon") or str(Path(sys.executable).with_name("riskmon"))
+    clean = {"PATH": os.environ["PATH"], "HOME": os.environ["HOME"]}
+    return subprocess.run([command, *args], capture_output=True, text=True, env=clean, cwd=Path.home(),
                           timeout=timeout, stdin=subprocess.DEVNULL, check=False)
 
 
@@ -169,3 +176,11 @@ def test_service_when_run_takes_a_tcp_feed_shows_status_obeys_operators_and_is_s
     touched = riskmon("audit", "verify", str(trail))
     assert touched.returncode == 1, touched.stdout + touched.stderr
     assert touched.stdout.startswith("BROKEN"), touched.stdout
+
+
+def test_operator_command_when_no_ray_answers_at_the_address_says_so_at_once() -> None:
+    port = free_port()  # nothing listens there
+    shown = riskmon("status", "--address", f"127.0.0.1:{port}", timeout=60)
+    assert shown.returncode == 1, shown.stdout + shown.stderr
+    assert f"no Ray cluster answers at 127.0.0.1:{port}" in shown.stderr, shown.stderr
+    assert "Traceback" not in shown.stderr, shown.stderr
