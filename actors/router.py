@@ -75,26 +75,36 @@ class Router:
         return handles
 
     def _send_batch(self, events: list[Tick | AccountEvent]) -> list[Any]:
+        columns, fills, fill_pos, _ = self.screen_events(events, screen_fills=True)
+        return self.send_columns(columns, fills, fill_pos)
+
+    def screen_events(self, events: Sequence[Tick | AccountEvent], screen_fills: bool = False,
+                      ) -> tuple[TickColumns, list[AccountEvent], list[int], list[Refusal]]:
+        """Events in arrival order as tick columns (ticks of an unknown symbol refused) and fills at tick
+        positions (screened too with ``screen_fills``); the refusals, also kept in ``refusals``."""
         ticks: list[Tick] = []
         fills: list[AccountEvent] = []
         fill_pos: list[int] = []
+        refused: list[Refusal] = []
         for event in events:
             if isinstance(event, (Fill, Cash)):
-                problem = self.fill_screen.problem(event)
+                problem = self.fill_screen.problem(event) if screen_fills else None
                 if problem is None:
-                    self.fill_screen.note(event)
+                    if screen_fills:
+                        self.fill_screen.note(event)
                     fills.append(event)
                     fill_pos.append(len(ticks))
                 else:
                     self.fill_screen.refused[problem[0]] += 1
-                    self.refusals.append(Refusal(event.stream, event.seq, *problem))
+                    refused.append(Refusal(event.stream, event.seq, *problem))
             elif event.symbol not in self.symbol_ids:
-                self.refusals.append(self.tick_screen.refuse(event.stream, event.seq, "unknown_symbol",
-                                                             f"unknown symbol {event.symbol!r}"))
+                refused.append(self.tick_screen.refuse(event.stream, event.seq, "unknown_symbol",
+                                                       f"unknown symbol {event.symbol!r}"))
             else:
                 ticks.append(event)
+        self.refusals.extend(refused)
         columns = TickColumns.from_ticks(ticks, self.symbol_ids) if ticks else TickColumns.empty()
-        return self.send_columns(columns, fills, fill_pos)
+        return columns, fills, fill_pos, refused
 
     def send_columns(self, ticks: TickColumns, fills: list[AccountEvent], fill_pos: list[int]) -> list[Any]:
         """Screen ticks and send them with (screened) fills as one batch: the fast path for columnar
@@ -102,19 +112,14 @@ class Router:
         mask, refused = self.tick_screen.screen(ticks)
         self.refusals.extend(refused)
         if refused:
-            kept_before = np.concatenate(([0], np.cumsum(mask)))
-            fill_pos = [int(kept_before[p]) for p in fill_pos]
-            # A refused stream name (too long) does not travel on, even as an unused entry of the table.
-            streams = tuple(name if len(name) <= MAX_NAME else "" for name in ticks.streams)
-            ticks = TickColumns(
-                ticks.symbol[mask], ticks.bid[mask], ticks.ask[mask], ticks.ts_ns[mask], ticks.seq[mask],
-                ticks.stream[mask], streams,
-            )
+            ticks, fill_pos = drop_refused(ticks, mask, fill_pos)
+        return self.send_screened(ticks, fills, fill_pos)
+
+    def send_screened(self, ticks: TickColumns, fills: list[AccountEvent], fill_pos: list[int]) -> list[Any]:
+        """Send screened ticks and fills as one batch (cut in two if its frame would be too large); the
+        handles of the shard calls made."""
         if len(ticks) == 0 and not fills:
             return []
-        return self._send_screened(ticks, fills, fill_pos)
-
-    def _send_screened(self, ticks: TickColumns, fills: list[AccountEvent], fill_pos: list[int]) -> list[Any]:
         fill_symbols = {self.symbol_ids[f.symbol] for f in fills if isinstance(f, Fill)}
         # The latest mark, as of the batch start, of every symbol a fill trades: an account opening it starts
         # there.
@@ -130,7 +135,7 @@ class Router:
             frame = encode_batch(EventBatch(ticks, fills, fill_pos, marks), self.batches, self.position,
                                  shards, [self.shard_seq[shard] for shard in shards])
             if len(frame) > self.max_frame_bytes and len(ticks) + len(fills) > 1:
-                return [h for part in _halves(ticks, fills, fill_pos) for h in self._send_screened(*part)]
+                return [h for part in _halves(ticks, fills, fill_pos) for h in self.send_screened(*part)]
         for fill in fills:
             if isinstance(fill, Fill):
                 self.subscriptions[self.shard_of[fill.account]].add(self.symbol_ids[fill.symbol])
@@ -149,6 +154,16 @@ class Router:
         ref = self.put(frame)
         self.sent += len(shards)
         return [self.send(shard, ref) for shard in shards]
+
+
+def drop_refused(ticks: TickColumns, mask: np.ndarray, fill_pos: list[int]) -> tuple[TickColumns, list[int]]:
+    """The rows of ``mask`` only, fills moved to the same places among them."""
+    kept_before = np.concatenate(([0], np.cumsum(mask)))
+    # A refused stream name (too long) does not travel on, even as an unused entry of the table.
+    streams = tuple(name if len(name) <= MAX_NAME else "" for name in ticks.streams)
+    kept = TickColumns(ticks.symbol[mask], ticks.bid[mask], ticks.ask[mask], ticks.ts_ns[mask],
+                       ticks.seq[mask], ticks.stream[mask], streams)
+    return kept, [int(kept_before[p]) for p in fill_pos]
 
 
 def _halves(ticks: TickColumns, fills: list[AccountEvent], fill_pos: list[int],

@@ -14,17 +14,15 @@ import os
 import shutil
 import socket
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import ray
 
-from actors.router import Router, place_accounts
+from actors.router import place_accounts
 from driver.gate import OrderGate
 from riskcore.audit import AuditTrail
 from riskcore.config import RiskConfig, save_config
@@ -32,14 +30,10 @@ from riskcore.engine import TickColumns
 from riskcore.errors import RiskmonError
 from riskcore.events import AccountEvent, Tick
 from riskcore.ingest import Refusal
-from riskcore.messages import OperatorAnswer, ShardAck, ShardNumbering, Status
-from riskcore.wire import TickFrame
-from supervisor.deploy import NAMESPACE, SUPERVISOR_NAME, create_shard, create_supervisor
+from riskcore.messages import OperatorAnswer, ShardNumbering, Status
+from supervisor.deploy import NAMESPACE, SUPERVISOR_NAME, create_ingest, create_shard, create_supervisor
 
-# A frame smaller than this travels inside the actor call itself (Ray inlines small arguments); a larger one
-# is put in the object store once and shared by reference between the shards it goes to. A put and the
-# shards' fetches cost milliseconds of inter-process round trips that a small frame does not need.
-INLINE_FRAME_BYTES = 96 * 1024
+SUBMITS_AHEAD = 8  # submit calls in flight to the ingest actor before submit waits (its own bound is behind)
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None, log_to_driver: bool = True) -> bool:
@@ -110,7 +104,7 @@ def state_root(state_dir: str | os.PathLike[str] | None = None) -> Path:
 class RiskSystem:
     def __init__(self, config: RiskConfig, supervisor: Any, shards: dict[str, Any],
                  placement: dict[str, list[str]], name: str, owns_ray: bool, state: Path | None = None,
-                 ephemeral: bool = False) -> None:
+                 ephemeral: bool = False, ingest: Any = None) -> None:
         self.config = config
         self.state = state
         self._ephemeral_state = ephemeral
@@ -119,19 +113,11 @@ class RiskSystem:
         self.placement = placement
         self.name = name
         self.owns_ray = owns_ray
-        # Shards send their figures to the supervisor; the sender only needs an acknowledgement back.
-        self.router = Router(config, placement,
-                             send=lambda shard, ref: shards[shard].apply_and_ack.remote(ref),
-                             put=lambda frame: frame if len(frame) < INLINE_FRAME_BYTES else ray.put(frame))
-        self._in_flight: list[Any] = []
-        # Coalescing: events wait here until max_ticks of them or max_delay_ms since the first.
-        self._lock = threading.RLock()
-        self._pending: list[Tick | AccountEvent] = []
-        self._pending_ticks = 0
-        self._timer: threading.Timer | None = None
-        self.shard_refusals: list[Refusal] = []
-        self._refusals_told = 0  # router refusals already sent to the supervisor (counted and audited there)
-        self.ticks_applied = 0
+        # Every event enters through the ingest actor, as every feed's frames do (actors.ingest).
+        self.ingest = ingest
+        self._submitted: list[Any] = []  # submit calls not yet taken by the ingest actor
+        self._producer = uuid.uuid4().hex  # this process's submits, numbered: the ingest takes them in order
+        self._submits = 0
         self._gates: list[OrderGate] = []
 
     @classmethod
@@ -184,127 +170,75 @@ class RiskSystem:
         # about it.
         interval = watch_interval_s if watch_interval_s is not None else config.gate.max_staleness_ms / 2000.0
         ray.get(supervisor.start_watch.remote(interval))
-        system = cls(config, supervisor, shards, placement, name, owns_ray, state, ephemeral and durable)
-        system.router.shard_seq.update({sid: point.next_seq for sid, point in resume.items()})
-        symbol_ids = config.symbol_ids()
-        for sid, point in resume.items():  # symbols opened by fills before a restart are routed there too
-            system.router.subscriptions[sid].update(symbol_ids[s] for s in point.symbols)
-        system.router.position = max([p.next_pos for p in resume.values()] + [0])
-        screen = system.router.tick_screen  # where each tick stream stood: a replay is refused here, once
-        for point in resume.values():
-            for stream, (seq, ts) in point.streams.items():
-                screen.last_seq[stream] = max(seq, screen.last_seq.get(stream, seq))
-                screen.last_ts[stream] = max(ts, screen.last_ts.get(stream, ts))
-        system.router.batches = max([p.next_batch for p in resume.values()] + [0])
-        return system
+        ingest = create_ingest(config, name, placement, shards, supervisor, resume)
+        return cls(config, supervisor, shards, placement, name, owns_ray, state, ephemeral and durable,
+                   ingest)
 
     # ------------------------------------------------------------------ data
 
     def submit(self, events: Iterable[Tick | AccountEvent]) -> None:
-        """Queue ticks and fills in arrival order.
+        """Queue ticks and fills in arrival order, into the batches every feed's events go to.
 
         A batch closes when it holds ``batching.max_ticks`` ticks or ``batching.max_delay_ms`` after its first
         event, whichever comes first, so a caller that submits one tick at a time still sends batches. Blocks
         (back-pressure) while more than ``max_in_flight`` batches per shard are unacknowledged.
         """
-        batching = self.config.batching
-        with self._lock:
-            for event in events:
-                self._pending.append(event)
-                if isinstance(event, Tick):
-                    self._pending_ticks += 1
-            if self._pending_ticks >= batching.max_ticks or (self._pending and batching.max_delay_ms == 0):
-                self._send_pending()
-            elif self._pending and self._timer is None:
-                self._timer = threading.Timer(batching.max_delay_ms / 1000.0, self._on_timer)
-                self._timer.daemon = True
-                self._timer.start()
-
-    def _on_timer(self) -> None:
-        with self._lock:
-            self._timer = None
-            self._send_pending()
-
-    def _send_pending(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        pending, self._pending, self._pending_ticks = self._pending, [], 0
-        self._in_flight.extend(self.router.route(pending))
-        self._bound_in_flight()
-
-    def _bound_in_flight(self) -> None:
-        """Back-pressure: wait while more than ``max_in_flight`` batches per shard are unacknowledged."""
-        if len(self.router.refusals) > self._refusals_told:  # refused before any shard: tell the supervisor
-            told = self.router.refusals[self._refusals_told:]
-            self._refusals_told = len(self.router.refusals)
-            self.supervisor.input_refused.remote(f"router of {self.name}", [r.to_dict() for r in told])
-        limit = self.config.batching.max_in_flight * max(1, len(self.shards))
-        if len(self._in_flight) > limit:
-            done, self._in_flight = ray.wait(self._in_flight, num_returns=len(self._in_flight) - limit)
-            self._collect(done)
+        self._submitted.append(self.ingest.submit.remote(self._producer, self._number(), list(events)))
+        self._bound_submitted()
 
     def submit_columns(self, ticks: TickColumns, fills: list[AccountEvent] | None = None,
                        fill_pos: list[int] | None = None) -> None:
-        """Send columns as one batch (producers that already hold columns); fills must already be screened."""
-        with self._lock:
-            self._send_pending()  # keep arrival order with anything queued by submit()
-            self._in_flight.extend(self.router.send_columns(ticks, fills or [], fill_pos or []))
-            self._bound_in_flight()
+        """Ticks as columns, with fills at tick positions (producers that already hold columns)."""
+        self._submitted.append(self.ingest.submit_columns.remote(self._producer, self._number(), ticks,
+                                                                 fills or [], fill_pos or []))
+        self._bound_submitted()
 
-    def submit_frame(self, decoded: TickFrame | list[AccountEvent]) -> tuple[int, list[Refusal]]:
-        """One decoded wire frame from a feed (see ``driver.feed_server``): a ``ticks`` frame goes on as one
-        batch, a ``fills`` frame (fills and cash movements) at once. Returns how many of its events went on
-        and the refusals found here (a shard may still refuse an event; its acknowledgement says so)."""
-        with self._lock:
-            told = len(self.router.refusals)
-            if isinstance(decoded, TickFrame):
-                ids = self.config.symbol_ids()
-                known = np.array([ids.get(name, -1) for name in decoded.symbols], np.int64)
-                sym = known[decoded.sym]
-                for i in np.flatnonzero(sym < 0).tolist():
-                    name = decoded.symbols[int(decoded.sym[i])]
-                    self.router.refusals.append(self.router.tick_screen.refuse(
-                        decoded.stream, int(decoded.seq[i]), "unknown_symbol", f"unknown symbol {name!r}"))
-                keep = sym >= 0
-                columns = TickColumns(sym[keep].astype(np.int32), decoded.bid[keep], decoded.ask[keep],
-                                      decoded.ts_ns[keep], decoded.seq[keep],
-                                      np.zeros(int(keep.sum()), np.int32), (decoded.stream,))
-                self._send_pending()  # after anything queued before it, in arrival order
-                self._in_flight.extend(self.router.send_columns(columns, [], []))
-                self._bound_in_flight()
-            else:
-                self.submit(decoded)
-                self._send_pending()  # screened now, so the sender hears of its refusals
-            refused = self.router.refusals[told:]
-        return len(decoded) - len(refused), refused
+    def _number(self) -> int:
+        self._submits += 1
+        return self._submits - 1
 
-    def refuse_input(self, source: str, code: str, message: str) -> None:
-        """Input refused whole before it could be read (a malformed frame): counted and audited by the
-        supervisor."""
-        refusal = {"stream": source, "seq": -1, "code": code, "message": message}
-        self.supervisor.input_refused.remote(source, [refusal])
+    def _bound_submitted(self) -> None:
+        """The ingest actor answers a submit once it has room for more: wait for all but the last few."""
+        if len(self._submitted) > SUBMITS_AHEAD:
+            ahead = len(self._submitted) - SUBMITS_AHEAD
+            ready, self._submitted = ray.wait(self._submitted, num_returns=ahead)
+            ray.get(ready)
+
+    def listen(self, host: str, port: int) -> int:
+        """Take feeds over TCP at ``host:port`` (0: any free port; see ``actors.feed_listener``); the port."""
+        bound: int = ray.get(self.ingest.listen.remote(host, port))
+        return bound
+
+    def stop_listening(self) -> dict[str, int]:
+        """No new feed frames; those taken are applied; the feeds' counts."""
+        counts: dict[str, int] = ray.get(self.ingest.stop_listening.remote())
+        return counts
 
     def flush(self, timeout_s: float = 120.0) -> None:
         """Send what is queued, then wait until it is applied and the supervisor has seen every report."""
-        with self._lock:
-            self._send_pending()
-            in_flight, self._in_flight = self._in_flight, []
-        self._collect(in_flight)
-        short = ray.get(self.supervisor.wait_reported.remote(dict(self.router.shard_seq), timeout_s))
+        ray.get(self._submitted)
+        self._submitted = []
+        shard_seq = ray.get(self.ingest.drain.remote(), timeout=timeout_s)
+        short = ray.get(self.supervisor.wait_reported.remote(shard_seq, timeout_s))
         if short:
             raise TimeoutError(f"shards not yet reported to the supervisor after {timeout_s} s "
                                f"(shard: first batch missing): {short}")
 
-    def _collect(self, refs: list[Any]) -> None:
-        for ack in ray.get(refs):
-            assert isinstance(ack, ShardAck)
-            self.shard_refusals.extend(ack.refusals)
-            self.ticks_applied += ack.ticks_applied
-
     @property
     def refusals(self) -> list[Refusal]:
-        return self.router.refusals + self.shard_refusals
+        """Every event refused so far, before a shard or at one."""
+        refusals: list[Refusal] = ray.get(self.ingest.refusals.remote())
+        return refusals
+
+    def ingest_stats(self) -> dict[str, Any]:
+        """Batches cut, ticks applied (a tick at two shards counts twice), each shard's next batch number,
+        the feeds' counts."""
+        stats: dict[str, Any] = ray.get(self.ingest.stats.remote())
+        return stats
+
+    @property
+    def ticks_applied(self) -> int:
+        return int(self.ingest_stats()["ticks_applied"])
 
     # ------------------------------------------------------------------ views
 
@@ -349,12 +283,10 @@ class RiskSystem:
         return gate
 
     def shutdown(self) -> None:
-        with self._lock:
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
         for gate in self._gates:
             gate.close()
+        if self.ingest is not None:
+            ray.kill(self.ingest, no_restart=True)
         for handle in self.shards.values():
             ray.kill(handle, no_restart=True)
         ray.kill(self.supervisor, no_restart=True)

@@ -1,10 +1,11 @@
 """``riskmon run`` (the service) and the operator commands that act on a running one.
 
-``riskmon run`` starts (or attaches to) Ray, creates the supervisor and the account shards from the config,
-takes feeds over TCP (``driver.feed_server``), serves Prometheus metrics (``driver.metrics``), and runs
-until SIGINT or SIGTERM; then it stops taking feeds, lets what it took be applied and reported, and stops its
-actors (journals are written before anything is acknowledged, so nothing is lost either way). Started again
-under the same name it picks up where it stopped: halts in force, numbering continued.
+``riskmon run`` starts (or attaches to) Ray, creates the supervisor, the account shards and the ingest actor
+from the config, has the ingest actor take feeds over TCP (``actors.feed_listener``: this process is not on
+the data path), serves Prometheus metrics (``driver.metrics``), and runs until SIGINT or SIGTERM; then it
+stops taking feeds, lets what was taken be applied and reported, and stops its actors (journals are written
+before anything is acknowledged, so nothing is lost either way). Started again under the same name it picks up
+where it stopped: halts in force, numbering continued.
 
 ``riskmon status``, ``engage`` and ``reset`` attach to the Ray cluster the service runs on (``--address``,
 default ``auto``: the one this machine runs) and talk to its supervisor, a named actor (``--name``).
@@ -25,7 +26,6 @@ from config import DEFAULT_CONFIG
 from riskcore.errors import RiskmonError
 
 DEFAULT_NAME = "riskmon"
-FEED_REPORT_S = 1.0  # how often the service tells the supervisor what its feed server has taken
 
 
 def _host_port(text: str, default_port: int) -> tuple[str, int]:
@@ -39,12 +39,11 @@ def _host_port(text: str, default_port: int) -> tuple[str, int]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from driver.feed_server import DEFAULT_PORT as FEED_PORT
-    from driver.feed_server import FeedServer
     from driver.metrics import DEFAULT_PORT as METRICS_PORT
     from driver.metrics import serve_metrics
     from driver.system import RiskSystem
     from riskcore.config import load_config
+    from riskcore.framing import DEFAULT_PORT as FEED_PORT
 
     config = load_config(args.config or DEFAULT_CONFIG)
     feed_host, feed_port = _host_port(args.listen, FEED_PORT)
@@ -53,13 +52,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     system = RiskSystem.start(config, address=address, name=args.name, state_dir=args.state_dir,
                               audit=args.audit)
     stop = threading.Event()
-    feed = metrics = None
+    metrics = None
+    listening = False
     try:
         # After Ray's start: ray.init installs handlers of its own.
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
-        feed = FeedServer(system, feed_host, feed_port)
-        feed.start()
+        port = system.listen(feed_host, feed_port)
+        listening = True
         if metrics_at is not None:
             metrics = serve_metrics(system, *metrics_at)
         import ray
@@ -69,17 +69,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         metrics_text = ("off" if metrics is None or metrics_at is None
                         else f"http://{metrics_at[0]}:{metrics.port}/metrics")
         print(f"riskmon run: {args.name} serving {len(config.accounts)} accounts in {len(system.shards)} "
-              f"shards; feeds on {feed_host}:{feed.port}; metrics {metrics_text}; Ray at {where}; state in "
+              f"shards; feeds on {feed_host}:{port}; metrics {metrics_text}; Ray at {where}; state in "
               f"{system.state}; stop with Ctrl-C or SIGTERM", flush=True)
-        while not stop.wait(FEED_REPORT_S):
-            system.supervisor.note_feeds.remote(f"{args.name} feeds", feed.stats())
+        stop.wait()
         print("riskmon run: stopping: no new feeds; applying what was taken", flush=True)
     finally:
-        if feed is not None:
-            feed.close()
-        if metrics is not None:
-            metrics.close()
         try:
+            if listening:
+                system.stop_listening()
+            if metrics is not None:
+                metrics.close()
             system.flush(timeout_s=60.0)
         finally:
             system.shutdown()

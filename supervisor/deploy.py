@@ -15,6 +15,7 @@ from typing import Any
 
 import ray
 
+from actors.ingest_actor import IngestActor
 from actors.shard import HALTS_GROUP, AccountShard
 from riskcore.config import RiskConfig
 from supervisor.supervisor import Supervisor
@@ -24,6 +25,10 @@ SUPERVISOR_NAME = "riskmon-supervisor"
 # Threads per shard for gates' halt watches (AccountShard.watch_halts), beside the one applying batches. Each
 # watching gate holds one; a gate beyond this many still gets every halt from the supervisor's view.
 HALT_WATCHERS = 32
+# A frame smaller than this travels inside the actor call itself (Ray inlines small arguments); a larger one
+# is put in the object store once and shared by reference between the shards it goes to. A put and the
+# shards' fetches cost milliseconds of inter-process round trips that a small frame does not need.
+INLINE_FRAME_BYTES = 96 * 1024
 
 
 def supervisor_options(name: str, journaled: bool = False) -> dict[str, Any]:
@@ -82,3 +87,17 @@ def create_shard(config: RiskConfig, system_name: str, shard_id: str, accounts: 
 def get_supervisor(name: str = SUPERVISOR_NAME) -> Any:
     return ray.get_actor(name, namespace=NAMESPACE)
 
+
+
+def put_large(frame: bytes) -> Any:
+    """A batch frame as the shards are sent it: inline if small, else one object shared by reference."""
+    return frame if len(frame) < INLINE_FRAME_BYTES else ray.put(frame)
+
+
+def create_ingest(config: RiskConfig, name: str, placement: dict[str, list[str]], shards: dict[str, Any],
+                  supervisor: Any, resume: dict[str, Any]) -> Any:
+    """The ingest actor (async: every feed connection and every submit is a task on its one loop)."""
+    options = {"name": f"{name}-ingest", "namespace": NAMESPACE, "num_cpus": 0, "max_restarts": 0,
+               "max_concurrency": 10_000}
+    return ray.remote(IngestActor).options(**options).remote(config, placement, shards, supervisor, name,
+                                                             resume, put_large)

@@ -39,7 +39,7 @@ def test_batching_when_ticks_arrive_one_by_one_they_are_coalesced(start_system: 
     bulk = start_system(config(max_ticks=50, max_delay_ms=10_000))
     bulk.submit(stream(200))
     bulk.flush()
-    assert one_by_one.router.batches == 4  # 200 single-tick submits, closed every 50 ticks
+    assert one_by_one.ingest_stats()["batches"] == 4  # 200 single-tick submits, closed every 50 ticks
     assert one_by_one.states() == bulk.states()
     assert one_by_one.events() == bulk.events()
 
@@ -49,5 +49,5 @@ def test_batching_when_a_batch_is_not_full_it_closes_on_the_time_bound(start_sys
     system.submit(stream(3))
     # No flush: the time bound alone must send the batch; wait for its report to reach the supervisor.
     assert ray.get(system.supervisor.wait_reported.remote(dict.fromkeys(system.shards, 1), 30.0)) == {}
-    assert system.router.batches == 1
+    assert system.ingest_stats()["batches"] == 1
     assert system.states()["a"]["timestamp"] == "2020-01-02T14:30:02.000000Z"

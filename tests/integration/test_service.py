@@ -25,10 +25,10 @@ import pytest
 import ray
 import yaml
 
-from driver.feed_server import send_frame
 from driver.gate import OrderGate
 from riskcore.config import parse_config
 from riskcore.events import Fill
+from riskcore.framing import send_frame
 from riskcore.gate import Order, Reason
 from riskcore.wire import encode_fills, encode_ticks
 from supervisor.deploy import get_supervisor
