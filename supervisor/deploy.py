@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from actors.ingest_actor import IngestActor
 from actors.shard import HALTS_GROUP, AccountShard
@@ -96,8 +97,11 @@ def put_large(frame: bytes) -> Any:
 
 def create_ingest(config: RiskConfig, name: str, placement: dict[str, list[str]], shards: dict[str, Any],
                   supervisor: Any, resume: dict[str, Any]) -> Any:
-    """The ingest actor (async: every feed connection and every submit is a task on its one loop)."""
+    """The ingest actor (async: every feed connection and every submit is a task on its one loop), on the
+    node of the process that starts the system: feeds connect where ``riskmon run`` says it listens."""
+    here = ray.get_runtime_context().get_node_id()
     options = {"name": f"{name}-ingest", "namespace": NAMESPACE, "num_cpus": 0, "max_restarts": 0,
-               "max_concurrency": 10_000}
+               "max_concurrency": 10_000,
+               "scheduling_strategy": NodeAffinitySchedulingStrategy(here, soft=False)}
     return ray.remote(IngestActor).options(**options).remote(config, placement, shards, supervisor, name,
                                                              resume, put_large)

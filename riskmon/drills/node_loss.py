@@ -189,6 +189,9 @@ def drill(accounts: int, ticks: int, seed: int, work: Path) -> dict[str, Any]:
     # As init_ray does for an embedded Ray, and cluster.yaml on every `ray start`: the shards run at normal
     # priority. Set here because the nodes start before the driver connects.
     os.environ.setdefault("RAY_worker_niceness", "0")
+    # Its nodes start from this process's environment, without token authentication unless it asks for it;
+    # say so, or attaching by address would take the token mode of a machine that has ~/.ray/auth_token.
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     stack = contextlib.ExitStack()
     try:
         cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})

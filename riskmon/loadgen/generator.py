@@ -63,6 +63,18 @@ def firm_config(accounts: int, portfolios: int, symbols: int, *, seed: int = 7,
     })
 
 
+def start_prices(config: RiskConfig) -> np.ndarray:
+    """Where each symbol's walk starts: the mean entry price of the positions held in it (a firm's own
+    config), else 1.0 (the synthetic firm's)."""
+    ids = config.symbol_ids()
+    total, count = np.zeros(len(ids)), np.zeros(len(ids))
+    for spec in config.accounts:
+        for pos in spec.positions:
+            total[ids[pos.symbol]] += pos.avg_price
+            count[ids[pos.symbol]] += 1
+    return np.where(count > 0, total / np.maximum(count, 1), 1.0)
+
+
 @dataclass
 class Chunk:
     """One submission: columns of ticks and the fills placed between them."""
@@ -90,7 +102,7 @@ class LoadGenerator:
         self.fill_rate = fill_rate
         self.total = total_ticks
         self.n_symbols = len(config.symbols)
-        self.log_mid = np.zeros(self.n_symbols)  # every symbol starts at 1.0
+        self.log_mid = np.log(start_prices(config))
         self.accounts = [spec.id for spec in config.accounts]
         self.symbols = list(config.symbols)
         self.sent = 0

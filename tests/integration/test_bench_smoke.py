@@ -1,4 +1,5 @@
-"""`riskmon stress` and `python -m bench.firm` at tiny sizes, so they cannot rot. No timing is asserted."""
+"""`riskmon stress`, `python -m bench.firm` and `python -m bench.live` at tiny sizes, so they cannot rot. No
+timing is asserted."""
 
 from __future__ import annotations
 
@@ -55,3 +56,16 @@ def test_bench_firm_when_smoke_sized_prints_every_key() -> None:
     for row in result["scaling"]:
         assert row["ticks_per_s"] > 0, row
         assert row["rss_mb"] > 0, row
+
+
+def test_bench_live_when_smoke_sized_every_tick_sent_over_tcp_is_accepted() -> None:
+    done = run("-m", "bench.live", "--smoke", "--producers", "4")
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout)
+    for key in ("live_ticks_per_s", "inprocess_ticks_per_s", "paced_ticks_per_s"):
+        assert isinstance(result[key], int), key
+        assert result[key] > 0, key
+    assert result["live_over_inprocess"] > 0
+    assert result["feed_answer_ms"]["count"] > 0
+    assert result["ingest_us_per_tick"] > 0
+    assert result["feeds_1000"]["ingest_rss_mb"] > 0
