@@ -1,12 +1,16 @@
 """Ingest: where every feed's events enter riskmon, coalesced into batches and routed to the account shards.
 
 An ingest actor takes frames from any number of TCP connections (``actors.feed_listener``) and events from
-producers inside Ray (``RiskSystem.submit``), screens each as it arrives, and coalesces what all of them sent
-into batches closed on ``batching.max_ticks`` ticks or ``batching.max_delay_ms`` after the first event,
-whichever comes first. Each batch goes to the shards that need it (``actors.router``: ticks by symbol, fills
-by account) as one frame. A frame's answer is given once every shard its events reached has acknowledged the
-batch, and a shard acknowledges only what it has journaled: acknowledged means durable. The answer counts
-the events accepted and lists the refusals, the router's and the shards' alike.
+producers inside Ray (``RiskSystem.submit``), and coalesces what all of them sent into batches, screened once
+per batch in arrival order. A batch closes at once when no batch is in flight (idle shards: waiting would only
+add latency); while one is, it gathers what arrives and closes when that one is acknowledged (group commit:
+under load batches grow instead of queueing), when it holds ``batching.max_ticks`` ticks, or
+``batching.max_delay_ms`` after its first event unless ``batching.max_in_flight`` batches per shard are
+unacknowledged. Columns handed over whole (``submit_columns``) are a batch of their own. Each batch goes to
+the shards that need it (``actors.router``: ticks by symbol, fills by account) as one frame. A frame's answer
+is given once every shard its events reached has acknowledged the batch, and a shard acknowledges only what it
+has journaled: acknowledged means durable. The answer counts the events accepted and lists the refusals, the
+router's and the shards' alike.
 
 It runs on one asyncio loop (an async Ray actor, or a plain loop in a test): no locks. The shard handles and
 the ``put`` of a large frame are injected, so the logic runs without Ray.
@@ -161,9 +165,14 @@ class Ingest:
 
     def take_ticks(self, frame: TickFrame) -> Ticket:
         ticket = self._ticket(len(frame))
-        ids = self.config.symbol_ids()
+        ids = self.router.symbol_ids
         known = np.array([ids.get(name, -1) for name in frame.symbols], np.int64)
         sym = known[frame.sym] if len(frame) else np.zeros(0, np.int64)
+        if not len(frame) or int(known.min()) >= 0:  # every symbol known: the frame's columns as they are
+            columns = TickColumns(sym.astype(np.int32), frame.bid, frame.ask, frame.ts_ns, frame.seq,
+                                  np.zeros(len(frame), np.int32), (frame.stream,))
+            self._add(ticket, columns, [], [])
+            return ticket
         for i in np.flatnonzero(sym < 0).tolist():
             name = frame.symbols[int(frame.sym[i])]
             refusal = self.router.tick_screen.refuse(frame.stream, int(frame.seq[i]), "unknown_symbol",
@@ -210,24 +219,25 @@ class Ingest:
 
     def _add(self, ticket: Ticket, ticks: TickColumns, fills: list[AccountEvent], fill_pos: list[int],
              seal: bool = True) -> None:
-        mask, refused = self.router.tick_screen.screen(ticks)
-        if refused:
-            ticks, fill_pos = drop_refused(ticks, mask, fill_pos)
-            ticket.refused.extend(refused)
-        kept, kept_pos, fill_refused = self.router.fill_screen.screen(fills, fill_pos)
-        ticket.refused.extend(fill_refused)
-        self.router.refusals.extend(refused + fill_refused)
+        """Queue a ticket's piece for the next batch; screening waits for the batch (once, not per frame)."""
         ticket.sealed = seal
-        if len(ticks) or kept:
+        if len(ticks) or fills:
             ticket.batches_left += 1
-            self.pending.append(Piece(ticket, ticks, kept, kept_pos))
+            self.pending.append(Piece(ticket, ticks, fills, fill_pos))
             self.pending_ticks += len(ticks)
-        if self.pending_ticks >= self.config.batching.max_ticks or self.config.batching.max_delay_ms == 0:
-            self.close()
+        batching = self.config.batching
+        if self.pending_ticks >= batching.max_ticks or batching.max_delay_ms == 0 or not self.in_flight:
+            self.close()  # full, or the shards are idle: waiting would only add latency
         elif self.pending and self.timer is None:
-            loop = asyncio.get_running_loop()
-            self.timer = loop.call_later(self.config.batching.max_delay_ms / 1000.0, self.close)
+            self.timer = asyncio.get_running_loop().call_later(batching.max_delay_ms / 1000.0, self._on_timer)
         ticket.settle_if_done()
+
+    def _on_timer(self) -> None:
+        """``max_delay_ms`` after the batch's first event: it closes unless ``max_in_flight`` batches per
+        shard are unacknowledged already (then the next acknowledgement closes it)."""
+        self.timer = None
+        if len(self.in_flight) < self.config.batching.max_in_flight * max(1, len(self.shards)):
+            self.close()
 
     # ------------------------------------------------------------------ batches
 
@@ -239,7 +249,7 @@ class Ingest:
         if not self.pending:
             return
         pieces, self.pending, self.pending_ticks = self.pending, [], 0
-        refs = self.router.send_screened(*concat(pieces))
+        refs = self.router.send_screened(*self._screen(pieces))
         self._tell_refusals()
         if refs:
             task = asyncio.get_running_loop().create_task(self._acknowledged(pieces, refs))
@@ -248,9 +258,38 @@ class Ingest:
         else:
             self._settle(pieces, [])
 
+    def _screen(self, pieces: list[Piece]) -> tuple[TickColumns, list[AccountEvent], list[int]]:
+        """The batch of ``pieces``, screened in arrival order; each refusal goes to the ticket it came in."""
+        ticks, fills, fill_pos = concat(pieces)
+        mask, refused = self.router.tick_screen.screen(ticks)
+        if refused:
+            starts = np.cumsum([0] + [len(p.ticks) for p in pieces])
+            for row, refusal in zip(np.flatnonzero(~mask).tolist(), refused, strict=True):
+                pieces[int(np.searchsorted(starts, row, side="right")) - 1].ticket.refused.append(refusal)
+            ticks, fill_pos = drop_refused(ticks, mask, fill_pos)
+        screen = self.router.fill_screen
+        kept: list[AccountEvent] = []
+        kept_pos: list[int] = []
+        owners = [p.ticket for p in pieces for _ in p.fills]
+        for fill, pos, owner in zip(fills, fill_pos, owners, strict=True):
+            problem = screen.problem(fill)
+            if problem is None:
+                screen.note(fill)
+                kept.append(fill)
+                kept_pos.append(pos)
+            else:
+                screen.refused[problem[0]] += 1
+                refusal = Refusal(fill.stream, fill.seq, *problem)
+                refused.append(refusal)
+                owner.refused.append(refusal)
+        self.router.refusals.extend(refused)
+        return ticks, kept, kept_pos
+
     async def _acknowledged(self, pieces: list[Piece], refs: list[Awaitable[ShardAck]]) -> None:
         acks = await asyncio.gather(*refs)
         self._settle(pieces, list(acks))
+        # Group commit: what gathered while this batch was in flight goes now, as one batch.
+        self.close()
 
     def _settle(self, pieces: list[Piece], acks: list[ShardAck]) -> None:
         seen: set[tuple[str, int, str]] = set()  # a tick refused at two shards is one refusal

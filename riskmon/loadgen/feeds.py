@@ -53,7 +53,9 @@ def plan_feeds(config: RiskConfig, feeds: int, ticks: int, frame_ticks: int = 64
         name = columns.streams[k]
         for lo in range(0, rows.size, frame_ticks):
             part = rows[lo:lo + frame_ticks]
-            frames[k].append(encode_ticks(name, symbols, columns.symbol[part], columns.bid[part],
+            # A frame names the symbols it quotes, as a feed handler's does.
+            used, local = np.unique(columns.symbol[part], return_inverse=True)
+            frames[k].append(encode_ticks(name, [symbols[int(u)] for u in used], local, columns.bid[part],
                                           columns.ask[part], columns.ts_ns[part], columns.seq[part]))
     return FeedPlan(frames, ticks, frame_ticks, columns)
 
@@ -102,7 +104,7 @@ def drive_feeds(host: str, port: int, plan: FeedPlan, producers: int = 8, rate: 
     for worker in workers:
         worker.start()
     ready = [results.get(timeout=START_TIMEOUT_S) for _ in workers]  # each has connected all its feeds
-    errors = [r for r in ready if isinstance(r, str)]
+    errors = [r for r in ready if r != "connected"]
     go.set()
     parts: list[dict[str, Any]] = []
     while not errors and len(parts) < len(workers):

@@ -39,7 +39,10 @@ def test_batching_when_ticks_arrive_one_by_one_they_are_coalesced(start_system: 
     bulk = start_system(config(max_ticks=50, max_delay_ms=10_000))
     bulk.submit(stream(200))
     bulk.flush()
-    assert one_by_one.ingest_stats()["batches"] == 4  # 200 single-tick submits, closed every 50 ticks
+    # 200 single-tick submits: the first goes at once (idle shards), the rest gather while batches are in
+    # flight (exactly how many batches depends on timing; tests/unit/test_ingest_feeds.py pins the rule).
+    assert one_by_one.ingest_stats()["batches"] < 200
+    assert bulk.ingest_stats()["batches"] == 4  # one submit of 200 ticks, closed every 50 ticks
     assert one_by_one.states() == bulk.states()
     assert one_by_one.events() == bulk.events()
 

@@ -203,3 +203,22 @@ def test_ingest_when_events_are_submitted_in_process_they_share_the_feeds_batche
 
     assert served.run(submit()) == {"shard-0000": 3}  # closed every max_ticks (1,000) ticks
     assert served.shard.ticks_applied == 2_500
+
+
+def test_ingest_when_a_batch_is_in_flight_what_arrives_meanwhile_goes_as_one_batch_on_its_ack(
+        served: Served) -> None:
+    # Group commit: the first event goes at once (nothing in flight); the next ones wait for its
+    # acknowledgement (the time bound is far off) and then travel together.
+    served.handle.hold.set()
+    ticks = [Tick("EURUSD", 1.1, 1.1002, 1 + i, "api", i) for i in range(5)]
+
+    async def submit_one_by_one() -> int:
+        for tick in ticks:
+            served.ingest.take_events([tick])
+        return len(served.handle.frames)
+
+    assert served.run(submit_one_by_one()) == 1
+    served.handle.hold.clear()
+    served.run(served.ingest.drain())
+    assert len(served.handle.frames) == 2
+    assert served.shard.ticks_applied == 5
