@@ -288,8 +288,8 @@ class Ingest:
     async def _acknowledged(self, pieces: list[Piece], refs: list[Awaitable[ShardAck]]) -> None:
         acks = await asyncio.gather(*refs)
         self._settle(pieces, list(acks))
-        # Group commit: what gathered while this batch was in flight goes now, as one batch.
-        self.close()
+        if not self.in_flight - {asyncio.current_task()}:
+            self.close()  # the shards are idle again: what gathered meanwhile need not wait for the timer
 
     def _settle(self, pieces: list[Piece], acks: list[ShardAck]) -> None:
         seen: set[tuple[str, int, str]] = set()  # a tick refused at two shards is one refusal

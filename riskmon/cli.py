@@ -170,8 +170,17 @@ def cmd_stress(args: argparse.Namespace) -> int:
     if args.ticks is not None and args.duration is not None:
         raise RiskmonError("give --ticks or --duration, not both")
     began = time.monotonic()
-    config = firm_config(args.accounts, args.portfolios, args.symbols, seed=args.seed,
-                         accounts_per_actor=args.accounts_per_actor)
+    if args.config:
+        from riskcore.config import load_config
+
+        config = load_config(args.config)
+    else:
+        config = firm_config(args.accounts, args.portfolios, args.symbols, seed=args.seed,
+                             accounts_per_actor=args.accounts_per_actor)
+    if args.feeds is not None:
+        return _stress_feeds(args, config)
+    if args.connect:
+        raise RiskmonError("--connect drives a running service over TCP: give --feeds N too")
     _plot_dir(args.plot)
     trail = _open_audit(args.audit, config, None, command="stress", scenario=args.scenario, seed=args.seed)
     latencies: list[float] = []
@@ -201,6 +210,28 @@ def cmd_stress(args: argparse.Namespace) -> int:
                                 for a in accounts})
         _print_plots(args.plot, [*charts, plot_latency(args.plot, latencies, what="breach-to-deny latency")])
     return 0
+
+
+def _stress_feeds(args: argparse.Namespace, config: Any) -> int:
+    from rich.console import Console
+
+    from riskmon.service import host_port
+    from riskmon.stress_feeds import print_feed_summary, run_feed_stress
+
+    if args.feeds < 1 or args.frame_ticks < 1 or args.producers < 1:
+        raise RiskmonError("--feeds, --frame-ticks and --producers must be at least 1")
+    if args.duration is not None or args.plot or args.audit:
+        raise RiskmonError("with --feeds, give --ticks (not --duration); --plot and --audit are for the "
+                           "in-process run")
+    console = Console(width=None if sys.stdout.isatty() else 110)
+    summary = run_feed_stress(config, feeds=args.feeds, ticks=args.ticks or 1_000_000,
+                              producers=args.producers, frame_ticks=args.frame_ticks, rate=args.rate,
+                              seed=args.seed, connect=host_port(args.connect, 7411) if args.connect else None,
+                              console=console)
+    print_feed_summary(console, summary)
+    if args.json:
+        _write_output(args.json, json.dumps(summary, indent=2))
+    return 0 if not summary["errors"] else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -271,6 +302,21 @@ def build_parser() -> argparse.ArgumentParser:
                         help="pace the feed at this many ticks/s (default: as fast as it goes). The latency "
                              "then measures the breach path; unpaced, it includes queueing behind the "
                              "batches in flight")
+    stress.add_argument("--config", metavar="CFG",
+                        help="stress this firm (its symbols, accounts and limits) instead of the synthetic "
+                             "one; quotes start at the entry prices of its positions")
+    stress.add_argument("--feeds", type=int, metavar="N",
+                        help="drive N concurrent TCP feeds (one stream each) from several producer processes "
+                             "into a service's ingest, as feed handlers do, one answer awaited per frame; "
+                             "ticks/s to the applied watermark and each frame's answer time (--ticks, "
+                             "default 1,000,000; --rate paces all feeds together)")
+    stress.add_argument("--frame-ticks", type=int, default=64,
+                        help="ticks per frame with --feeds (default 64)")
+    stress.add_argument("--producers", type=int, default=8,
+                        help="producer processes with --feeds (default 8)")
+    stress.add_argument("--connect", metavar="HOST:PORT",
+                        help="with --feeds: a running service's feed address (`riskmon run` prints it; give "
+                             "its --config too); default: start a service for the run")
     stress.add_argument("--scenario", choices=SCENARIOS, default="mixed", help="what happens during the run")
     stress.add_argument("--seed", type=int, default=7, help="random seed")
     stress.add_argument("--json", metavar="PATH",

@@ -28,7 +28,7 @@ from riskcore.errors import RiskmonError
 DEFAULT_NAME = "riskmon"
 
 
-def _host_port(text: str, default_port: int) -> tuple[str, int]:
+def host_port(text: str, default_port: int) -> tuple[str, int]:
     host, _, port = text.rpartition(":")
     if not host:
         host, port = text, str(default_port)
@@ -46,8 +46,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from riskcore.framing import DEFAULT_PORT as FEED_PORT
 
     config = load_config(args.config or DEFAULT_CONFIG)
-    feed_host, feed_port = _host_port(args.listen, FEED_PORT)
-    metrics_at = None if args.metrics == "off" else _host_port(args.metrics, METRICS_PORT)
+    feed_host, feed_port = host_port(args.listen, FEED_PORT)
+    metrics_at = None if args.metrics == "off" else host_port(args.metrics, METRICS_PORT)
     address = None if args.address in (None, "local") else args.address
     system = RiskSystem.start(config, address=address, name=args.name, state_dir=args.state_dir,
                               audit=args.audit)

@@ -69,3 +69,16 @@ def test_bench_live_when_smoke_sized_every_tick_sent_over_tcp_is_accepted() -> N
     assert result["feed_answer_ms"]["count"] > 0
     assert result["ingest_us_per_tick"] > 0
     assert result["feeds_1000"]["ingest_rss_mb"] > 0
+
+
+def test_stress_when_feeds_given_drives_tcp_feeds_and_every_tick_is_accepted(tmp_path: Path) -> None:
+    out = tmp_path / "feeds.json"
+    done = run("-m", "riskmon.cli", "stress", "--feeds", "12", "--producers", "3", "--ticks", "6000",
+               "--accounts", "30", "--portfolios", "3", "--symbols", "6", "--json", str(out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(out.read_text())
+    assert (summary["feeds"], summary["producers"], summary["frame_ticks"]) == (12, 3, 64)
+    assert summary["accepted"] == 6000
+    assert summary["refused"] == 0
+    assert summary["frame_answer_ms"]["count"] >= 6000 // 64  # one answer per frame, every frame answered
+    assert "ticks/s, to the applied watermark" in done.stdout
