@@ -267,21 +267,12 @@ class Ingest:
             for row, refusal in zip(np.flatnonzero(~mask).tolist(), refused, strict=True):
                 pieces[int(np.searchsorted(starts, row, side="right")) - 1].ticket.refused.append(refusal)
             ticks, fill_pos = drop_refused(ticks, mask, fill_pos)
-        screen = self.router.fill_screen
-        kept: list[AccountEvent] = []
-        kept_pos: list[int] = []
-        owners = [p.ticket for p in pieces for _ in p.fills]
-        for fill, pos, owner in zip(fills, fill_pos, owners, strict=True):
-            problem = screen.problem(fill)
-            if problem is None:
-                screen.note(fill)
-                kept.append(fill)
-                kept_pos.append(pos)
-            else:
-                screen.refused[problem[0]] += 1
-                refusal = Refusal(fill.stream, fill.seq, *problem)
-                refused.append(refusal)
-                owner.refused.append(refusal)
+        kept, kept_pos, fill_refused, refused_at = self.router.fill_screen.screen_indexed(fills, fill_pos)
+        if fill_refused:  # each refusal goes to the ticket its fill came in
+            owners = [p.ticket for p in pieces for _ in p.fills]
+            for index, refusal in zip(refused_at, fill_refused, strict=True):
+                owners[index].refused.append(refusal)
+        refused.extend(fill_refused)
         self.router.refusals.extend(refused)
         return ticks, kept, kept_pos
 

@@ -188,10 +188,18 @@ class FillScreen:
     def screen(
         self, fills: Sequence[AccountEvent], fill_pos: Sequence[int]
     ) -> tuple[list[AccountEvent], list[int], list[Refusal]]:
+        kept, kept_pos, refusals, _ = self.screen_indexed(fills, fill_pos)
+        return kept, kept_pos, refusals
+
+    def screen_indexed(
+        self, fills: Sequence[AccountEvent], fill_pos: Sequence[int]
+    ) -> tuple[list[AccountEvent], list[int], list[Refusal], list[int]]:
+        """As :meth:`screen`, with the index in ``fills`` of each refused one (in the refusals' order)."""
         kept: list[AccountEvent] = []
         kept_pos: list[int] = []
         refusals: list[Refusal] = []
-        for fill, pos in zip(fills, fill_pos, strict=True):
+        refused_at: list[int] = []
+        for index, (fill, pos) in enumerate(zip(fills, fill_pos, strict=True)):
             problem = self.problem(fill)
             if problem is None:
                 self.note(fill)
@@ -200,7 +208,8 @@ class FillScreen:
             else:
                 self.refused[problem[0]] += 1
                 refusals.append(Refusal(fill.stream, fill.seq, *problem))
-        return kept, kept_pos, refusals
+                refused_at.append(index)
+        return kept, kept_pos, refusals, refused_at
 
     def snapshot(self) -> dict[str, Any]:
         """The fill ids applied (a list of strings, in no order) and the refusal counts."""

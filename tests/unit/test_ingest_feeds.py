@@ -5,6 +5,7 @@ the test can hold back."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import socket
 import struct
 import threading
@@ -222,3 +223,33 @@ def test_ingest_when_a_batch_is_in_flight_what_arrives_meanwhile_goes_as_one_bat
     served.run(served.ingest.drain())
     assert len(served.handle.frames) == 2
     assert served.shard.ticks_applied == 5
+
+
+def test_ingest_when_frames_share_a_batch_each_answer_names_only_its_own_refusals(served: Served) -> None:
+    served.handle.hold.set()  # a first batch stays in flight, so the next two frames share one batch
+    served.ingest.config = dataclasses.replace(  # and no time bound closes it before both have come
+        CONFIG, batching=dataclasses.replace(CONFIG.batching, max_delay_ms=60_000))
+    answers: dict[str, dict[str, Any]] = {}
+
+    def send(name: str, frame: bytes) -> None:
+        with socket.create_connection(("127.0.0.1", served.port), timeout=30) as sock:
+            answers[name] = send_frame(sock, frame)
+
+    first = threading.Thread(target=send, args=("first", quotes("f", 0)))
+    first.start()
+    served.run(asyncio.sleep(0.05))
+    good = threading.Thread(target=send, args=("good", encode_fills([Fill("a1", "EURUSD", 1.0, 1.1, 3,
+                                                                          stream="x", seq=1)])))
+    bad = threading.Thread(target=send, args=("bad", encode_fills([Cash("ghost", 5.0, 4, stream="y", seq=1),
+                                                                   Fill("a1", "EURUSD", 2.0, 1.1, 5,
+                                                                        stream="y", seq=2)])))
+    good.start()
+    bad.start()
+    served.run(asyncio.sleep(0.05))
+    served.handle.hold.clear()
+    for thread in (first, good, bad):
+        thread.join(timeout=30)
+    assert len(served.handle.frames) == 2
+    assert answers["good"] == {"ok": True, "accepted": 1, "refused": [], "error": None}
+    assert answers["bad"]["accepted"] == 1
+    assert [(r["stream"], r["code"]) for r in answers["bad"]["refused"]] == [("y", "unknown_account")]
