@@ -149,7 +149,7 @@ class Ingest:
     # ------------------------------------------------------------------ taking events
 
     def take_frame(self, data: bytes) -> Ticket | dict[str, Any]:
-        """One feed frame: its ticket (await :meth:`settled`), or the answer of a frame refused whole."""
+        """One feed frame: its ticket (await its ``done``), or the answer of a frame refused whole."""
         try:
             decoded = decode(data, symbol_count=len(self.config.symbols))
             if not isinstance(decoded, (TickFrame, list)):
