@@ -9,6 +9,9 @@ Prints one JSON document:
 - ``inprocess_ticks_per_s``: the same ticks handed to ``RiskSystem.submit_columns`` in 16,384-tick columns
   (the ceiling); ``live_over_inprocess`` the ratio;
 - ``feed_answer_ms``: each frame's answer time at a paced 100,000 ticks/s over the same 128 feeds;
+- ``live_breach_to_deny_ms``: in that paced run, a fills feed of its own sends fat-finger fills (each breaches
+  its account's leverage limit) over TCP; from each one's sending to an order gate in another process first
+  denying that account;
 - ``ingest_us_per_tick``: CPU time (user + system) of the ingest actor's process per tick in the unpaced run:
   what sizes a cluster's ingest;
 - ``feeds_1000``: 1,000 feeds connected at once: ticks/s, and the ingest process's resident memory against
@@ -22,6 +25,7 @@ import contextlib
 import json
 import os
 import platform
+import socket
 import sys
 import threading
 import time
@@ -32,8 +36,13 @@ import ray
 
 from driver.system import RiskSystem, init_ray
 from riskcore.engine import TickColumns
+from riskcore.events import Fill
+from riskcore.framing import send_frame
+from riskcore.wire import encode_fills
 from riskmon.loadgen.feeds import FeedPlan, drive_feeds, plan_feeds
-from riskmon.loadgen.generator import firm_config
+from riskmon.loadgen.generator import T0_NS, firm_config
+from riskmon.loadgen.probe import create_gate_probe
+from riskmon.stress import percentiles
 
 HOST = "127.0.0.1"
 CHUNK = 16_384
@@ -44,11 +53,12 @@ class Size:
     ticks: int
     paced_ticks: int
     many_ticks: int
+    breaches: int
 
 
-FULL = Size(ticks=1_000_000, paced_ticks=500_000, many_ticks=400_000)
-QUICK = Size(ticks=300_000, paced_ticks=200_000, many_ticks=150_000)
-SMOKE = Size(ticks=4_000, paced_ticks=4_000, many_ticks=4_000)
+FULL = Size(ticks=1_000_000, paced_ticks=500_000, many_ticks=400_000, breaches=200)
+QUICK = Size(ticks=300_000, paced_ticks=200_000, many_ticks=150_000, breaches=60)
+SMOKE = Size(ticks=4_000, paced_ticks=4_000, many_ticks=4_000, breaches=3)
 
 
 def _proc(pid: int) -> tuple[float, float]:
@@ -78,14 +88,48 @@ class PeakRss(threading.Thread):
             self.peak = max(self.peak, _proc(self.pid)[1])
 
 
+class Breaches(threading.Thread):
+    """A fills feed of its own: every ``every_s``, a fat-finger fill (8x the balance) for the next account,
+    over TCP like the quotes; notes when each was sent (``time.monotonic_ns``, one clock for the machine)."""
+
+    def __init__(self, config: Any, port: int, count: int, every_s: float, start_s: float) -> None:
+        super().__init__(daemon=True)
+        self.port, self.count, self.every_s, self.start_s = port, count, every_s, start_s
+        self.victims = [(spec.id, spec.positions[0].symbol) for spec in config.accounts if spec.positions]
+        self.sent_ns: dict[str, int] = {}
+        self.refused: list[Any] = []
+
+    def run(self) -> None:
+        time.sleep(self.start_s)
+        with socket.create_connection((HOST, self.port), timeout=60) as sock:
+            for i, (account, symbol) in enumerate(self.victims[: self.count]):
+                fill = Fill(account, symbol, 8_000_000.0, 1.0, T0_NS + i, fill_id=f"breach-{i}",
+                            stream="breaches", seq=i)
+                sent = time.monotonic_ns()
+                answer = send_frame(sock, encode_fills([fill]))
+                self.sent_ns[account] = sent
+                self.refused.extend(answer["refused"])
+                time.sleep(self.every_s)
+
+
 def live_run(config: Any, plan: FeedPlan, producers: int, rate: float | None = None,
-             hold_s: float = 0.0) -> dict[str, Any]:
+             hold_s: float = 0.0, breaches: int = 0) -> dict[str, Any]:
+    """``breaches``: that many fat-finger fills sent over TCP during the run, each timed to its denial at
+    an order gate in another process."""
     system = RiskSystem.start(config)
+    probe = None
     try:
         port = system.listen(HOST, 0)
         pid = ingest_pid(system)
         peak = PeakRss(pid)
         peak.start()
+        breacher = None
+        if breaches:
+            probe = create_gate_probe(system.supervisor, config)
+            ray.get(probe.ready.remote())
+            run_s = plan.ticks / rate if rate else 1.0
+            breacher = Breaches(config, port, breaches, every_s=run_s * 0.6 / breaches, start_s=run_s * 0.2)
+            breacher.start()
         cpu_before = _proc(pid)[0]
         result = drive_feeds(HOST, port, plan, producers=producers, rate=rate, hold_s=hold_s)
         cpu = _proc(pid)[0] - cpu_before
@@ -94,9 +138,19 @@ def live_run(config: Any, plan: FeedPlan, producers: int, rate: float | None = N
         system.flush()
         if result.errors:
             raise RuntimeError(f"feeds failed: {result.errors[:3]}")
-        return {"ticks_per_s": round(result.accepted / result.seconds), "accepted": result.accepted,
-                "answer_ms": result.answer_ms(), "ingest_cpu_s": cpu, "ingest_rss_mb": round(peak.peak, 1)}
+        out = {"ticks_per_s": round(result.accepted / result.seconds), "accepted": result.accepted,
+               "answer_ms": result.answer_ms(), "ingest_cpu_s": cpu, "ingest_rss_mb": round(peak.peak, 1)}
+        if breacher is not None and probe is not None:
+            breacher.join(timeout=120)
+            denied = ray.get(probe.wait_denied.remote(list(breacher.sent_ns), 10.0))
+            ms = [(denied[a] - sent) / 1e6 for a, sent in breacher.sent_ns.items() if a in denied]
+            out["breach_to_deny_ms"] = percentiles(ms)
+            out["undenied_breaches"] = len(breacher.sent_ns) - len(ms)
+            out["breach_refusals"] = breacher.refused
+        return out
     finally:
+        if probe is not None:
+            ray.kill(probe, no_restart=True)
         system.shutdown()
 
 
@@ -132,9 +186,11 @@ def measure(size: Size, producers: int) -> dict[str, Any]:
         out["unpaced_answer_ms"] = live["answer_ms"]
         out["ingest_us_per_tick"] = round(live["ingest_cpu_s"] / live["accepted"] * 1e6, 2)
         paced = live_run(config, plan_feeds(config, 128, size.paced_ticks, 64, seed=8), producers,
-                         rate=100_000)
+                         rate=100_000, breaches=size.breaches)
         out["feed_answer_ms"] = paced["answer_ms"]
         out["paced_ticks_per_s"] = paced["ticks_per_s"]
+        out["live_breach_to_deny_ms"] = paced["breach_to_deny_ms"]
+        out["live_undenied_breaches"] = paced["undenied_breaches"]
         many = live_run(config, plan_feeds(config, 1000, size.many_ticks, 64, seed=9), producers, hold_s=0.5)
         few = live_run(config, plan_feeds(config, 128, size.many_ticks, 64, seed=9), producers, hold_s=0.5)
         out["feeds_1000"] = {"ticks_per_s": many["ticks_per_s"], "ingest_rss_mb": many["ingest_rss_mb"],

@@ -69,6 +69,8 @@ def test_bench_live_when_smoke_sized_every_tick_sent_over_tcp_is_accepted() -> N
     assert result["feed_answer_ms"]["count"] > 0
     assert result["ingest_us_per_tick"] > 0
     assert result["feeds_1000"]["ingest_rss_mb"] > 0
+    assert result["live_breach_to_deny_ms"]["count"] == 3  # every fat-finger fill sent was denied at the gate
+    assert result["live_undenied_breaches"] == 0
 
 
 def test_stress_when_feeds_given_drives_tcp_feeds_and_every_tick_is_accepted(tmp_path: Path) -> None:
