@@ -84,9 +84,14 @@ def rss_mb(pids: list[int]) -> float:
     return round(total / 1024, 1)
 
 
+def actor_pids(handles: list[Any]) -> list[int]:
+    pids: list[int] = ray.get([h.__ray_call__.remote(lambda self: os.getpid()) for h in handles])
+    return pids
+
+
 def system_pids(system: RiskSystem) -> list[int]:
-    handles = [system.supervisor, *system.shards.values()]
-    return [os.getpid(), *ray.get([h.__ray_call__.remote(lambda self: os.getpid()) for h in handles])]
+    """The driver and every actor of the system: supervisor, shards, the ingest."""
+    return [os.getpid(), *actor_pids([system.supervisor, *system.shards.values(), system.ingest])]
 
 
 def firm_run(

@@ -34,15 +34,16 @@ from typing import Any
 
 import ray
 
+from bench.firm import actor_pids, rss_mb
 from driver.system import RiskSystem, init_ray
 from riskcore.engine import TickColumns
 from riskcore.events import Fill
 from riskcore.framing import send_frame
+from riskcore.histogram import percentiles
 from riskcore.wire import encode_fills
 from riskmon.loadgen.feeds import FeedPlan, drive_feeds, plan_feeds
 from riskmon.loadgen.generator import T0_NS, firm_config
 from riskmon.loadgen.probe import create_gate_probe
-from riskmon.stress import percentiles
 
 HOST = "127.0.0.1"
 CHUNK = 16_384
@@ -61,19 +62,11 @@ QUICK = Size(ticks=300_000, paced_ticks=200_000, many_ticks=150_000, breaches=60
 SMOKE = Size(ticks=4_000, paced_ticks=4_000, many_ticks=4_000, breaches=3)
 
 
-def _proc(pid: int) -> tuple[float, float]:
-    """(CPU seconds, resident MB) of one process."""
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process has used."""
     with open(f"/proc/{pid}/stat") as stat:
         fields = stat.read().rsplit(")", 1)[1].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    cpu = (int(fields[11]) + int(fields[12])) / ticks
-    rss = int(fields[21]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-    return cpu, rss
-
-
-def ingest_pid(system: RiskSystem) -> int:
-    pid: int = ray.get(system.ingest.__ray_call__.remote(lambda actor: os.getpid()))
-    return pid
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class PeakRss(threading.Thread):
@@ -85,7 +78,7 @@ class PeakRss(threading.Thread):
 
     def run(self) -> None:
         while not self.stop.wait(0.05):
-            self.peak = max(self.peak, _proc(self.pid)[1])
+            self.peak = max(self.peak, rss_mb([self.pid]))
 
 
 class Breaches(threading.Thread):
@@ -120,7 +113,7 @@ def live_run(config: Any, plan: FeedPlan, producers: int, rate: float | None = N
     probe = None
     try:
         port = system.listen(HOST, 0)
-        pid = ingest_pid(system)
+        (pid,) = actor_pids([system.ingest])
         peak = PeakRss(pid)
         peak.start()
         breacher = None
@@ -130,9 +123,9 @@ def live_run(config: Any, plan: FeedPlan, producers: int, rate: float | None = N
             run_s = plan.ticks / rate if rate else 1.0
             breacher = Breaches(config, port, breaches, every_s=run_s * 0.6 / breaches, start_s=run_s * 0.2)
             breacher.start()
-        cpu_before = _proc(pid)[0]
+        cpu_before = cpu_s(pid)
         result = drive_feeds(HOST, port, plan, producers=producers, rate=rate, hold_s=hold_s)
-        cpu = _proc(pid)[0] - cpu_before
+        cpu = cpu_s(pid) - cpu_before
         peak.stop.set()
         peak.join()
         system.flush()

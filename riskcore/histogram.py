@@ -1,4 +1,5 @@
-"""A fixed-bucket histogram of durations, kept where they are measured (an account shard).
+"""Duration statistics: a fixed-bucket histogram kept where durations are measured (an account shard), and
+the percentiles a benchmark reports.
 
 Plain code, no Ray and no metrics library: a shard records into it and reports it through ``stats()``; the
 Prometheus exporter (``driver.metrics``) turns it into a histogram family. Buckets are reported
@@ -9,7 +10,10 @@ from __future__ import annotations
 
 import bisect
 import math
+from collections.abc import Sequence
 from typing import Any
+
+import numpy as np
 
 # Seconds: from 50 µs (a small batch on a warm shard) to 10 s (a journal replay or a stalled disk).
 DURATION_BUCKETS_S: tuple[float, ...] = (
@@ -45,3 +49,12 @@ class DurationHistogram:
             running += n
             cumulative.append(running)
         return {"le": list(self.bounds), "buckets": cumulative, "sum": self.sum, "count": self.count}
+
+
+def percentiles(values: Sequence[float]) -> dict[str, float | int | None]:
+    """Count, p50, p99 and max of ``values`` (None without any), rounded to 3 places."""
+    if not values:
+        return {"count": 0, "p50": None, "p99": None, "max": None}
+    array = np.asarray(values)
+    return {"count": len(values), "p50": round(float(np.percentile(array, 50)), 3),
+            "p99": round(float(np.percentile(array, 99)), 3), "max": round(float(array.max()), 3)}

@@ -25,17 +25,9 @@ from riskcore.account import drawdown_pct
 from riskcore.audit import AuditTrail, refusal_summary
 from riskcore.config import RiskConfig
 from riskcore.engine import BatchedEngine, EventBatch, TickColumns
+from riskcore.histogram import percentiles
 from riskmon.loadgen.generator import Chunk, LoadGenerator
 from riskmon.loadgen.probe import create_gate_probe
-
-
-def percentiles(values: list[float]) -> dict[str, float | int | None]:
-    if not values:
-        return {"count": 0, "p50": None, "p99": None, "max": None}
-    array = np.asarray(values)
-    return {"count": len(values), "p50": round(float(np.percentile(array, 50)), 3),
-            "p99": round(float(np.percentile(array, 99)), 3), "max": round(float(array.max()), 3)}
-
 
 DEFAULT_DURATION_S = 10.0
 CALIBRATION_S = (0.5, 1.5)  # warm-up, then the measured second and a half the run is sized from

@@ -25,6 +25,7 @@ import numpy as np
 from riskcore.config import RiskConfig
 from riskcore.engine import TickColumns
 from riskcore.framing import LENGTH
+from riskcore.histogram import percentiles
 from riskcore.wire import encode_ticks
 from riskmon.loadgen.generator import LoadGenerator
 
@@ -76,13 +77,8 @@ class FeedResult:
     def seconds(self) -> float:
         return max(1e-9, (self.last_ns - self.first_ns) / 1e9)
 
-    def answer_ms(self) -> dict[str, float]:
-        if not self.answer_ns:
-            return {"count": 0, "p50": float("nan"), "p99": float("nan"), "max": float("nan")}
-        values = np.asarray(self.answer_ns) / 1e6
-        return {"count": int(values.size), "p50": round(float(np.percentile(values, 50)), 3),
-                "p99": round(float(np.percentile(values, 99)), 3), "max": round(float(values.max()), 3)}
-
+    def answer_ms(self) -> dict[str, float | int | None]:
+        return percentiles([ns / 1e6 for ns in self.answer_ns])
 
 def drive_feeds(host: str, port: int, plan: FeedPlan, producers: int = 8, rate: float | None = None,
                 hold_s: float = 0.0, on_progress: Callable[[int], None] | None = None) -> FeedResult:

@@ -327,3 +327,11 @@ def test_exported_names_when_listed_follow_prometheus_naming() -> None:
     counters = [f.name for f in collector.describe() if f.type == "counter"]
     assert counters
     assert all(f"{name}_total" in exported_names(collector) for name in counters)
+
+
+def test_percentiles_when_given_values_and_none_reports_count_p50_p99_max() -> None:
+    from riskcore.histogram import percentiles
+
+    assert percentiles([]) == {"count": 0, "p50": None, "p99": None, "max": None}
+    shown = percentiles([float(v) for v in range(1, 101)])
+    assert shown == {"count": 100, "p50": 50.5, "p99": 99.01, "max": 100.0}
