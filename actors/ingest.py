@@ -3,14 +3,13 @@
 An ingest actor takes frames from any number of TCP connections (``actors.feed_listener``) and events from
 producers inside Ray (``RiskSystem.submit``), and coalesces what all of them sent into batches, screened once
 per batch in arrival order. A batch closes at once when no batch is in flight (idle shards: waiting would only
-add latency); while one is, it gathers what arrives and closes when that one is acknowledged (group commit:
-under load batches grow instead of queueing), when it holds ``batching.max_ticks`` ticks, or
-``batching.max_delay_ms`` after its first event unless ``batching.max_in_flight`` batches per shard are
-unacknowledged. Columns handed over whole (``submit_columns``) are a batch of their own. Each batch goes to
-the shards that need it (``actors.router``: ticks by symbol, fills by account) as one frame. A frame's answer
-is given once every shard its events reached has acknowledged the batch, and a shard acknowledges only what it
-has journaled: acknowledged means durable. The answer counts the events accepted and lists the refusals, the
-router's and the shards' alike.
+add latency); while one is, it gathers what arrives and closes when the shards are idle again, when it holds
+``batching.max_ticks`` ticks, or ``batching.max_delay_ms`` after its first event unless
+``batching.max_in_flight`` batches per shard are unacknowledged. Columns handed over whole
+(``submit_columns``) are a batch of their own. Each batch goes to the shards that need it (``actors.router``:
+ticks by symbol, fills by account) as one frame. A frame's answer is given once every shard its events reached
+has acknowledged the batch, and a shard acknowledges only what it has journaled: acknowledged means durable.
+The answer counts the events accepted and lists the refusals, the router's and the shards' alike.
 
 It runs on one asyncio loop (an async Ray actor, or a plain loop in a test): no locks. The shard handles and
 the ``put`` of a large frame are injected, so the logic runs without Ray.
@@ -26,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from actors.arrival import keep_ticks
 from actors.router import Router, drop_refused
 from riskcore.config import RiskConfig
 from riskcore.engine import TickColumns
@@ -60,15 +60,13 @@ class Ticket:
 
 @dataclass(slots=True)
 class Piece:
-    """Screened events of one ticket, in arrival order: ticks, and fills at tick positions."""
+    """Events of one ticket, in arrival order, as they came (the batch screens them): ticks, and fills at
+    tick positions."""
 
     ticket: Ticket
     ticks: TickColumns
     fills: list[AccountEvent]
     fill_pos: list[int]
-
-    def __len__(self) -> int:
-        return len(self.ticks) + len(self.fills)
 
     def holds(self, refusal: Refusal) -> bool:
         if any(f.stream == refusal.stream and f.seq == refusal.seq for f in self.fills):
@@ -168,20 +166,17 @@ class Ingest:
         ids = self.router.symbol_ids
         known = np.array([ids.get(name, -1) for name in frame.symbols], np.int64)
         sym = known[frame.sym] if len(frame) else np.zeros(0, np.int64)
-        if not len(frame) or int(known.min()) >= 0:  # every symbol known: the frame's columns as they are
-            columns = TickColumns(sym.astype(np.int32), frame.bid, frame.ask, frame.ts_ns, frame.seq,
-                                  np.zeros(len(frame), np.int32), (frame.stream,))
-            self._add(ticket, columns, [], [])
-            return ticket
-        for i in np.flatnonzero(sym < 0).tolist():
+        keep = sym >= 0
+        for i in np.flatnonzero(~keep).tolist():
             name = frame.symbols[int(frame.sym[i])]
             refusal = self.router.tick_screen.refuse(frame.stream, int(frame.seq[i]), "unknown_symbol",
                                                      f"unknown symbol {name!r}")
             ticket.refused.append(refusal)
             self.router.refusals.append(refusal)
-        keep = sym >= 0
-        columns = TickColumns(sym[keep].astype(np.int32), frame.bid[keep], frame.ask[keep], frame.ts_ns[keep],
-                              frame.seq[keep], np.zeros(int(keep.sum()), np.int32), (frame.stream,))
+        columns = TickColumns(sym.astype(np.int32), frame.bid, frame.ask, frame.ts_ns, frame.seq,
+                              np.zeros(len(frame), np.int32), (frame.stream,))
+        if not keep.all():
+            columns = keep_ticks(columns, keep)
         self._add(ticket, columns, [], [])
         return ticket
 
@@ -294,8 +289,7 @@ class Ingest:
                 self.shard_refusals.append(refusal)
                 holder = next((p.ticket for p in pieces if p.holds(refusal)), None)
                 # A refusal of no single event (a frame the shard could not read) is every sender's.
-                everyone = list({id(p.ticket): p.ticket for p in pieces}.values())
-                owners = [holder] if holder is not None else everyone
+                owners = [holder] if holder is not None else {id(p.ticket): p.ticket for p in pieces}.values()
                 for ticket in owners:
                     ticket.refused.append(refusal)
         for piece in pieces:

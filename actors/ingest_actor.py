@@ -28,7 +28,7 @@ class IngestActor:
         self.listener = FeedListener(self.ingest)
         self.reporter: asyncio.Task[None] | None = None
         self.submits: dict[str, int] = {}  # each producer's next submit number
-        self.order = asyncio.Condition()
+        self.held: dict[str, dict[int, Callable[[], object]]] = {}  # submits that came before their turn
 
     async def listen(self, host: str, port: int) -> int:
         bound = await self.listener.start(host, port)
@@ -55,35 +55,25 @@ class IngestActor:
         self.ingest.supervisor.note_feeds.remote(f"{self.name} feeds", self.ingest.feed_stats())
 
     async def submit(self, producer: str, number: int, events: list[Tick | AccountEvent]) -> None:
-        """A producer's ``number``-th submit (from 0): events in arrival order. Taken in the producer's
-        order (an async actor may start calls out of order); returns once batched and there is room."""
-        await self._turn(producer, number)
-        try:
-            self.ingest.take_events(events)
-        finally:
-            self._next(producer)
+        """A producer's ``number``-th submit (from 0): events in arrival order. Returns once batched (or held
+        until the submits numbered before it arrive) and there is room for more."""
+        self._in_order(producer, number, lambda: self.ingest.take_events(events))
         await self.ingest.room()
 
     async def submit_columns(self, producer: str, number: int, ticks: TickColumns,
                              fills: list[AccountEvent], fill_pos: list[int]) -> None:
-        await self._turn(producer, number)
-        try:
-            self.ingest.take_columns(ticks, fills, fill_pos)
-        finally:
-            self._next(producer)
+        self._in_order(producer, number, lambda: self.ingest.take_columns(ticks, fills, fill_pos))
         await self.ingest.room()
 
-    async def _turn(self, producer: str, number: int) -> None:
-        async with self.order:
-            await self.order.wait_for(lambda: self.submits.get(producer, 0) == number)
-
-    def _next(self, producer: str) -> None:
-        self.submits[producer] = self.submits.get(producer, 0) + 1
-        asyncio.get_running_loop().create_task(self._wake())
-
-    async def _wake(self) -> None:
-        async with self.order:
-            self.order.notify_all()
+    def _in_order(self, producer: str, number: int, take: Callable[[], object]) -> None:
+        """An async actor may start one producer's calls out of order: take each in the producer's order,
+        holding any that comes early until those before it have come."""
+        held = self.held.setdefault(producer, {})
+        held[number] = take
+        while self.submits.get(producer, 0) in held:
+            due = self.submits.get(producer, 0)
+            self.submits[producer] = due + 1
+            held.pop(due)()
 
     async def drain(self) -> dict[str, int]:
         return await self.ingest.drain()

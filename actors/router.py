@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from actors.arrival import keep_ticks
 from riskcore.config import RiskConfig
 from riskcore.engine import EventBatch, TickColumns
 from riskcore.events import AccountEvent, Cash, Fill, Tick
@@ -75,28 +76,24 @@ class Router:
         return handles
 
     def _send_batch(self, events: list[Tick | AccountEvent]) -> list[Any]:
-        columns, fills, fill_pos, _ = self.screen_events(events, screen_fills=True)
+        columns, fills, fill_pos, _ = self.screen_events(events)
+        fills, fill_pos, refused = self.fill_screen.screen(fills, fill_pos)
+        self.refusals.extend(refused)
         return self.send_columns(columns, fills, fill_pos)
 
-    def screen_events(self, events: Sequence[Tick | AccountEvent], screen_fills: bool = False,
+    def screen_events(self, events: Sequence[Tick | AccountEvent],
                       ) -> tuple[TickColumns, list[AccountEvent], list[int], list[Refusal]]:
         """Events in arrival order as tick columns (ticks of an unknown symbol refused) and fills at tick
-        positions (screened too with ``screen_fills``); the refusals, also kept in ``refusals``."""
+        positions (the fills as they came: the fill screen judges them); the refusals, also kept in
+        ``refusals``."""
         ticks: list[Tick] = []
         fills: list[AccountEvent] = []
         fill_pos: list[int] = []
         refused: list[Refusal] = []
         for event in events:
             if isinstance(event, (Fill, Cash)):
-                problem = self.fill_screen.problem(event) if screen_fills else None
-                if problem is None:
-                    if screen_fills:
-                        self.fill_screen.note(event)
-                    fills.append(event)
-                    fill_pos.append(len(ticks))
-                else:
-                    self.fill_screen.refused[problem[0]] += 1
-                    refused.append(Refusal(event.stream, event.seq, *problem))
+                fills.append(event)
+                fill_pos.append(len(ticks))
             elif event.symbol not in self.symbol_ids:
                 refused.append(self.tick_screen.refuse(event.stream, event.seq, "unknown_symbol",
                                                        f"unknown symbol {event.symbol!r}"))
@@ -159,10 +156,9 @@ class Router:
 def drop_refused(ticks: TickColumns, mask: np.ndarray, fill_pos: list[int]) -> tuple[TickColumns, list[int]]:
     """The rows of ``mask`` only, fills moved to the same places among them."""
     kept_before = np.concatenate(([0], np.cumsum(mask)))
+    kept = keep_ticks(ticks, mask)
     # A refused stream name (too long) does not travel on, even as an unused entry of the table.
-    streams = tuple(name if len(name) <= MAX_NAME else "" for name in ticks.streams)
-    kept = TickColumns(ticks.symbol[mask], ticks.bid[mask], ticks.ask[mask], ticks.ts_ns[mask],
-                       ticks.seq[mask], ticks.stream[mask], streams)
+    kept.streams = tuple(name if len(name) <= MAX_NAME else "" for name in ticks.streams)
     return kept, [int(kept_before[p]) for p in fill_pos]
 
 

@@ -101,15 +101,18 @@ def drive_feeds(host: str, port: int, plan: FeedPlan, producers: int = 8, rate: 
         worker.start()
     ready = [results.get(timeout=START_TIMEOUT_S) for _ in workers]  # each has connected all its feeds
     errors = [r for r in ready if r != "connected"]
-    go.set()
     parts: list[dict[str, Any]] = []
+    if not errors:
+        go.set()
     while not errors and len(parts) < len(workers):
         with contextlib.suppress(queue.Empty):
             parts.append(results.get(timeout=0.25))
         if on_progress is not None:
             on_progress(int(answered.value))
+        if len(parts) < len(workers) and not any(w.is_alive() for w in workers) and results.empty():
+            errors.append("a producer process ended without a result")
     for worker in workers:
-        worker.join(timeout=30)
+        worker.join(timeout=0 if errors else 30)
         if worker.is_alive():
             worker.kill()
     if errors:

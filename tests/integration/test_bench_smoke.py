@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,12 +22,18 @@ def run(*args: str, timeout: int = 400) -> subprocess.CompletedProcess[str]:
                           stdin=subprocess.DEVNULL, check=False)
 
 
-def test_stress_when_tiny_firm_runs_writes_summary_with_every_figure(tmp_path: Path) -> None:
+def stress(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+    """``riskmon stress`` on a tiny firm; its run and the summary it wrote with --json."""
     out = tmp_path / "stress.json"
     done = run("-m", "riskmon.cli", "stress", "--accounts", "30", "--portfolios", "3", "--symbols", "6",
-               "--streams", "12", "--ticks", "20000", "--scenario", "mixed", "--json", str(out))
+               *args, "--json", str(out))
     assert done.returncode == 0, done.stderr[-3000:]
-    summary = json.loads(out.read_text())
+    summary: dict[str, Any] = json.loads(out.read_text())
+    return done, summary
+
+
+def test_stress_when_tiny_firm_runs_writes_summary_with_every_figure(tmp_path: Path) -> None:
+    done, summary = stress(tmp_path, "--streams", "12", "--ticks", "20000", "--scenario", "mixed")
     assert summary["ticks"] == 20_000
     assert summary["accounts"] == 30
     assert summary["streams"] == 12
@@ -74,11 +81,7 @@ def test_bench_live_when_smoke_sized_every_tick_sent_over_tcp_is_accepted() -> N
 
 
 def test_stress_when_feeds_given_drives_tcp_feeds_and_every_tick_is_accepted(tmp_path: Path) -> None:
-    out = tmp_path / "feeds.json"
-    done = run("-m", "riskmon.cli", "stress", "--feeds", "12", "--producers", "3", "--ticks", "6000",
-               "--accounts", "30", "--portfolios", "3", "--symbols", "6", "--json", str(out))
-    assert done.returncode == 0, done.stderr[-3000:]
-    summary = json.loads(out.read_text())
+    done, summary = stress(tmp_path, "--feeds", "12", "--producers", "3", "--ticks", "6000")
     assert (summary["feeds"], summary["producers"], summary["frame_ticks"]) == (12, 3, 64)
     assert summary["accepted"] == 6000
     assert summary["refused"] == 0
